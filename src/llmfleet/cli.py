@@ -1,0 +1,43 @@
+"""The ``llmfleet`` command. Each subcommand lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from llmfleet.errors import ConfigError
+
+app = typer.Typer(
+    name="llmfleet",
+    help="Run a fleet of vLLM (or simulated) inference replicas behind one OpenAI-compatible gateway.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+engine_app = typer.Typer(help="Run a single engine replica.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+
+
+def fail(message: str) -> None:
+    """Print a clear CLI error (no traceback) and exit with status 2."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _register() -> None:
+    # Imported here so that each subcommand module stays independent and `llmfleet --help` stays fast.
+    from llmfleet.engines.sim import cli as sim_cli
+
+    sim_cli.register(engine_app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    try:
+        app()
+    except ConfigError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
