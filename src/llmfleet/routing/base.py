@@ -1,0 +1,61 @@
+"""The one routing interface.
+
+A policy receives what it may know about the request (:class:`RouteRequest`) and the candidate replicas (already
+filtered to those serving the model and routable; the caller orders them so that healthy ones come before
+degraded ones is *not* assumed) and returns a :class:`RouteDecision` with the chosen replica and a short reason
+(``"least_outstanding"``, ``"prefix_hit"``, ``"spill_overloaded"``...). Reasons become a label in the gateway's
+``llmfleet_routing_decisions_total`` metric, so keep them to a small fixed set per policy.
+
+Policies are pure over their inputs plus their own bounded internal state (e.g. a prefix table), take an injected
+clock and ``random.Random`` where they need them, and never do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from llmfleet.fleet.state import ReplicaView
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """The routing-relevant facts about one request."""
+
+    model: str
+    endpoint: str
+    """``"completions"`` or ``"chat"``."""
+    prompt_text: str
+    """Prompt as text (chat: the messages rendered role-prefixed, in order), for prefix affinity."""
+    max_tokens: int | None = None
+    session_key: str | None = None
+    """From the session header or the ``user`` field, for session affinity."""
+    stream: bool = False
+    exclude: frozenset[str] = frozenset()
+    """Replica ids already tried for this request (failover); policies must not pick them."""
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    replica: ReplicaView
+    reason: str
+
+
+class NoReplicaAvailable(Exception):
+    """No candidate can take the request."""
+
+
+class RoutingPolicy(Protocol):
+    """Chooses a replica for a request."""
+
+    name: str
+
+    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+        """Pick one of ``replicas`` (never one whose id is in ``request.exclude``); raise
+        :class:`NoReplicaAvailable` when none will do."""
+        ...
+
+    def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
+        """Feedback after a request ends (policies that learn use it; others ignore it)."""
+        ...
