@@ -49,7 +49,10 @@ def run_tests(args: list[str]) -> int:
         [str(BIN / "python"), "-m", "pytest", "-q", *args],
     ]
     for step in steps:
-        print(f"[run.py] {' '.join(Path(step[0]).name if i == 0 else s for i, s in enumerate(step))}", flush=True)
+        print(
+            f"[run.py] {' '.join(Path(step[0]).name if i == 0 else s for i, s in enumerate(step))}",
+            flush=True,
+        )
         rc = subprocess.run(step, cwd=ROOT, env=env).returncode
         if rc != 0:
             return rc

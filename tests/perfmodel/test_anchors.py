@@ -14,7 +14,15 @@ SHAREGPT_IN, SHAREGPT_OUT = 240, 190
 THROUGHPUT_ANCHORS = [
     ("batch-1 decode ceiling, Llama-3.1-8B BF16, H100", "H100", "llama-3.1-8b", 1, "bf16", 1, 209),
     ("vLLM v0.6.0, Llama-3.1-8B BF16, 1xH100, 256 seqs", "H100", "llama-3.1-8b", 1, "bf16", 256, 8088),
-    ("vLLM v0.6.0, Llama-3.1-70B BF16, TP4 on 4xH100, 256 seqs", "H100", "llama-3.1-70b", 4, "bf16", 256, 3543),
+    (
+        "vLLM v0.6.0, Llama-3.1-70B BF16, TP4 on 4xH100, 256 seqs",
+        "H100",
+        "llama-3.1-70b",
+        4,
+        "bf16",
+        256,
+        3543,
+    ),
 ]
 
 
@@ -29,7 +37,13 @@ def test_throughput_within_25_percent(
 
 @pytest.mark.parametrize(
     ("model", "kib"),
-    [("llama-3.1-8b", 128), ("llama-3.1-70b", 320), ("qwen3-8b", 144), ("qwen3-32b", 256), ("llama-4-scout", 192)],
+    [
+        ("llama-3.1-8b", 128),
+        ("llama-3.1-70b", 320),
+        ("qwen3-8b", 144),
+        ("qwen3-32b", 256),
+        ("llama-4-scout", 192),
+    ],
 )
 def test_kv_bytes_per_token_exact(model: str, kib: int) -> None:
     assert CAT.model(model).kv_bytes_per_token("bf16") == kib * 1024

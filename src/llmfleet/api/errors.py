@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_body(message: str, *, type_: str, status: int, param: str | None = None, code: str | None = None) -> dict[
-    str, object
-]:
+def error_body(
+    message: str, *, type_: str, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
     """The JSON body vLLM and OpenAI use for errors."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code if code else status}}
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from llmfleet.api.errors import validation_message
 from llmfleet.errors import InvalidRequestError
 
-
 _M = TypeVar("_M", bound=BaseModel)
 
 

@@ -3,4 +3,14 @@
 from llmfleet.perfmodel.catalog import GPU, Catalog, Model, Price, load_catalog
 from llmfleet.perfmodel.model import Efficiency, PerfModel, SeqWork, SteadyState
 
-__all__ = ["GPU", "Catalog", "Efficiency", "Model", "PerfModel", "Price", "SeqWork", "SteadyState", "load_catalog"]
+__all__ = [
+    "GPU",
+    "Catalog",
+    "Efficiency",
+    "Model",
+    "PerfModel",
+    "Price",
+    "SeqWork",
+    "SteadyState",
+    "load_catalog",
+]

@@ -74,7 +74,9 @@ def fit_efficiency(pm: PerfModel, data: Sequence[Measurement], grid: int = 24, r
         for i in range(grid + 1):
             for j in range(grid + 1):
                 eff = replace(
-                    pm.eff, bandwidth=bw_lo + (bw_hi - bw_lo) * i / grid, mfu=mfu_lo + (mfu_hi - mfu_lo) * j / grid
+                    pm.eff,
+                    bandwidth=bw_lo + (bw_hi - bw_lo) * i / grid,
+                    mfu=mfu_lo + (mfu_hi - mfu_lo) * j / grid,
                 )
                 trial = pm.with_efficiency(eff)
                 o, s = _solve_overheads(trial, data)
@@ -84,7 +86,10 @@ def fit_efficiency(pm: PerfModel, data: Sequence[Measurement], grid: int = 24, r
                     best = (err, trial.eff)
         assert best is not None
         bw_span, mfu_span = (bw_hi - bw_lo) / grid * 2, (mfu_hi - mfu_lo) / grid * 2
-        bw_lo, bw_hi = max(BANDWIDTH_RANGE[0], best[1].bandwidth - bw_span), min(1.0, best[1].bandwidth + bw_span)
+        bw_lo, bw_hi = (
+            max(BANDWIDTH_RANGE[0], best[1].bandwidth - bw_span),
+            min(1.0, best[1].bandwidth + bw_span),
+        )
         mfu_lo, mfu_hi = max(MFU_RANGE[0], best[1].mfu - mfu_span), min(MFU_RANGE[1], best[1].mfu + mfu_span)
     assert best is not None
     return FitResult(efficiency=best[1], mean_abs_rel_error=best[0])

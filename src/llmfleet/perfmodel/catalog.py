@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmfleet.config import load_yaml, validate_section

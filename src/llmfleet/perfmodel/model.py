@@ -172,8 +172,13 @@ class PerfModel:
             e2e_s=ttft_s + tpot_s * (output_tokens - 1),
         )
 
-    def max_concurrency(self, input_tokens: int, output_tokens: int, gpu_memory_utilization: float = 0.9,
-                        max_num_seqs: int = 256) -> int:
+    def max_concurrency(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        gpu_memory_utilization: float = 0.9,
+        max_num_seqs: int = 256,
+    ) -> int:
         """Sequences that fit in KV cache at once (each at its full length), capped at ``max_num_seqs``."""
         per_seq = input_tokens + output_tokens
         return max(0, min(max_num_seqs, self.kv_capacity_tokens(gpu_memory_utilization) // per_seq))
