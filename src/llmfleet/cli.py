@@ -28,7 +28,7 @@ def fail(message: str) -> None:
 
 def _register() -> None:
     # Imported here so that each subcommand module stays independent and `llmfleet --help` stays fast.
-    from llmfleet.engines.sim import cli as sim_cli
+    import llmfleet.engines.sim.cli as sim_cli
 
     sim_cli.register(engine_app)
 

@@ -1,0 +1,322 @@
+"""The simulated engine's HTTP server: vLLM's OpenAI-compatible API, ``/metrics`` and a fault-injection admin API.
+
+Responses follow vLLM's shapes (ids ``cmpl-``/``chatcmpl-``, ``stop_reason``, SSE chunks ending in
+``data: [DONE]``, a usage chunk with ``choices: []`` when ``stream_options.include_usage`` is set, chat streams that
+open with a role delta). The sim returns one token per SSE chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from llmfleet.api.errors import error_middleware, validation_message
+from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_request
+from llmfleet.clock import ScaledClock
+from llmfleet.config import SimEngineConfig
+from llmfleet.engines.sim.engine import RequestHandle, SimEngine
+from llmfleet.engines.sim.faults import FaultState
+from llmfleet.engines.sim.metrics import EngineMetrics
+from llmfleet.engines.sim.tokenizer import render_chat, token_ids
+from llmfleet.errors import InternalServerError, InvalidRequestError, ModelNotFoundError
+from llmfleet.perfmodel.catalog import load_catalog
+from llmfleet.perfmodel.model import PerfModel
+
+ENGINE_KEY = web.AppKey("engine", SimEngine)
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _crash() -> None:
+    os._exit(1)  # abrupt, like a kill -9 of the engine: no cleanup, connections drop
+
+
+class SimServer:
+    """Request handlers around one :class:`SimEngine`."""
+
+    def __init__(
+        self, engine: SimEngine, faults: FaultState, served_model_name: str, on_crash: Callable[[], None]
+    ) -> None:
+        self.engine = engine
+        self.faults = faults
+        self.model_name = served_model_name
+        self.on_crash = on_crash
+        self.created = int(time.time())
+
+    # ---- fault gate --------------------------------------------------------------------------------------
+    async def _gate(self, count: bool = True) -> None:
+        if count and self.faults.count_request():
+            self.on_crash()
+        if self.faults.config.hang:
+            await asyncio.Event().wait()  # never answers; cancelled when the client goes away
+
+    # ---- simple endpoints ----------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        await self._gate(count=False)
+        return web.Response(status=200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        await self._gate(count=False)
+        card = {
+            "id": self.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "vllm",
+            "root": self.model_name,
+            "parent": None,
+            "max_model_len": self.engine.max_model_len,
+            "permission": [],
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "llmfleet-sim"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        await self._gate(count=False)
+        body = generate_latest(self.engine.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.config.model_dump())
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        patch = await _json_body(request)
+        if not isinstance(patch, dict):
+            raise InvalidRequestError("body must be a JSON object of fault settings")
+        try:
+            new = self.faults.update(patch, self.engine.clock.now())
+        except ValidationError as exc:
+            msg, param = validation_message(exc)
+            raise InvalidRequestError(msg, param=param) from None
+        return web.json_response(new.model_dump())
+
+    # ---- generation ------------------------------------------------------------------------------------------
+    def _check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise ModelNotFoundError(f"The model `{model}` does not exist.", param="model", code="404")
+
+    def _budget(self, prompt_len: int, max_tokens: int | None) -> int:
+        limit = self.engine.max_model_len
+        if max_tokens is None:
+            if prompt_len >= limit:
+                raise InvalidRequestError(
+                    f"This model's maximum context length is {limit} tokens. However, your request has "
+                    f"{prompt_len} input tokens. Please reduce the length of the input messages.",
+                    param="prompt",
+                )
+            return min(self.engine.config.default_max_tokens, limit - prompt_len)
+        if prompt_len + max_tokens > limit:
+            raise InvalidRequestError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + max_tokens} tokens ({prompt_len} in the messages, {max_tokens} in the completion). "
+                "Please reduce the length of the messages or completion.",
+                param="max_tokens",
+            )
+        return max_tokens
+
+    async def _admit(self, max_tokens: int, prompt: list[int], stop: list[str], ignore_eos: bool) -> RequestHandle:
+        if self.faults.should_error():
+            raise InternalServerError("injected engine error", code="500")
+        extra_ms = self.faults.config.extra_latency_ms
+        if extra_ms > 0:
+            await self.engine.clock.sleep(extra_ms / 1000.0)
+        return self.engine.submit(prompt, max_tokens, stop, ignore_eos)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        await self._gate()
+        req = parse_request(CompletionRequest, await _json_body(request))
+        self._check_model(req.model)
+        _only_n1(req.n)
+        prompt = req.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            if len(prompt) != 1:
+                raise InvalidRequestError("batched prompts are not supported by the simulated engine", param="prompt")
+            prompt = prompt[0]
+        ids = token_ids(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise InvalidRequestError("prompt must not be empty", param="prompt")
+        max_tokens = self._budget(len(ids), req.max_tokens)
+        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos)
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
+
+        def chunk(piece: str, finish: str | None) -> dict[str, Any]:
+            choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            return {**base, "choices": [choice]}
+
+        if req.stream:
+            return await self._stream(request, handle, base, chunk, req.include_usage, opener=None)
+        text, finish = await self._collect(handle)
+        choice = {
+            "index": 0,
+            "text": text,
+            "logprobs": None,
+            "finish_reason": finish,
+            "stop_reason": None,
+            "prompt_logprobs": None,
+        }
+        return web.json_response({**base, "choices": [choice], "usage": _usage(handle)}, dumps=_dumps_str)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        await self._gate()
+        req = parse_request(ChatCompletionRequest, await _json_body(request))
+        self._check_model(req.model)
+        _only_n1(req.n)
+        if req.continue_final_message and req.messages[-1].role != "assistant":
+            raise InvalidRequestError(
+                "continue_final_message requires the last message to be from the assistant", param="messages"
+            )
+        if req.continue_final_message and req.add_generation_prompt:
+            raise InvalidRequestError(
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+                param="continue_final_message",
+            )
+        text_prompt = render_chat(req.messages, req.add_generation_prompt, req.continue_final_message)
+        ids = token_ids(text_prompt)
+        max_tokens = self._budget(len(ids), req.effective_max_tokens)
+        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos)
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name}
+
+        def chunk(piece: str, finish: str | None) -> dict[str, Any]:
+            choice = {
+                "index": 0,
+                "delta": {"content": piece} if piece or finish is None else {},
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": None,
+            }
+            return {**base, "choices": [choice]}
+
+        if req.stream:
+            opener = {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                ],
+            }
+            return await self._stream(request, handle, base, chunk, req.include_usage, opener=opener)
+        text, finish = await self._collect(handle)
+        message = {"role": "assistant", "content": text, "tool_calls": []}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+        body = {**base, "object": "chat.completion", "choices": [choice], "usage": _usage(handle)}
+        return web.json_response(body, dumps=_dumps_str)
+
+    async def _collect(self, handle: RequestHandle) -> tuple[str, str]:
+        parts: list[str] = []
+        finish = "abort"
+        try:
+            async for ev in handle.stream():
+                parts.append(ev.piece)
+                finish = ev.finish_reason or finish
+        finally:
+            self.engine.abort(handle)  # no-op when finished; frees KV when the client went away
+        return "".join(parts), finish
+
+    async def _stream(
+        self,
+        request: web.Request,
+        handle: RequestHandle,
+        base: dict[str, Any],
+        chunk: Callable[[str, str | None], dict[str, Any]],
+        include_usage: bool,
+        opener: dict[str, Any] | None,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            await resp.prepare(request)
+            if opener is not None:
+                await resp.write(_sse(opener))
+            async for ev in handle.stream():
+                await resp.write(_sse(chunk(ev.piece, ev.finish_reason)))
+            if include_usage:
+                await resp.write(_sse({**base, "choices": [], "usage": _usage(handle)}))
+            await resp.write(b"data: [DONE]\n\n")
+        except ConnectionResetError:
+            pass  # the client went away; the finally below frees the request's KV blocks
+        finally:
+            self.engine.abort(handle)
+        return resp
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + _DUMPS(obj).encode() + b"\n\n"
+
+
+def _dumps_str(obj: Any) -> str:
+    return _DUMPS(obj)
+
+
+def _usage(handle: RequestHandle) -> dict[str, Any]:
+    p, c = len(handle.req.prompt_ids), len(handle.req.output_ids)
+    return {"prompt_tokens": p, "total_tokens": p + c, "completion_tokens": c, "prompt_tokens_details": None}
+
+
+def _only_n1(n: int) -> None:
+    if n != 1:
+        raise InvalidRequestError("the simulated engine supports only n=1", param="n")
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"Invalid JSON in request body: {exc}") from None
+
+
+SERVER_KEY = web.AppKey("server", SimServer)
+
+
+def build_engine(
+    config: SimEngineConfig, clock: ScaledClock | None = None, catalog_files: list[str] | None = None
+) -> SimEngine:
+    """Wire a :class:`SimEngine` from config (catalog lookups raise errors that name the key)."""
+    catalog = load_catalog(list(catalog_files or []))
+    perf = PerfModel(
+        catalog.gpu(config.gpu),
+        catalog.model(config.model),
+        precision=config.precision,  # type: ignore[arg-type]
+        tp=config.tensor_parallel_size,
+    )
+    clock = clock or ScaledClock(config.time_scale)
+    name = config.served_model_name or perf.model.name
+    metrics = EngineMetrics(name)
+    faults = FaultState(config.faults, random.Random(config.seed), clock.now())
+    return SimEngine(config, perf, clock, metrics, faults)
+
+
+def create_app(
+    config: SimEngineConfig, *, engine: SimEngine | None = None, on_crash: Callable[[], None] = _crash
+) -> web.Application:
+    """The aiohttp application of one simulated engine replica."""
+    engine = engine or build_engine(config)
+    server = SimServer(engine, engine.faults, config.served_model_name or engine.perf.model.name, on_crash)
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
+    app[ENGINE_KEY] = engine
+    app[SERVER_KEY] = server
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        await engine.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/completions", server.completions)
+    app.router.add_post("/v1/chat/completions", server.chat)
+    app.router.add_get("/v1/models", server.models)
+    app.router.add_get("/health", server.health)
+    app.router.add_get("/version", server.version)
+    app.router.add_get("/metrics", server.metrics)
+    app.router.add_get("/admin/faults", server.get_faults)
+    app.router.add_post("/admin/faults", server.set_faults)
+    return app
