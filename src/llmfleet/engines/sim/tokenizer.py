@@ -3,7 +3,7 @@
 Rule (documented in docs/sim-engine.md): text is split left to right into pieces, each one of
   * an optional single whitespace character followed by 1-4 ASCII letters/digits  (``" Hell"``, ``"o"``),
   * an optional single whitespace character followed by one other non-space character  (``" ,"``, ``"é"``),
-  * a run of whitespace that is not followed by such a piece.
+  * otherwise, a maximal run of whitespace (``"  "`` in ``"a  b"``).
 Each piece is one token; its id is ``crc32(piece) % vocab_size``. English text averages ~3.5-4 characters per token,
 close to real BPE tokenizers. Generated text is made of pieces ``" " + word`` with words of at most 4 letters, so
 concatenated output re-tokenizes to exactly the same number of tokens (a gateway can resume a stream by appending
