@@ -1,0 +1,5 @@
+"""``python -m llmfleet`` runs the CLI."""
+
+from llmfleet.cli import main
+
+main()
