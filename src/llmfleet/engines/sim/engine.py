@@ -150,6 +150,7 @@ class SimEngine:
             deadline += self.perf.step_time_s(plan.work) * self.faults.step_time_factor(deadline)
             self._update_gauges()
             await self.clock.sleep_until(deadline)
+            self.metrics.step_lateness.observe(max(0.0, self.clock.now() - deadline))
             for req in self.scheduler.complete(plan):
                 self._emit(self._handles[id(req)], deadline)
             self._update_gauges()

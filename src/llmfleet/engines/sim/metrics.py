@@ -119,6 +119,12 @@ class EngineMetrics:
         self.queue_time = hist(
             "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", _E2E_BUCKETS
         )
+        self.step_lateness = Histogram(
+            "llmfleet_sim_step_lateness_seconds",
+            "How far (simulated seconds) each engine step ended after its modelled deadline: the pace kept.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0),
+            registry=r,
+        )
 
     def success(self, finished_reason: str) -> Counter:
         """``vllm:request_success_total`` for one finish reason."""

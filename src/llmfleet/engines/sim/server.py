@@ -29,6 +29,7 @@ from llmfleet.engines.sim.faults import FaultState
 from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.engines.sim.tokenizer import render_chat, token_ids
 from llmfleet.errors import InternalServerError, InvalidRequestError, ModelNotFoundError
+from llmfleet.loopmon import LoopLagMonitor
 from llmfleet.perfmodel.catalog import load_catalog
 from llmfleet.perfmodel.model import PerfModel
 
@@ -237,8 +238,9 @@ class SimServer:
             await resp.prepare(request)
             if opener is not None:
                 await resp.write(_sse(opener))
+            template = _ChunkTemplate(chunk)
             async for ev in handle.stream():
-                await resp.write(_sse(chunk(ev.piece, ev.finish_reason)))
+                await resp.write(template.render(ev.piece, ev.finish_reason))
             if include_usage:
                 await resp.write(_sse({**base, "choices": [], "usage": _usage(handle)}))
             await resp.write(b"data: [DONE]\n\n")
@@ -247,6 +249,23 @@ class SimServer:
         finally:
             self.engine.abort(handle)
         return resp
+
+
+class _ChunkTemplate:
+    """Pre-encoded SSE chunk around the token text: per token only the piece is JSON-encoded (the hot path)."""
+
+    _SENTINEL = "\x00piece\x00"
+
+    def __init__(self, make: Callable[[str, str | None], dict[str, Any]]) -> None:
+        self._make = make
+        head, tail = _DUMPS(make(self._SENTINEL, None)).split(_DUMPS(self._SENTINEL))
+        self._head = b"data: " + head.encode()
+        self._tail = tail.encode() + b"\n\n"
+
+    def render(self, piece: str, finish: str | None) -> bytes:
+        if finish is None:
+            return self._head + _DUMPS(piece).encode() + self._tail
+        return _sse(self._make(piece, finish))
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
@@ -305,9 +324,13 @@ def create_app(
     app[ENGINE_KEY] = engine
     app[SERVER_KEY] = server
 
+    lag = LoopLagMonitor(engine.metrics.registry)
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         engine.start()
+        lag.start()
         yield
+        await lag.stop()
         await engine.stop()
 
     app.cleanup_ctx.append(lifecycle)
