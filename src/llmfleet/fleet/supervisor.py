@@ -1,0 +1,267 @@
+"""Local replica processes: start, wait until ready, restart with backoff when they crash, stop cleanly.
+
+The supervisor owns engine subprocesses (simulated or real vLLM) started from an :class:`EngineLauncher`. It tells a
+:class:`ReplicaListener` (the gateway registration, in `llmfleet up`) when a replica becomes ready and when it goes
+away, so replicas join the gateway only once they answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import random
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+
+from llmfleet.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to start one replica process."""
+
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    ready_path: str = "/health"
+
+
+class EngineLauncher(Protocol):
+    """Renders the command for replica ``index`` on ``port`` (sim engine, real vLLM, ...)."""
+
+    kind: str
+
+    def spec(self, index: int, port: int, log_dir: Path) -> LaunchSpec: ...
+
+
+class ReplicaListener(Protocol):
+    async def replica_ready(self, replica: ManagedReplica) -> None: ...
+
+    async def replica_gone(self, replica: ManagedReplica) -> None: ...
+
+
+class ProcState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(eq=False)
+class ManagedReplica:
+    """One supervised replica and its process history."""
+
+    index: int
+    port: int
+    host: str = "127.0.0.1"
+    state: ProcState = ProcState.STARTING
+    pid: int | None = None
+    restarts: int = 0
+    last_exit_code: int | None = None
+    started_at: float | None = None
+    ready_after_s: float | None = None
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def id(self) -> str:
+        return self.url
+
+
+class StartupError(RuntimeError):
+    """A replica did not become ready; the message quotes the end of its log."""
+
+
+def tail(path: Path | None, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file (empty when missing)."""
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        data: deque[bytes] = deque(f, maxlen=lines)
+    return b"".join(data).decode(errors="replace")
+
+
+class Supervisor:
+    """Keeps a set of replica processes alive."""
+
+    def __init__(
+        self,
+        launcher: EngineLauncher,
+        listener: ReplicaListener,
+        clock: Clock,
+        rng: random.Random,
+        log_dir: Path,
+        ready_timeout_s: float = 120.0,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        max_restarts: int = 10,
+    ) -> None:
+        self.launcher = launcher
+        self.listener = listener
+        self.clock = clock
+        self.rng = rng
+        self.log_dir = log_dir
+        self.ready_timeout_s = ready_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.max_restarts = max_restarts
+        self.replicas: list[ManagedReplica] = []
+        self._next_index = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Supervisor:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_all()
+        if self._session is not None:
+            await self._session.close()
+
+    # ---- public ------------------------------------------------------------------------------------------
+    def add(self, port: int) -> ManagedReplica:
+        """Start supervising a new replica on ``port``; returns at once (it becomes ready in the background)."""
+        replica = ManagedReplica(index=self._next_index, port=port)
+        self._next_index += 1
+        self.replicas.append(replica)
+        replica._task = asyncio.create_task(self._supervise(replica), name=f"replica-{replica.index}")
+        return replica
+
+    async def remove(self, replica: ManagedReplica, grace_s: float = 10.0) -> None:
+        """Stop a replica for good (the caller drains it first)."""
+        replica._stop.set()
+        await self._terminate(replica, grace_s)
+        if replica._task is not None:
+            replica._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replica._task
+        replica.state = ProcState.STOPPED
+        if replica in self.replicas:
+            self.replicas.remove(replica)
+
+    async def wait_ready(self, replicas: Sequence[ManagedReplica], timeout_s: float) -> None:
+        """Wait until every replica is ready; :class:`StartupError` quoting the log when one fails."""
+        deadline = self.clock.now() + timeout_s
+        while True:
+            failed = [r for r in replicas if r.state == ProcState.FAILED]
+            if failed:
+                r = failed[0]
+                raise StartupError(
+                    f"replica {r.index} on port {r.port} failed to start "
+                    f"(exit code {r.last_exit_code}); last log lines:\n{tail(r.log_path)}"
+                )
+            if all(r.state == ProcState.READY for r in replicas):
+                return
+            if self.clock.now() > deadline:
+                slow = next(r for r in replicas if r.state != ProcState.READY)
+                raise StartupError(
+                    f"replica {slow.index} on port {slow.port} not ready after {timeout_s:.0f} s; "
+                    f"last log lines:\n{tail(slow.log_path)}"
+                )
+            await self.clock.sleep(0.05)
+
+    async def stop_all(self, grace_s: float = 10.0) -> None:
+        await asyncio.gather(*(self.remove(r, grace_s) for r in list(self.replicas)))
+
+    # ---- internals -----------------------------------------------------------------------------------------
+    async def _supervise(self, replica: ManagedReplica) -> None:
+        backoff = self.backoff_initial_s
+        while not replica._stop.is_set():
+            spec = self.launcher.spec(replica.index, replica.port, self.log_dir)
+            replica.log_path = spec.log_path
+            replica.state = ProcState.STARTING
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with spec.log_path.open("ab") as logf:
+                replica._proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec returns at once
+                    spec.argv,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **spec.env},
+                    start_new_session=True,
+                )
+            replica.pid = replica._proc.pid
+            replica.started_at = self.clock.now()
+            ready = await self._await_ready(replica, spec)
+            if ready:
+                replica.state = ProcState.READY
+                replica.ready_after_s = self.clock.now() - replica.started_at
+                backoff = self.backoff_initial_s
+                log.info("replica %d ready on %s after %.1f s", replica.index, replica.url, replica.ready_after_s)
+                await self.listener.replica_ready(replica)
+                while replica._proc.poll() is None and not replica._stop.is_set():
+                    await self.clock.sleep(0.1)
+                if replica._stop.is_set():
+                    return
+                await self.listener.replica_gone(replica)
+            replica.last_exit_code = replica._proc.poll()
+            if replica._stop.is_set():
+                return
+            replica.restarts += 1
+            if replica.restarts > self.max_restarts or (not ready and replica.restarts == 1 and replica.last_exit_code):
+                # A replica that never came up and exited on its own is a configuration problem: report, don't loop.
+                replica.state = ProcState.FAILED
+                log.error(
+                    "replica %d failed (exit %s):\n%s", replica.index, replica.last_exit_code, tail(replica.log_path)
+                )
+                return
+            replica.state = ProcState.BACKOFF
+            delay = backoff * (0.5 + self.rng.random())
+            log.warning(
+                "replica %d exited (code %s); restarting in %.1f s", replica.index, replica.last_exit_code, delay
+            )
+            await self.clock.sleep(delay)
+            backoff = min(self.backoff_max_s, backoff * 2)
+
+    async def _await_ready(self, replica: ManagedReplica, spec: LaunchSpec) -> bool:
+        assert self._session is not None and replica._proc is not None
+        deadline = self.clock.now() + self.ready_timeout_s
+        while self.clock.now() < deadline and not replica._stop.is_set():
+            if replica._proc.poll() is not None:
+                return False
+            try:
+                async with self._session.get(f"{replica.url}{spec.ready_path}") as resp:
+                    if resp.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await self.clock.sleep(0.1)
+        if replica._proc.poll() is None:
+            await self._terminate(replica, 5.0)
+        return False
+
+    async def _terminate(self, replica: ManagedReplica, grace_s: float) -> None:
+        proc = replica._proc
+        if proc is None or proc.poll() is not None:
+            return
+        replica.state = ProcState.STOPPING
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = self.clock.now() + grace_s
+        while proc.poll() is None and self.clock.now() < deadline:
+            await self.clock.sleep(0.05)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        replica.last_exit_code = proc.returncode
