@@ -53,3 +53,13 @@ async def test_client_disconnect_aborts_request(start_sim: Callable[..., SimServ
     m = scrape(sim.url)
     assert m["vllm:num_requests_running"] == 0 and m["vllm:kv_cache_usage_perc"] == 0
     assert m["vllm:generation_tokens_total"] < 500
+
+
+async def test_tokenize_endpoint(sim: SimServerThread) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{sim.url}/tokenize", json={"prompt": "Hello there, world"}) as resp:
+            assert (await resp.json())["count"] == 7
+        async with s.post(f"{sim.url}/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}) as resp:
+            assert (await resp.json())["count"] > 2
+        async with s.post(f"{sim.url}/tokenize", json={"prompt": 5}) as resp:
+            assert resp.status == 400

@@ -79,6 +79,21 @@ class SimServer:
         }
         return web.json_response({"object": "list", "data": [card]})
 
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's ``POST /tokenize``: token ids of a prompt (``prompt``) or of chat ``messages``."""
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidRequestError("request body must be a JSON object")
+        if "messages" in body:
+            chat = parse_request(ChatCompletionRequest, {"model": self.model_name, **body})
+            text = render_chat(chat.messages, chat.add_generation_prompt, chat.continue_final_message)
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise InvalidRequestError("give `prompt` (a string) or `messages`", param="prompt")
+        ids = token_ids(text)
+        return web.json_response({"count": len(ids), "max_model_len": self.engine.max_model_len, "tokens": ids})
+
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "llmfleet-sim"})
 
@@ -339,6 +354,7 @@ def create_app(
     app.router.add_get("/v1/models", server.models)
     app.router.add_get("/health", server.health)
     app.router.add_get("/version", server.version)
+    app.router.add_post("/tokenize", server.tokenize)
     app.router.add_get("/metrics", server.metrics)
     app.router.add_get("/admin/faults", server.get_faults)
     app.router.add_post("/admin/faults", server.set_faults)
