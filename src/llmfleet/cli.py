@@ -31,6 +31,9 @@ def _register() -> None:
     import llmfleet.engines.sim.cli as sim_cli
 
     sim_cli.register(engine_app)
+    from llmfleet.planner import cli as plan_cli
+
+    plan_cli.register(app)
 
 
 def main() -> None:
