@@ -193,3 +193,19 @@ class RoutingConfig(_Section):
     session: SessionAffinityConfig = Field(default_factory=SessionAffinityConfig)
     tiered: TieredConfig = Field(default_factory=TieredConfig)
     latency: LatencyEwmaConfig = Field(default_factory=LatencyEwmaConfig)
+
+
+# --- fleet (owner: lead) -----------------------------------------------------------------------------------------
+
+
+class FleetSection(_Section):
+    """`llmfleet up`: how many replicas of which engine, and where the gateway listens (section ``fleet``)."""
+
+    replicas: int = Field(2, ge=1, le=64, description="Replicas to start.")
+    engine: Literal["sim", "vllm"] = Field("sim", description="Simulated engines or real vLLM.")
+    host: str = Field("127.0.0.1", description="Address the gateway and replicas bind.")
+    port: int = Field(8080, ge=1, le=65535, description="Gateway port (the API clients use).")
+    ready_timeout_s: float = Field(120.0, gt=0, description="How long a replica may take to answer /health.")
+    run_dir: str = Field(".llmfleet", description="Where run logs go (one folder per run).")
+    min_replicas: int | None = Field(None, ge=1, description="Autoscaler floor (default: replicas).")
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaler ceiling (default: replicas).")
