@@ -201,3 +201,28 @@ def test_ttft_slo_is_checked_separately() -> None:
 )
 def test_token_budget_batch(inp: int, out: int, budget: int, want: int) -> None:
     assert token_budget_batch(inp, out, budget) == want
+
+
+def test_larger_tp_when_it_serves_more_requests_per_gpu_within_the_slo() -> None:
+    def at(tp: int | None) -> tuple[int, float]:
+        s = size_replica(
+            CAT.gpu("L40S"), CAT.model("llama-3.1-8b"), "bf16", input_tokens=500, output_tokens=250, prof=PROD,
+            targets=Targets(e2e_p99_ms=7000), tp=tp,
+        )  # fmt: skip
+        return s.gpus_per_replica, s.requests_per_min_per_replica / s.gpus_per_replica
+
+    chosen_tp, chosen_per_gpu = at(None)
+    assert chosen_tp == 2
+    assert chosen_per_gpu > 1.05 * at(1)[1]
+    assert chosen_per_gpu >= at(4)[1]
+
+
+def test_looser_slo_never_costs_more_per_gpu() -> None:
+    per_gpu = []
+    for slo in (5000, 6000, 7000, 8000, 9000, 10000, None):
+        s = size_replica(
+            CAT.gpu("L40S"), CAT.model("llama-3.1-8b"), "bf16", input_tokens=500, output_tokens=250, prof=PROD,
+            targets=Targets(e2e_p99_ms=slo),
+        )  # fmt: skip
+        per_gpu.append(s.requests_per_min_per_replica / s.gpus_per_replica)
+    assert all(b >= a * 0.95 for a, b in zip(per_gpu, per_gpu[1:], strict=False)), per_gpu

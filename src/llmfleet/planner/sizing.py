@@ -18,6 +18,8 @@ from llmfleet.planner.config import TP_DEGREES
 from llmfleet.planner.profiles import VllmProfile
 
 GIB = 2**30
+TP_GAIN_MIN = 0.05
+"""A larger tensor-parallel degree is taken only when it serves this much more (5%) per GPU within the SLO."""
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,21 @@ def size_replica(
     min_kv_seqs: int = 8,
     lat: LatencyModel | None = None,
 ) -> Sizing:
-    """Size one replica; the smallest TP in {1,2,4,8} (dividing the heads) that fits the weights plus room for
-    ``min_kv_seqs`` full-length sequences, moving to a larger TP when a smaller one cannot meet the SLO even at
-    batch 1. ``tp`` pins the degree."""
+    """Size one replica at a tensor-parallel degree in {1,2,4,8} that divides the heads.
+
+    The starting point is the smallest degree that fits the weights plus room for ``min_kv_seqs`` full-length
+    sequences. A larger degree replaces it when the smaller one cannot meet the SLO even at batch 1, or when it
+    serves at least ``TP_GAIN_MIN`` more requests per minute *per GPU* within the SLO (a tight SLO caps the batch,
+    and splitting the model speeds every step). ``tp`` pins the degree.
+    """
     lat = lat or LatencyModel()
     gmu = prof.gpu_memory_utilization
     seq_tokens = input_tokens + output_tokens
     need_seqs = min(min_kv_seqs, prof.max_num_seqs)
     batch_cap = min(prof.max_num_seqs, token_budget_batch(input_tokens, output_tokens, prof.max_num_batched_tokens))
     fail: Sizing | None = None  # the most informative failure so far
+    best: Sizing | None = None
+    smallest_fit = 0
     for degree in _tp_candidates(model, tp):
         pm = PerfModel(gpu, model, precision=precision, kv_precision=kv_precision, tp=degree)  # type: ignore[arg-type]
         cap_tokens = pm.kv_capacity_tokens(gmu)
@@ -190,6 +198,7 @@ def size_replica(
             if fail is None or not fail.fits:
                 fail = replace(base, reason=_no_fit_reason(pm, prof, seq_tokens, need_seqs))
             continue
+        smallest_fit = smallest_fit or degree
         batch = largest_batch(pm, min(max_seqs, batch_cap), input_tokens, output_tokens, targets, lat)
         if batch == 0:
             _, state, ttft_ms, e2e_ms = _meets(pm, 1, input_tokens, output_tokens, targets, lat)
@@ -206,7 +215,7 @@ def size_replica(
             continue
         _, state, ttft_ms, e2e_ms = _meets(pm, batch, input_tokens, output_tokens, targets, lat)
         limit = "the SLO" if batch < min(max_seqs, batch_cap) else _batch_limit(max_seqs, batch_cap, prof)
-        return replace(
+        ok = replace(
             base,
             fits=True,
             meets_slo=True,
@@ -219,8 +228,20 @@ def size_replica(
             e2e_p99_ms=e2e_ms,
             requests_per_min_per_replica=state.requests_per_s * 60.0,
         )
+        if best is None or _per_gpu(ok) > _per_gpu(best) * (1.0 + TP_GAIN_MIN):
+            best = ok
+        else:
+            break  # per-GPU capacity has stopped improving; larger degrees only add communication
+    if best is not None:
+        if best.gpus_per_replica > smallest_fit:
+            best = replace(best, reason=best.reason + f" (TP{best.gpus_per_replica} serves more requests per GPU)")
+        return best
     assert fail is not None
     return fail
+
+
+def _per_gpu(s: Sizing) -> float:
+    return s.requests_per_min_per_replica / s.gpus_per_replica
 
 
 def _batch_limit(max_seqs: int, batch_cap: int, prof: VllmProfile) -> str:
