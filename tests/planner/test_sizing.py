@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from llmfleet.perfmodel import Model, PerfModel, load_catalog
@@ -225,4 +227,4 @@ def test_looser_slo_never_costs_more_per_gpu() -> None:
             targets=Targets(e2e_p99_ms=slo),
         )  # fmt: skip
         per_gpu.append(s.requests_per_min_per_replica / s.gpus_per_replica)
-    assert all(b >= a * 0.95 for a, b in zip(per_gpu, per_gpu[1:], strict=False)), per_gpu
+    assert all(b >= a * 0.95 for a, b in itertools.pairwise(per_gpu)), per_gpu
