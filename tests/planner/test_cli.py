@@ -13,7 +13,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from llmfleet.config import SimEngineConfig
+from llmfleet.config import FleetSection, SimEngineConfig
 from llmfleet.planner import cli as plan_cli
 
 SEED = ["plan", "--model", "llama-3.1-8b", "--rpm", "1000", "--input-tokens", "500", "--output-tokens", "250"]
@@ -99,6 +99,7 @@ def test_out_dir_writes_plan_fleet_and_vllm_args(app: typer.Typer, tmp_path: Pat
     assert (engine.gpu, engine.tensor_parallel_size, engine.max_num_seqs) == (
         rec["gpu"], rec["gpus_per_replica"], rec["batch"]
     )  # fmt: skip
+    FleetSection.model_validate(fleet["fleet"])  # what `llmfleet up` reads
     assert fleet["fleet"] == {
         "replicas": rec["replicas_baseline"],
         "min_replicas": rec["replicas_baseline"],
