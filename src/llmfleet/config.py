@@ -209,3 +209,55 @@ class FleetSection(_Section):
     run_dir: str = Field(".llmfleet", description="Where run logs go (one folder per run).")
     min_replicas: int | None = Field(None, ge=1, description="Autoscaler floor (default: replicas).")
     max_replicas: int | None = Field(None, ge=1, description="Autoscaler ceiling (default: replicas).")
+
+
+# --- gateway and health (owner: lead) ----------------------------------------------------------------------------
+
+
+class HealthConfig(_Section):
+    """Active probes and passive outlier ejection (section ``gateway.health``)."""
+
+    probe_interval_s: float = Field(10.0, gt=0, description="Seconds between active probes of each replica.")
+    probe_timeout_s: float = Field(5.0, gt=0, description="A probe slower than this counts as failed.")
+    probe_completion: bool = Field(
+        True, description="Probe with a 1-token completion (measures real latency), not only GET /health."
+    )
+    healthy_latency_s: float = Field(0.5, gt=0, description="Probe latency at or under this is healthy.")
+    degraded_latency_s: float = Field(1.0, gt=0, description="Probe latency over this marks the replica degraded.")
+    failures_to_eject: int = Field(1, ge=1, description="Consecutive failed probes that mark a replica unhealthy.")
+    successes_to_readmit: int = Field(2, ge=1, description="Consecutive good probes that re-admit a replica.")
+    request_failures_to_eject: int = Field(3, ge=1, description="Consecutive failed requests that eject a replica.")
+    error_rate_window: int = Field(20, ge=2, description="Recent requests over which the error rate is computed.")
+    error_rate_to_eject: float = Field(0.5, gt=0, le=1, description="Error rate over the window that ejects.")
+    ejection_backoff_s: float = Field(5.0, gt=0, description="First ejection lasts at least this long ...")
+    ejection_backoff_max_s: float = Field(120.0, gt=0, description="... doubling per repeat, up to this.")
+    scrape_interval_s: float = Field(2.0, gt=0, description="Seconds between scrapes of each replica's /metrics.")
+
+
+class GatewayReplicaConfig(_Section):
+    """A replica given in fleet.yaml."""
+
+    url: str = Field(pattern=r"^https?://", description="Base URL, e.g. http://127.0.0.1:8001.")
+    pool: str = Field("default", min_length=1, description="Pool name (tiered routing, spot/reserved).")
+    weight: float = Field(1.0, gt=0, description="Relative capacity.")
+
+
+class GatewayConfig(_Section):
+    """The OpenAI-compatible gateway (section ``gateway``)."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
+    replicas: list[GatewayReplicaConfig] = Field(default_factory=list, description="Initial replicas.")
+    admin_token: str | None = Field(None, description="Bearer token for /admin; admin is disabled without one.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    connect_timeout_s: float = Field(2.0, gt=0, description="Upstream TCP connect timeout.")
+    first_byte_timeout_s: float = Field(60.0, gt=0, description="Upstream time to response headers/first chunk.")
+    idle_stream_timeout_s: float = Field(30.0, gt=0, description="Longest silence inside an upstream stream.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Whole non-streamed upstream request.")
+    max_attempts: int = Field(3, ge=1, description="Upstream attempts per request (first try + retries).")
+    retry_backoff_s: float = Field(0.02, ge=0, description="Base retry delay (jittered, doubling).")
+    max_resumes: int = Field(2, ge=0, description="Times one stream may be resumed on another replica.")
+    drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
+    ewma_alpha: float = Field(0.2, gt=0, le=1, description="Smoothing of per-replica latency averages.")
+    session_header: str = Field("x-session-id", description="Header carrying a session key for affinity routing.")
+    health: HealthConfig = Field(default_factory=HealthConfig)
