@@ -166,7 +166,7 @@ def infeasibility(plan: Plan) -> str | None:
             f"{best.ttft_p99_ms:,.0f} ms at batch 1"
         )
     first = plan.options[0].sizing if plan.options else None
-    detail = f" (e.g. {first.gpu}: {first.reason})" if first else ""
+    detail = f" (e.g. {first.gpu} {first.precision}: {first.reason.removeprefix('does not fit: ')})" if first else ""
     return (
         f"{cfg.model} fits on none of --gpu {', '.join(g.name for g in plan.gpus)} at --precision "
         f"{', '.join(cfg.precisions)}" + (f" with --tp {cfg.tp}" if cfg.tp else "") + detail

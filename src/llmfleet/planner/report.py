@@ -137,6 +137,10 @@ def _money(x: float | None) -> str:
     return f"-${-x:,.0f}" if x < 0 else f"${x:,.0f}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def options_table(plan: Plan) -> Table:
     cfg = plan.config
     slo = f", e2e p99 <= {cfg.slo_p99_ms:g} ms" if cfg.slo_p99_ms else ""
@@ -200,7 +204,11 @@ def what_if_table(plan: Plan) -> Table:
 
 
 def render(plan: Plan, console: Console) -> None:
-    """The plan on the terminal: options, reasons, recommendation, what-ifs and launch settings."""
+    """The plan on the terminal: options, reasons, recommendation, what-ifs and launch settings.
+
+    When nothing is viable only the options and their reasons are shown; the caller reports
+    :func:`~llmfleet.planner.plan.infeasibility`.
+    """
     console.print(options_table(plan))
     for o in plan.options:
         if o.sizing.verdict != "ok":
@@ -216,12 +224,11 @@ def render(plan: Plan, console: Console) -> None:
         console.print(f"[dim]{line}[/]", highlight=False)
     rec = plan.recommended
     if rec is None or rec.cost is None:
-        console.print(f"[bold red]no plan:[/] {infeasibility(plan)}", highlight=False)
-        return
+        return  # the caller reports why (see plan.infeasibility)
     s, c = rec.sizing, rec.cost
     console.print(
         f"\n[bold]Recommended:[/] {s.gpu} x{s.gpus_per_replica} ({s.precision}) per replica, "
-        f"{c.replicas_baseline} replicas baseline / {c.replicas_peak} at peak, batch {s.batch}, "
+        f"{_count(c.replicas_baseline, 'replica')} baseline / {c.replicas_peak} at peak, batch {s.batch}, "
         f"{_money(c.monthly_cost_usd)}/month ({_money(c.monthly_cost_on_demand_usd)} all on-demand), "
         f"${c.usd_per_million_tokens:.3f} per 1M tokens at {c.utilisation_baseline:.0%} baseline utilisation.",
         highlight=False,
