@@ -171,3 +171,24 @@ def test_real_console_script() -> None:
     assert json.loads(r.stdout)["recommended"]["gpu"] == "H100"
     bad = subprocess.run([str(exe), *SEED[:-2], "--output-tokens", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--output-tokens must be > 0" in bad.stderr
+
+
+def test_extra_catalog_file_adds_a_gpu(app: typer.Typer, tmp_path: Path) -> None:
+    f = tmp_path / "gpus.yaml"
+    f.write_text(
+        "gpus:\n  - name: MI300X\n    memory_gib: 192\n    hbm_bandwidth_tbps: 5.3\n    bf16_tflops: 1307\n"
+        "    fp8_tflops: 2615\n    price: {on_demand_usd_per_hour: 2.5, date: '2026-11', source: test}\n"
+    )
+    doc = plan_json(app, *SEED, "--catalog", str(f), "--gpu", "MI300X")
+    (row,) = doc["options"]
+    assert row["gpu"] == "MI300X" and row["fits"] and row["price_usd_per_gpu_hour"]["source"] == "test"
+
+
+def test_long_requests_get_the_long_context_profile(app: typer.Typer) -> None:
+    doc = plan_json(app, "plan", "--model", "llama-4-scout", "--gpu", "H200", "--rpm", "10",
+                    "--input-tokens", "30000", "--output-tokens", "500", "--precision", "fp8")  # fmt: skip
+    assert doc["launch"]["profile"] == "long-context"
+    assert doc["assumptions"]["gpu_memory_utilization"] == 0.75
+    rec = doc["recommended"]
+    assert rec["batch"] <= 64
+    assert 30500 <= doc["launch"]["max_model_len"] <= rec["kv_capacity_tokens"]

@@ -228,3 +228,12 @@ def test_looser_slo_never_costs_more_per_gpu() -> None:
         )  # fmt: skip
         per_gpu.append(s.requests_per_min_per_replica / s.gpus_per_replica)
     assert all(b >= a * 0.95 for a, b in itertools.pairwise(per_gpu)), per_gpu
+
+
+def test_p99_approximation() -> None:
+    from llmfleet.perfmodel import SteadyState
+
+    state = SteadyState(concurrency=10, step_s=0.02, output_tokens_per_s=500, ttft_s=0.1, tpot_s=0.02, e2e_s=2.1)
+    ttft_ms, e2e_ms = p99_latencies_ms(state, 101, LatencyModel())
+    assert ttft_ms == pytest.approx(200.0)  # 2.0 x TTFT
+    assert e2e_ms == pytest.approx(200.0 + 1.25 * 20.0 * 100)  # + 1.25 x TPOT x (output - 1)
