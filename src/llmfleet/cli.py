@@ -34,6 +34,12 @@ def _register() -> None:
     from llmfleet.planner import cli as plan_cli
 
     plan_cli.register(app)
+    import llmfleet.fleet.cli as fleet_cli
+    import llmfleet.gateway.cli as gateway_cli
+
+    gateway_cli.register(app)
+
+    fleet_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: routing, health, failover and stream resumption in front of engine replicas."""

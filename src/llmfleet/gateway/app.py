@@ -1,0 +1,314 @@
+"""The gateway's aiohttp application: the OpenAI routes, health/readiness, metrics and the admin API."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmfleet.api.errors import error_middleware
+from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_request
+from llmfleet.clock import Clock, WallClock
+from llmfleet.config import GatewayConfig, RoutingConfig
+from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from llmfleet.fleet.state import ReplicaState
+from llmfleet.gateway.metrics import GatewayMetrics
+from llmfleet.gateway.prober import Prober, fetch_models
+from llmfleet.gateway.proxy import Proxy, ProxyRequest
+from llmfleet.gateway.registry import Registry, Replica
+from llmfleet.health import Transition
+from llmfleet.loopmon import LoopLagMonitor
+from llmfleet.routing.base import RouteRequest
+from llmfleet.routing.factory import build_policy
+
+log = logging.getLogger(__name__)
+
+
+class _Unauthorized(ApiError):
+    status = 401
+    type = "AuthenticationError"
+
+
+class Gateway:
+    """Wires registry, policy, prober and proxy; owns the upstream HTTP session."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        routing: RoutingConfig,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.routing = routing
+        self.clock = clock or WallClock()
+        self.rng = rng or random.Random()
+        self.metrics = GatewayMetrics()
+        self.registry = Registry(config.health, self.clock, config.ewma_alpha, self._on_transition)
+        self.policy = build_policy(routing, self.clock, self.rng)
+        self.draining = False
+        self.autoscaler_status: dict[str, Any] | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.proxy: Proxy | None = None
+        self.prober: Prober | None = None
+
+    def _on_transition(self, r: Replica, t: Transition) -> None:
+        self.metrics.set_state(r.id, t.new)
+        if t.new == ReplicaState.UNHEALTHY:
+            self.metrics.ejections.labels(r.id, t.reason).inc()
+
+    async def start(self) -> None:
+        conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(connector=conn, auto_decompress=False)
+        self.proxy = Proxy(
+            self.registry,
+            self.policy,
+            self.routing.policy,
+            self.session,
+            self.config,
+            self.metrics,
+            self.clock,
+            self.rng,
+        )
+        self.prober = Prober(self.registry, self.session, self.config.health, self.clock)
+        for rc in self.config.replicas:
+            await self.add_replica(rc.url, rc.pool, rc.weight)
+        self.prober.start()
+
+    async def stop(self) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
+        if self.session is not None:
+            await self.session.close()
+
+    async def add_replica(self, url: str, pool: str = "default", weight: float = 1.0) -> Replica:
+        """Register a replica; it takes traffic once its models are known (fetched now, else by the prober)."""
+        assert self.session is not None
+        try:
+            models = await fetch_models(self.session, url.rstrip("/"), self.config.health.probe_timeout_s)
+            state = ReplicaState.HEALTHY
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+            models, state = [], ReplicaState.UNHEALTHY
+        r = self.registry.add(url, pool, weight, models, state)
+        self.metrics.set_state(r.id, r.state)
+        return r
+
+    def remove_replica(self, url: str) -> Replica | None:
+        r = self.registry.remove(url)
+        if r is not None:
+            self.metrics.forget(r.id)
+        return r
+
+    # ---- OpenAI routes ---------------------------------------------------------------------------------------
+    async def _parse(self, request: web.Request, route: str) -> ProxyRequest:
+        if self.draining:
+            self.metrics.rejected.labels("draining").inc()
+            raise ServiceUnavailableError("the gateway is shutting down", code="draining")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.metrics.rejected.labels("bad_json").inc()
+            raise InvalidRequestError(f"Invalid JSON in request body: {exc}") from None
+        typed: CompletionRequest | ChatCompletionRequest
+        try:
+            if route == "chat":
+                typed = parse_request(ChatCompletionRequest, body)
+                prompt_text = "".join(f"<|{m.role}|>{m.text()}\n" for m in typed.messages)
+                max_tokens = typed.effective_max_tokens
+            else:
+                typed = parse_request(CompletionRequest, body)
+                prompt = typed.prompt
+                prompt_text = prompt if isinstance(prompt, str) else " ".join(str(p) for p in prompt)
+                max_tokens = typed.max_tokens
+        except InvalidRequestError:
+            self.metrics.rejected.labels("invalid").inc()
+            raise
+        if typed.model not in self.registry.models():
+            self.metrics.rejected.labels("unknown_model").inc()
+            known = ", ".join(sorted(self.registry.models())) or "none (no replica is registered)"
+            raise ModelNotFoundError(
+                f"The model `{typed.model}` does not exist. Served models: {known}.",
+                param="model",
+                code="model_not_found",
+            )
+        session_key = request.headers.get(self.config.session_header) or typed.user
+        rr = RouteRequest(
+            model=typed.model,
+            endpoint=route,
+            prompt_text=prompt_text,
+            max_tokens=max_tokens,
+            session_key=session_key,
+            stream=typed.stream,
+        )
+        path = "/v1/chat/completions" if route == "chat" else "/v1/completions"
+        return ProxyRequest(route=route, path=path, body=body, raw=raw, typed=typed, route_request=rr)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "completions")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "chat")
+
+    async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
+        assert self.proxy is not None
+        try:
+            req = await self._parse(request, route)
+        except ApiError as exc:
+            self.metrics.requests.labels(route, str(exc.status), "none").inc()
+            raise
+        if req.typed.stream:
+            return await self.proxy.stream(request, req)
+        return await self.proxy.forward(req)
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "owned_by": "llmfleet"} for m in sorted(self.registry.models())]
+        return web.json_response({"object": "list", "data": data})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        n = self.registry.routable_count()
+        ok = n > 0 and not self.draining
+        return web.json_response(
+            {"ready": ok, "routable_replicas": n, "draining": self.draining}, status=200 if ok else 503
+        )
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        counts: dict[str, int] = {s.value: 0 for s in ReplicaState}
+        for r in self.registry.all():
+            counts[r.state.value] += 1
+        for s, n in counts.items():
+            self.metrics.replicas.labels(s).set(n)
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # ---- admin -------------------------------------------------------------------------------------------------
+    def _authorize(self, request: web.Request) -> None:
+        token = self.config.admin_token
+        if not token:
+            raise _Unauthorized("the admin API is disabled: start the gateway with --admin-token")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise _Unauthorized("missing or wrong admin token (Authorization: Bearer <token>)")
+
+    async def _admin_body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise InvalidRequestError("admin request body must be JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            raise InvalidRequestError("admin request needs a JSON object with a string `url`", param="url")
+        return body
+
+    async def admin_list(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return web.json_response({"replicas": [r.to_json() for r in self.registry.all()]})
+
+    async def admin_add(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        body = await self._admin_body(request)
+        pool = body.get("pool", "default")
+        weight = body.get("weight", 1.0)
+        if not isinstance(pool, str) or not isinstance(weight, int | float) or weight <= 0:
+            raise InvalidRequestError("`pool` must be a string and `weight` a positive number", param="pool")
+        r = await self.add_replica(body["url"], pool, float(weight))
+        return web.json_response(r.to_json(), status=201)
+
+    async def admin_remove(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        url = request.query.get("url")
+        if not url:
+            raise InvalidRequestError("give the replica as ?url=...", param="url")
+        r = self.remove_replica(url)
+        if r is None:
+            raise InvalidRequestError(f"no replica {url}", param="url")
+        return web.json_response({"removed": r.id})
+
+    async def admin_drain(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        body = await self._admin_body(request)
+        r = self.registry.drain(body["url"])
+        if r is None:
+            raise InvalidRequestError(f"no replica {body['url']}", param="url")
+        self.metrics.set_state(r.id, r.state)
+        return web.json_response(r.to_json())
+
+    async def admin_status(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        return web.json_response(self.status())
+
+    async def admin_autoscaler(self, request: web.Request) -> web.Response:
+        """The controller publishes its last decision here so `llmfleet status` shows it in one place."""
+        self._authorize(request)
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise InvalidRequestError("body must be a JSON object")
+        self.autoscaler_status = body
+        return web.json_response({"ok": True})
+
+    def status(self) -> dict[str, Any]:
+        """The document behind `llmfleet status --json` (schema in docs/gateway.md)."""
+        replicas = [r.to_json() for r in self.registry.all()]
+        return {
+            "schema": "llmfleet.status/v1",
+            "gateway": {
+                "policy": self.routing.policy,
+                "draining": self.draining,
+                "replicas_total": len(replicas),
+                "replicas_routable": self.registry.routable_count(),
+                "in_flight": sum(r.in_flight for r in self.registry.all()),
+                "requests_total": sum(r.requests_total for r in self.registry.all()),
+                "failures_total": sum(r.failures_total for r in self.registry.all()),
+                "models": sorted(self.registry.models()),
+            },
+            "replicas": replicas,
+            "autoscaler": self.autoscaler_status,
+        }
+
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+def create_app(
+    config: GatewayConfig, routing: RoutingConfig, clock: Clock | None = None, rng: random.Random | None = None
+) -> web.Application:
+    """The gateway as an aiohttp application (start it with ``handler_cancellation=True``)."""
+    gw = Gateway(config, routing, clock, rng)
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
+    app[GATEWAY_KEY] = gw
+    lag = LoopLagMonitor(gw.metrics.registry)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gw.start()
+        lag.start()
+        yield
+        await lag.stop()
+        await gw.stop()
+
+    async def on_shutdown(app: web.Application) -> None:
+        gw.draining = True  # SIGTERM: refuse new work while in-flight requests finish
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    r = app.router
+    r.add_post("/v1/completions", gw.completions)
+    r.add_post("/v1/chat/completions", gw.chat)
+    r.add_get("/v1/models", gw.models)
+    r.add_get("/health", gw.health)
+    r.add_get("/ready", gw.ready)
+    r.add_get("/metrics", gw.metrics_page)
+    r.add_get("/admin/replicas", gw.admin_list)
+    r.add_post("/admin/replicas", gw.admin_add)
+    r.add_delete("/admin/replicas", gw.admin_remove)
+    r.add_post("/admin/replicas/drain", gw.admin_drain)
+    r.add_get("/admin/status", gw.admin_status)
+    r.add_post("/admin/autoscaler", gw.admin_autoscaler)
+    return app

@@ -1,0 +1,63 @@
+"""``llmfleet gateway``: run the OpenAI-compatible gateway in the foreground."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from aiohttp import web
+from rich.console import Console
+
+from llmfleet.config import GatewayConfig, RoutingConfig, load_yaml, validate_section
+from llmfleet.gateway.app import create_app
+
+
+def load_gateway_config(
+    config: Path | None, overrides: dict[str, Any], replicas: list[str], policy: str | None
+) -> tuple[GatewayConfig, RoutingConfig]:
+    """fleet.yaml sections ``gateway`` and ``routing`` with CLI overrides; errors name the key."""
+    data = load_yaml(config) if config else {}
+    gw_data = dict(data.get("gateway") or {})
+    gw_data.update({k: v for k, v in overrides.items() if v is not None})
+    if replicas:
+        gw_data["replicas"] = [*gw_data.get("replicas", []), *({"url": u} for u in replicas)]
+    routing_data = dict(data.get("routing") or {})
+    if policy:
+        routing_data["policy"] = policy
+    return validate_section(GatewayConfig, gw_data, "gateway"), validate_section(RoutingConfig, routing_data, "routing")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``gateway`` to the top-level command."""
+
+    @app.command("gateway")
+    def gateway(
+        port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+        host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+        replica: Annotated[list[str] | None, typer.Option(help="Replica base URL (repeatable).")] = None,
+        policy: Annotated[str | None, typer.Option(help="Routing policy (default least_outstanding).")] = None,
+        admin_token: Annotated[str | None, typer.Option(help="Bearer token that enables /admin.")] = None,
+        config: Annotated[Path | None, typer.Option(help="fleet.yaml (sections gateway, routing).")] = None,
+        log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
+    ) -> None:
+        """Run the gateway: OpenAI API in front of replicas, with routing, health checks and failover."""
+        gw_cfg, routing = load_gateway_config(
+            config, {"port": port, "host": host, "admin_token": admin_token}, replica or [], policy
+        )
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        Console(stderr=True).print(
+            f"[bold green]llmfleet gateway[/] http://{gw_cfg.host}:{gw_cfg.port}/v1, policy {routing.policy}, "
+            f"{len(gw_cfg.replicas)} replica(s); admin API {'on' if gw_cfg.admin_token else 'off'}",
+            highlight=False,
+        )
+        web.run_app(
+            create_app(gw_cfg, routing),
+            host=gw_cfg.host,
+            port=gw_cfg.port,
+            print=None,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=gw_cfg.drain_grace_s,
+        )

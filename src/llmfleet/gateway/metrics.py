@@ -1,0 +1,86 @@
+"""The gateway's Prometheus metrics (one registry per gateway; no process-wide state)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmfleet.fleet.state import ReplicaState
+
+_LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_ITL = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    """Counters, gauges and histograms named ``llmfleet_gateway_*``."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "llmfleet_gateway_requests",
+            "Requests by route, status and replica.",
+            ["route", "status", "replica"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "llmfleet_gateway_request_duration_seconds",
+            "End-to-end request latency.",
+            ["route"],
+            buckets=_LAT,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "llmfleet_gateway_time_to_first_token_seconds",
+            "Time to first content chunk.",
+            ["route"],
+            buckets=_LAT,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "llmfleet_gateway_inter_token_latency_seconds", "Gap between content chunks.", buckets=_ITL, registry=r
+        )
+        self.tokens = Counter(
+            "llmfleet_gateway_tokens",
+            "Tokens by direction (prompt, completion), from usage.",
+            ["direction"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "llmfleet_gateway_in_flight", "Requests outstanding per replica.", ["replica"], registry=r
+        )
+        self.retries = Counter(
+            "llmfleet_gateway_retries", "Upstream attempts retried on another replica.", ["reason"], registry=r
+        )
+        self.failovers = Counter(
+            "llmfleet_gateway_failovers", "Requests that succeeded after a failed attempt.", registry=r
+        )
+        self.resumes = Counter(
+            "llmfleet_gateway_stream_resumes", "Streams resumed on another replica by outcome.", ["outcome"], registry=r
+        )
+        self.ejections = Counter(
+            "llmfleet_gateway_ejections", "Replica health transitions to unhealthy.", ["replica", "reason"], registry=r
+        )
+        self.replica_state = Gauge(
+            "llmfleet_gateway_replica_state", "1 for the replica's current state.", ["replica", "state"], registry=r
+        )
+        self.decisions = Counter(
+            "llmfleet_gateway_routing_decisions",
+            "Routing decisions by policy and reason.",
+            ["policy", "reason"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "llmfleet_gateway_rejected", "Requests refused before routing, by reason.", ["reason"], registry=r
+        )
+        self.replicas = Gauge("llmfleet_gateway_replicas", "Replicas known, by state.", ["state"], registry=r)
+
+    def set_state(self, replica: str, state: ReplicaState) -> None:
+        for s in ReplicaState:
+            self.replica_state.labels(replica=replica, state=s.value).set(1.0 if s == state else 0.0)
+
+    def forget(self, replica: str) -> None:
+        for s in ReplicaState:
+            self.replica_state.remove(replica, s.value)
+        with contextlib.suppress(KeyError):
+            self.in_flight.remove(replica)

@@ -1,0 +1,187 @@
+"""The gateway's mutable bookkeeping of replicas; routing policies only ever see frozen :class:`ReplicaView`s."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from llmfleet.clock import Clock
+from llmfleet.config import HealthConfig
+from llmfleet.errors import InvalidRequestError
+from llmfleet.fleet.state import EngineLoad, ReplicaState, ReplicaView
+from llmfleet.health import HealthTracker, Transition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Replica:
+    """One upstream replica as the gateway tracks it."""
+
+    id: str
+    url: str
+    pool: str
+    weight: float
+    health: HealthTracker
+    added_at: float
+    models: frozenset[str] = frozenset()
+    in_flight: int = 0
+    latency_ewma_s: float | None = None
+    ttft_ewma_s: float | None = None
+    load: EngineLoad = field(default_factory=EngineLoad)
+    requests_total: int = 0
+    failures_total: int = 0
+
+    @property
+    def state(self) -> ReplicaState:
+        return self.health.state
+
+    def view(self) -> ReplicaView:
+        return ReplicaView(
+            id=self.id,
+            url=self.url,
+            state=self.health.state,
+            pool=self.pool,
+            models=self.models,
+            in_flight=self.in_flight,
+            latency_ewma_s=self.latency_ewma_s,
+            ttft_ewma_s=self.ttft_ewma_s,
+            load=self.load,
+            weight=self.weight,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """The replica as the admin API and `llmfleet status --json` show it."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "pool": self.pool,
+            "weight": self.weight,
+            "state": self.state.value,
+            "models": sorted(self.models),
+            "in_flight": self.in_flight,
+            "latency_ewma_ms": None if self.latency_ewma_s is None else round(self.latency_ewma_s * 1000, 2),
+            "ttft_ewma_ms": None if self.ttft_ewma_s is None else round(self.ttft_ewma_s * 1000, 2),
+            "last_probe_latency_ms": None
+            if self.health.last_probe_latency_s is None
+            else round(self.health.last_probe_latency_s * 1000, 2),
+            "engine": {
+                "num_requests_waiting": self.load.num_requests_waiting,
+                "num_requests_running": self.load.num_requests_running,
+                "kv_cache_usage": self.load.kv_cache_usage,
+            },
+            "requests_total": self.requests_total,
+            "failures_total": self.failures_total,
+            "ejections": self.health.ejections,
+        }
+
+
+def normalize_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[:-3]
+    if not url.startswith(("http://", "https://")):
+        raise InvalidRequestError(f"replica url must start with http:// or https://, got {url!r}", param="url")
+    return url
+
+
+class Registry:
+    """Replicas by id; the state change callback feeds metrics and logs."""
+
+    def __init__(
+        self,
+        health: HealthConfig,
+        clock: Clock,
+        ewma_alpha: float,
+        on_transition: Callable[[Replica, Transition], None] | None = None,
+    ) -> None:
+        self.health_config = health
+        self.clock = clock
+        self.alpha = ewma_alpha
+        self._replicas: dict[str, Replica] = {}
+        self._on_transition = on_transition
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def all(self) -> list[Replica]:
+        return list(self._replicas.values())
+
+    def get(self, replica_id: str) -> Replica | None:
+        return self._replicas.get(replica_id)
+
+    def add(
+        self,
+        url: str,
+        pool: str = "default",
+        weight: float = 1.0,
+        models: Iterable[str] = (),
+        state: ReplicaState = ReplicaState.HEALTHY,
+    ) -> Replica:
+        url = normalize_url(url)
+        existing = self._replicas.get(url)
+        if existing is not None:
+            existing.pool, existing.weight = pool, weight
+            if models:
+                existing.models = frozenset(models)
+            return existing
+        r = Replica(
+            id=url,
+            url=url,
+            pool=pool,
+            weight=weight,
+            health=HealthTracker(self.health_config),
+            added_at=self.clock.now(),
+            models=frozenset(models),
+        )
+        r.health.state = state
+        self._replicas[url] = r
+        log.info("replica added: %s (pool %s, state %s)", url, pool, state.value)
+        return r
+
+    def remove(self, replica_id: str) -> Replica | None:
+        r = self._replicas.pop(normalize_url(replica_id), None)
+        if r is not None:
+            log.info("replica removed: %s", r.id)
+        return r
+
+    def views(self, model: str) -> list[ReplicaView]:
+        """Views of the replicas serving ``model`` (any state: policies filter)."""
+        return [r.view() for r in self._replicas.values() if model in r.models]
+
+    def models(self) -> set[str]:
+        out: set[str] = set()
+        for r in self._replicas.values():
+            out |= r.models
+        return out
+
+    def routable_count(self) -> int:
+        return sum(1 for r in self._replicas.values() if r.view().routable)
+
+    # ---- feedback -----------------------------------------------------------------------------------------
+    def _transition(self, r: Replica, t: Transition | None) -> None:
+        if t is not None:
+            log.warning("replica %s: %s -> %s (%s)", r.id, t.old.value, t.new.value, t.reason)
+            if self._on_transition is not None:
+                self._on_transition(r, t)
+
+    def record_request(self, r: Replica, ok: bool, latency_s: float | None, ttft_s: float | None = None) -> None:
+        r.requests_total += 1
+        if not ok:
+            r.failures_total += 1
+        a = self.alpha
+        if ok and latency_s is not None:
+            r.latency_ewma_s = latency_s if r.latency_ewma_s is None else a * latency_s + (1 - a) * r.latency_ewma_s
+        if ok and ttft_s is not None:
+            r.ttft_ewma_s = ttft_s if r.ttft_ewma_s is None else a * ttft_s + (1 - a) * r.ttft_ewma_s
+        self._transition(r, r.health.observe_request(ok, self.clock.now()))
+
+    def record_probe(self, r: Replica, ok: bool, latency_s: float) -> None:
+        self._transition(r, r.health.observe_probe(ok, latency_s, self.clock.now()))
+
+    def drain(self, replica_id: str) -> Replica | None:
+        r = self._replicas.get(normalize_url(replica_id))
+        if r is not None:
+            self._transition(r, r.health.drain())
+        return r
