@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -47,10 +46,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        body = error_body(exc.reason or "error", type_=type(exc).__name__, status=exc.status)
-        return web.Response(
-            text=json.dumps(body), status=exc.status, content_type="application/json", headers=exc.headers
-        )
+        message = exc.text if exc.status == 413 and exc.text else (exc.reason or "error")
+        body = error_body(message, type_=type(exc).__name__, status=exc.status)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return web.json_response(body, status=exc.status, headers=headers)
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         body = error_body("internal server error", type_="InternalServerError", status=500)
