@@ -51,7 +51,7 @@ def test_openai_sdk_through_gateway(fleet: Fleet) -> None:
     chunks = list(stream)
     assert all(c.choices for c in chunks)  # the gateway asked upstream for usage but hides it from this client
     assert sum(1 for c in chunks if c.choices[0].delta.content) == 6
-    served = [s.engine.metrics.success("length")._value.get() for s in sims]  # noqa: SLF001
+    served = [s.engine.metrics.success("length")._value.get() for s in sims]
     assert all(n >= 1 for n in served)  # least_outstanding spread the requests
 
 
