@@ -83,5 +83,6 @@ async def test_kill_9_under_load_loses_nothing(sim_processes: Callable[..., SimP
     assert resumed >= 1, "no stream was in flight on the killed replica"
     assert detected <= probe_interval + 0.5 and time.monotonic() - killed_at > 0
     print(
-        f"non-streamed ok: {len(results)}, streams: {len(stream_results)}, resumed: {resumed}, detected after {detected:.2f} s"
+        f"non-streamed ok: {len(results)}, streams: {len(stream_results)}, resumed: {resumed}, "
+        f"detected after {detected:.2f} s"
     )

@@ -92,15 +92,24 @@ class Prober:
                 r.models = frozenset(await fetch_models(self.session, r.url, self.cfg.probe_timeout_s))
             if ok and self.cfg.probe_completion and r.models:
                 t0 = time.perf_counter()
-                body = {"model": sorted(r.models)[0], "prompt": "ping", "max_tokens": 1}
-                async with self.session.post(f"{r.url}/v1/completions", json=body, timeout=timeout) as resp:
-                    await resp.read()
-                    ok = resp.status < 500
+                ok = await self._probe_completion(r, timeout)
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             ok = False
         latency = time.perf_counter() - t0
         if r.id in {x.id for x in self.registry.all()}:
             self.registry.record_probe(r, ok, latency)
+
+    async def _probe_completion(self, r: Replica, client_timeout: aiohttp.ClientTimeout) -> bool:
+        """A 1-token completion. Giving up at the degraded threshold reports "slow" at once, instead of only
+        after the slow replica finally answers."""
+        body = {"model": sorted(r.models)[0], "prompt": "ping", "max_tokens": 1}
+        try:
+            async with asyncio.timeout(self.cfg.degraded_latency_s * 1.05):
+                async with self.session.post(f"{r.url}/v1/completions", json=body, timeout=client_timeout) as resp:
+                    await resp.read()
+                    return resp.status < 500
+        except TimeoutError:
+            return True  # answered /health but too slow to finish a token: degraded, not dead
 
     async def scrape(self, r: Replica) -> None:
         try:
