@@ -1,0 +1,47 @@
+"""HTTP client of the gateway's admin API, used by `llmfleet up`, the local provider and `llmfleet status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from llmfleet.errors import LLMFleetError
+
+
+class AdminError(LLMFleetError):
+    """The gateway's admin API refused or failed a call."""
+
+
+class GatewayAdminClient:
+    """Add, remove, drain and list replicas of a running gateway."""
+
+    def __init__(self, base_url: str, token: str | None, session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session = session
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            async with self._session.request(method, url, json=body, headers=self._headers) as resp:
+                payload = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    msg = payload.get("error", {}).get("message") if isinstance(payload, dict) else payload
+                    raise AdminError(f"{method} {path}: HTTP {resp.status}: {msg}")
+                return payload
+        except aiohttp.ClientError as exc:
+            raise AdminError(f"{method} {url}: {exc}") from None
+
+    async def add_replica(self, url: str, pool: str = "default") -> None:
+        await self._call("POST", "/admin/replicas", {"url": url, "pool": pool})
+
+    async def remove_replica(self, url: str) -> None:
+        await self._call("DELETE", f"/admin/replicas?url={url}")
+
+    async def drain_replica(self, url: str) -> None:
+        await self._call("POST", "/admin/replicas/drain", {"url": url})
+
+    async def replicas(self) -> list[dict[str, Any]]:
+        data = await self._call("GET", "/admin/replicas")
+        return list(data["replicas"] if isinstance(data, dict) else data)

@@ -1,0 +1,238 @@
+"""`llmfleet up`: a whole fleet on one machine — engine replicas, the gateway in front of them, and the controller.
+
+The gateway runs as its own process (its event loop serves only traffic) and replicas are supervised processes that
+join it through its admin API once they answer ``/health``; crashed replicas are restarted with backoff and rejoin.
+Ctrl-C / SIGTERM drains and stops everything and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+from rich.console import Console
+
+from llmfleet.clock import WallClock
+from llmfleet.config import SimEngineConfig
+from llmfleet.engines.sim.background import free_port
+from llmfleet.errors import ConfigError
+from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
+from llmfleet.fleet.launchers import SimLauncher
+from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
+
+log = logging.getLogger(__name__)
+CURRENT_FILE = "current.json"
+
+
+@dataclass
+class UpOptions:
+    """Everything `llmfleet up` needs, resolved from CLI options and fleet.yaml."""
+
+    replicas: int = 2
+    engine: Literal["sim", "vllm"] = "sim"
+    sim: SimEngineConfig = field(default_factory=SimEngineConfig)
+    vllm_model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    policy: str | None = None
+    config_path: Path | None = None
+    run_root: Path = Path(".llmfleet")
+    ready_timeout_s: float = 120.0
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+class GatewayRegistrar:
+    """Supervisor listener that adds ready replicas to the gateway and removes gone ones."""
+
+    def __init__(self, admin: GatewayAdminClient, pool: str = "default") -> None:
+        self.admin = admin
+        self.pool = pool
+
+    async def replica_ready(self, replica: ManagedReplica) -> None:
+        await self.admin.add_replica(replica.url, self.pool)
+
+    async def replica_gone(self, replica: ManagedReplica) -> None:
+        with contextlib.suppress(AdminError):
+            await self.admin.remove_replica(replica.url)
+
+
+class FleetRunner:
+    """Brings the fleet up, keeps it up until asked to stop, then takes it down."""
+
+    def __init__(self, opts: UpOptions, console: Console) -> None:
+        self.opts = opts
+        self.console = console
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_dir = (opts.run_root / f"run-{stamp}-{os.getpid()}").resolve()
+        self.gateway_url = f"http://{opts.host}:{opts.port}"
+        self._gateway: subprocess.Popen[bytes] | None = None
+
+    def _launcher(self) -> EngineLauncher:
+        if self.opts.engine == "sim":
+            return SimLauncher(self.opts.sim, self.run_dir)
+        raise ConfigError("fleet.engine: vllm is not wired into `llmfleet up` yet; use --engine sim")
+
+    def _start_gateway(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "llmfleet",
+            "gateway",
+            "--host",
+            self.opts.host,
+            "--port",
+            str(self.opts.port),
+            "--admin-token",
+            self.opts.admin_token,
+        ]
+        if self.opts.policy:
+            argv += ["--policy", self.opts.policy]
+        if self.opts.config_path:
+            argv += ["--config", str(self.opts.config_path)]
+        log_path = self.run_dir / "gateway.log"
+        with log_path.open("ab") as logf:
+            self._gateway = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def _wait_gateway(self, session: aiohttp.ClientSession, timeout_s: float = 30.0) -> None:
+        clock = WallClock()
+        deadline = clock.now() + timeout_s
+        assert self._gateway is not None
+        while clock.now() < deadline:
+            if self._gateway.poll() is not None:
+                raise StartupError(
+                    f"gateway exited (code {self._gateway.returncode}); last log lines:\n"
+                    f"{tail(self.run_dir / 'gateway.log')}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"{self.gateway_url}/health") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+        raise StartupError(
+            f"gateway not ready after {timeout_s:.0f} s; last log lines:\n{tail(self.run_dir / 'gateway.log')}"
+        )
+
+    async def _stop_gateway(self, grace_s: float = 15.0) -> None:
+        proc = self._gateway
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for _ in range(int(grace_s / 0.05)):
+            if proc.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set; returns the process exit code."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        clock = WallClock()
+        t0 = clock.now()
+        timeout = aiohttp.ClientTimeout(total=5.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            try:
+                self._start_gateway()
+                await self._wait_gateway(session)
+                admin = GatewayAdminClient(self.gateway_url, self.opts.admin_token, session)
+                registrar = GatewayRegistrar(admin)
+                async with Supervisor(
+                    self._launcher(),
+                    registrar,
+                    clock,
+                    random.Random(),
+                    self.run_dir / "logs",
+                    ready_timeout_s=self.opts.ready_timeout_s,
+                ) as sup:
+                    replicas = [sup.add(free_port(self.opts.host)) for _ in range(self.opts.replicas)]
+                    with self.console.status(f"starting {len(replicas)} {self.opts.engine} replicas ..."):
+                        await sup.wait_ready(replicas, self.opts.ready_timeout_s)
+                    self._write_current()
+                    self._banner(clock.now() - t0)
+                    await self._wait_stopped(stop)
+                    self.console.print("[yellow]stopping the fleet ...[/]")
+            except StartupError as exc:
+                self.console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                return 1
+            finally:
+                await self._stop_gateway()
+                (self.opts.run_root / CURRENT_FILE).unlink(missing_ok=True)
+        self.console.print("[green]fleet stopped[/]")
+        return 0
+
+    def _write_current(self) -> None:
+        """Record where this fleet's gateway is, so `llmfleet status` finds it without options."""
+        current = self.opts.run_root / CURRENT_FILE
+        current.write_text(
+            json.dumps(
+                {
+                    "url": self.gateway_url,
+                    "admin_token": self.opts.admin_token,
+                    "run_dir": str(self.run_dir),
+                    "pid": os.getpid(),
+                }
+            )
+        )
+        current.chmod(0o600)
+
+    async def _wait_stopped(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self._gateway is not None and self._gateway.poll() is not None:
+                self.console.print(
+                    f"[bold red]gateway exited[/] (code {self._gateway.returncode}); see {self.run_dir / 'gateway.log'}"
+                )
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+    def _banner(self, elapsed_s: float) -> None:
+        model = (
+            self.opts.sim.served_model_name or self.opts.sim.model
+            if self.opts.engine == "sim"
+            else (self.opts.vllm_model or "model")
+        )
+        c = self.console
+        c.print(
+            f"[bold green]llmfleet is up[/] in {elapsed_s:.1f} s: {self.opts.replicas} {self.opts.engine} "
+            f"replicas behind the gateway",
+            highlight=False,
+        )
+        c.print(f"  API        {self.gateway_url}/v1", highlight=False)
+        c.print(f"  metrics    {self.gateway_url}/metrics", highlight=False)
+        c.print(f"  status     llmfleet status --url {self.gateway_url}", highlight=False)
+        c.print(f"  logs       {self.run_dir}", highlight=False)
+        c.print(
+            f"  try        curl -s {self.gateway_url}/v1/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{model}", "prompt": "Hello", "max_tokens": 16}}\'',
+            highlight=False,
+            soft_wrap=True,
+        )
+        c.print("  Ctrl-C stops everything.")
+
+
+def run_fleet(opts: UpOptions, console: Console) -> int:
+    """Blocking entry point: run the fleet until SIGINT/SIGTERM."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await FleetRunner(opts, console).run(stop)
+
+    return asyncio.run(main())

@@ -1,0 +1,91 @@
+"""`llmfleet up` end to end: ready fast, serves the openai SDK, `status` works, Ctrl-C leaves no process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+
+from llmfleet.appthread import free_port
+
+LLMFLEET = [sys.executable, "-m", "llmfleet"]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [*LLMFLEET, "up", "--replicas", "2", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=10)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the banner comes once every replica is ready
+            if "llmfleet is up" in line:
+                break
+        ready_s = time.monotonic() - t0
+        r = client.completions.create(model="llama-3.1-8b", prompt="hello", max_tokens=4)
+        assert r.usage and r.usage.completion_tokens == 4
+        status = subprocess.run(
+            [*LLMFLEET, "status", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=30
+        )
+        doc = json.loads(status.stdout)
+        assert doc["schema"] == "llmfleet.status/v1"
+        assert [x["state"] for x in doc["replicas"]] == ["healthy", "healthy"]
+        children = _children(proc.pid)
+        assert len(children) == 3  # gateway + 2 replicas
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not [c for c in children if _alive(c)]
+    assert ready_s < 5.0, f"ready after {ready_s:.1f} s"
+    print(f"llmfleet up (2 sim replicas) ready after {ready_s:.2f} s")
+
+
+def test_status_without_a_fleet_is_a_clear_error(tmp_path: Path) -> None:
+    r = subprocess.run([*LLMFLEET, "status"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no running fleet" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text("fleet:\n  replicas: 0\n")
+    r = subprocess.run(
+        [*LLMFLEET, "up", "--config", str(cfg)], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 2 and "fleet.replicas" in r.stderr and "Traceback" not in r.stderr
