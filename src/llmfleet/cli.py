@@ -38,6 +38,9 @@ def _register() -> None:
     import llmfleet.gateway.cli as gateway_cli
 
     gateway_cli.register(app)
+    import llmfleet.engines.vllm_cli as vllm_cli
+
+    vllm_cli.register(app, engine_app)
 
     fleet_cli.register(app)
 

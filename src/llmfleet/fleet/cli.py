@@ -10,24 +10,32 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from llmfleet.config import FleetSection, SimEngineConfig, load_yaml, validate_section
+from llmfleet.config import FleetSection, SimEngineConfig, VLLMEngineConfig, load_yaml, validate_section
 from llmfleet.errors import LLMFleetError
 from llmfleet.fleet.status import fetch_status, find_current, render
 from llmfleet.fleet.up import UpOptions, run_fleet
 
 
-def build_options(config: Path | None, overrides: dict[str, Any], engine_overrides: dict[str, Any]) -> UpOptions:
+def build_options(
+    config: Path | None,
+    overrides: dict[str, Any],
+    engine_overrides: dict[str, Any],
+    vllm_overrides: dict[str, Any] | None = None,
+) -> UpOptions:
     """Merge fleet.yaml (sections ``fleet`` and ``engine``) with CLI overrides; errors name the key."""
     data = load_yaml(config) if config else {}
     fleet_data = {**(data.get("fleet") or {}), **{k: v for k, v in overrides.items() if v is not None}}
     fleet = validate_section(FleetSection, fleet_data, "fleet")
     engine_data = {**(data.get("engine") or {}), **{k: v for k, v in engine_overrides.items() if v is not None}}
+    vllm_overrides = vllm_overrides or {}
     sim = validate_section(SimEngineConfig, engine_data, "engine")
+    vllm_data = {**(data.get("vllm") or {}), **{k: v for k, v in vllm_overrides.items() if v is not None}}
+    vllm = validate_section(VLLMEngineConfig, vllm_data, "vllm")
     return UpOptions(
         replicas=fleet.replicas,
         engine=fleet.engine,
         sim=sim,
-        vllm_model=engine_overrides.get("model") if fleet.engine == "vllm" else None,
+        vllm=vllm,
         host=fleet.host,
         port=fleet.port,
         config_path=config,
@@ -63,9 +71,8 @@ def register(app: typer.Typer) -> None:
                 "time_scale": time_scale,
                 "enable_prefix_caching": enable_prefix_caching,
             },
+            {"model": model if engine == "vllm" else None},
         )
-        if opts.engine == "vllm":
-            opts.vllm_model = model
         opts.policy = policy
         raise typer.Exit(run_fleet(opts, Console()))
 

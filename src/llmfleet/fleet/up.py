@@ -26,9 +26,8 @@ import aiohttp
 from rich.console import Console
 
 from llmfleet.clock import WallClock
-from llmfleet.config import SimEngineConfig
+from llmfleet.config import SimEngineConfig, VLLMEngineConfig
 from llmfleet.engines.sim.background import free_port
-from llmfleet.errors import ConfigError
 from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
@@ -44,7 +43,7 @@ class UpOptions:
     replicas: int = 2
     engine: Literal["sim", "vllm"] = "sim"
     sim: SimEngineConfig = field(default_factory=SimEngineConfig)
-    vllm_model: str | None = None
+    vllm: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
     host: str = "127.0.0.1"
     port: int = 8080
     policy: str | None = None
@@ -83,7 +82,10 @@ class FleetRunner:
     def _launcher(self) -> EngineLauncher:
         if self.opts.engine == "sim":
             return SimLauncher(self.opts.sim, self.run_dir)
-        raise ConfigError("fleet.engine: vllm is not wired into `llmfleet up` yet; use --engine sim")
+        from llmfleet.engines.vllm import VLLMLauncher
+        from llmfleet.engines.vllm_cli import runtime_for
+
+        return VLLMLauncher(self.opts.vllm, runtime_for(self.opts.vllm, self.console), self.opts.host)
 
     def _start_gateway(self) -> None:
         argv = [
@@ -204,7 +206,7 @@ class FleetRunner:
         model = (
             self.opts.sim.served_model_name or self.opts.sim.model
             if self.opts.engine == "sim"
-            else (self.opts.vllm_model or "model")
+            else served_name(self.opts.vllm)
         )
         c = self.console
         c.print(
