@@ -28,6 +28,7 @@ from rich.console import Console
 from llmfleet.clock import WallClock
 from llmfleet.config import SimEngineConfig, VLLMEngineConfig
 from llmfleet.engines.sim.background import free_port
+from llmfleet.engines.vllm import served_name
 from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
