@@ -1,0 +1,157 @@
+"""The real-engine tier: two real vLLM replicas (CPU build, demo model) behind the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
+from llmfleet.fleet.state import ReplicaState
+from tests.gateway.conftest import GatewayThread, start_gateway, wait_until
+
+pytestmark = pytest.mark.realvllm
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[VLLMReplica]]:
+    runtime, model_dir = demo_setup()
+    tmp = tmp_path_factory.mktemp("realvllm")
+    reps = [VLLMReplica(runtime, model_dir, Path(tmp) / f"vllm-{i}.log") for i in range(2)]
+    try:
+        for r in reps:  # one at a time: two engines initialising at once on 2 cores starve each other
+            r.start()
+        print(f"real vLLM ready after {[round(r.ready_after_s or 0, 1) for r in reps]} s")
+        yield reps
+    finally:
+        for r in reps:
+            r.stop()
+
+
+def _gateway(reps: list[VLLMReplica], policy: str = "round_robin") -> GatewayThread:
+    return start_gateway(
+        [r.url for r in reps], routing={"policy": policy}, health={"probe_interval_s": 1.0, "probe_completion": False}
+    )
+
+
+async def _scrape(url: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith("vllm:") or line.startswith("llmfleet_gateway_tokens_total"):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if "direction=" in line:
+                    name += "." + line.split('direction="', 1)[1].split('"', 1)[0]
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def test_gateway_token_counts_match_vllm_counters(replicas: list[VLLMReplica]) -> None:
+    before = [await _scrape(r.url) for r in replicas]
+    gw = _gateway(replicas)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(6):
+                body = {
+                    "model": replicas[0].model,
+                    "prompt": f"def f{i}(x):",
+                    "max_tokens": 16,
+                    "ignore_eos": True,
+                    "stream": i % 2 == 0,
+                }
+                async with s.post(f"{gw.url}/v1/completions", json=body) as r:
+                    assert r.status == 200
+                    await r.read()
+        gw_tokens = await _scrape(gw.url)
+    finally:
+        gw.stop()
+    after = [await _scrape(r.url) for r in replicas]
+    engine_prompt = sum(
+        a["vllm:prompt_tokens_total"] - b["vllm:prompt_tokens_total"] for a, b in zip(after, before, strict=True)
+    )
+    engine_gen = sum(
+        a["vllm:generation_tokens_total"] - b["vllm:generation_tokens_total"]
+        for a, b in zip(after, before, strict=True)
+    )
+    assert engine_gen == 6 * 16
+    assert gw_tokens["llmfleet_gateway_tokens_total.completion"] == engine_gen
+    assert gw_tokens["llmfleet_gateway_tokens_total.prompt"] == engine_prompt
+    print(f"tokens: gateway {gw_tokens} vs engines prompt {engine_prompt} generation {engine_gen}")
+
+
+async def test_shared_prefix_hits_real_prefix_cache(replicas: list[VLLMReplica]) -> None:
+    """prefix_affinity (when available) keeps conversations on the replica that caches them."""
+    system = "You are a careful assistant who answers in Python. " * 40
+    results = {}
+    for policy in ("round_robin", "prefix_affinity"):
+        gw = _gateway(replicas, policy)
+        try:
+            before = [await _scrape(r.url) for r in replicas]
+            async with aiohttp.ClientSession() as s:
+                for turn in range(4):
+                    for conv in range(3):
+                        prompt = f"{system} conversation {conv} {policy}. " + " ".join(f"turn {t}" for t in range(turn))
+                        body = {"model": replicas[0].model, "prompt": prompt, "max_tokens": 4, "ignore_eos": True}
+                        async with s.post(f"{gw.url}/v1/completions", json=body) as r:
+                            assert r.status == 200
+            after = [await _scrape(r.url) for r in replicas]
+        finally:
+            gw.stop()
+        results[policy] = sum(
+            a["vllm:prefix_cache_hits_total"] - b["vllm:prefix_cache_hits_total"]
+            for a, b in zip(after, before, strict=True)
+        )
+    print(f"real vLLM prefix cache hit tokens: {results}")
+    assert results["prefix_affinity"] > results["round_robin"]
+
+
+async def test_kill_9_mid_stream_resumes_on_the_other_replica(replicas: list[VLLMReplica]) -> None:
+    gw = _gateway(replicas, "round_robin")
+    max_tokens = 400
+    try:
+        async with aiohttp.ClientSession() as s:
+            body = {
+                "model": replicas[0].model,
+                "prompt": "class Fleet:",
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            finishes, usage, errors, chunks = [], None, [], 0
+            async with s.post(f"{gw.url}/v1/completions", json=body) as r:
+                killed = False
+                async for line in r.content:
+                    if not line.startswith(b"data: {"):
+                        continue
+                    obj = json.loads(line[6:])
+                    if "error" in obj:
+                        errors.append(obj)
+                        continue
+                    if obj.get("usage"):
+                        usage = obj["usage"]
+                    for c in obj["choices"]:
+                        chunks += 1
+                        if c.get("finish_reason"):
+                            finishes.append(c["finish_reason"])
+                    if chunks == 20 and not killed:
+                        serving = [rep for rep in replicas if gw.gateway.registry.get(rep.url).in_flight]  # type: ignore[union-attr]
+                        assert len(serving) == 1
+                        await asyncio.to_thread(serving[0].kill9)
+                        killed = True
+        assert killed and not errors and finishes == ["length"]
+        assert usage is not None and max_tokens <= usage["completion_tokens"] <= max_tokens + 10
+        assert gw.gateway.metrics.resumes.labels("ok")._value.get() == 1
+        dead = serving[0]
+        wait_until(
+            lambda: gw.gateway.registry.get(dead.url).state == ReplicaState.UNHEALTHY,
+            3.0,  # type: ignore[union-attr]
+            "the killed replica to be marked unhealthy",
+        )
+        print(f"resumed stream: {chunks} chunks, usage {usage}")
+    finally:
+        gw.stop()
