@@ -286,3 +286,40 @@ class VLLMEngineConfig(_Section):
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the CPU build.")
     python: str | None = Field(None, description="Interpreter that imports vllm (default: found or installed).")
     extra_args: list[str] = Field(default_factory=list, description="Appended verbatim to the command.")
+
+
+# --- autoscaling (owner: lead) -----------------------------------------------------------------------------------
+
+AutoscalePolicyName = Literal["threshold", "target_ratio", "queue", "model"]
+
+
+class AutoscalerConfig(_Section):
+    """The controller (section ``autoscaler``). Times are in the controller's clock (simulated with --time-scale)."""
+
+    enabled: bool = Field(True, description="Run the controller in `llmfleet up`.")
+    min_replicas: int = Field(1, ge=0, description="Never fewer replicas.")
+    max_replicas: int = Field(8, ge=1, description="Never more replicas.")
+    interval_s: float = Field(15.0, gt=0, description="Seconds between decisions (HPA: 15 s).")
+    window_s: float = Field(30.0, gt=0, description="Signals are averaged over this window.")
+    policies: list[AutoscalePolicyName] = Field(
+        default_factory=lambda: ["threshold", "queue"], description="Proposals from these; the largest wins."
+    )
+    latency_up_ms: float = Field(500.0, gt=0, description="threshold: scale up when average latency is above.")
+    latency_down_ms: float = Field(250.0, gt=0, description="threshold: scale down when average latency is below.")
+    latency_signal: Literal["e2e", "ttft"] = Field("e2e", description="threshold: which latency to watch.")
+    target_running_per_replica: float = Field(32.0, gt=0, description="target_ratio: running requests per replica.")
+    target_queue_per_replica: float = Field(4.0, gt=0, description="queue: waiting requests per replica (KEDA).")
+    tolerance: float = Field(0.1, ge=0, lt=1, description="Ignore proposals within this ratio of current (HPA).")
+    scale_up_stabilization_s: float = Field(60.0, ge=0, description="A breach must persist this long to scale up.")
+    scale_down_stabilization_s: float = Field(90.0, ge=0, description="... and this long to scale down.")
+    cooldown_s: float = Field(180.0, ge=0, description="No scale-down within this long of any scaling (seed: 3 min).")
+    max_scale_up_step: int = Field(4, ge=1, description="At most this many replicas added per decision ...")
+    max_scale_up_ratio: float = Field(1.0, gt=0, description="... or this fraction of current, whichever is more.")
+    max_scale_down_step: int = Field(1, ge=1, description="At most this many replicas removed per decision.")
+    panic_window_s: float = Field(6.0, gt=0, description="KPA panic: short window for bursts.")
+    panic_threshold: float = Field(2.0, gt=1, description="Panic when the short-window proposal is this x current.")
+    spare_capacity: float = Field(0.4, ge=0, le=2, description="model: headroom over the observed load (30-50%).")
+    model_concurrency_per_replica: int = Field(
+        64, ge=1, description="model: concurrency per replica at which the performance model rates throughput."
+    )
+    drain_timeout_s: float = Field(60.0, gt=0, description="Scale-down waits this long for in-flight requests.")
