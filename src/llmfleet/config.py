@@ -302,7 +302,8 @@ class AutoscalerConfig(_Section):
     interval_s: float = Field(15.0, gt=0, description="Seconds between decisions (HPA: 15 s).")
     window_s: float = Field(30.0, gt=0, description="Signals are averaged over this window.")
     policies: list[AutoscalePolicyName] = Field(
-        default_factory=lambda: ["threshold", "queue"], description="Proposals from these; the largest wins."
+        default_factory=lambda: list[AutoscalePolicyName](["threshold", "queue"]),
+        description="Proposals from these; the largest wins.",
     )
     latency_up_ms: float = Field(500.0, gt=0, description="threshold: scale up when average latency is above.")
     latency_down_ms: float = Field(250.0, gt=0, description="threshold: scale down when average latency is below.")

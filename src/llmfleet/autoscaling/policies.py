@@ -1,0 +1,71 @@
+"""Per-signal proposals. Each policy looks at the signal window and proposes a replica count with a reason.
+
+- ``threshold``: the seed's rule — scale up when average latency > 500 ms (proportionally to the breach), down by
+  one when it is < 250 ms.
+- ``target_ratio``: HPA-style, running requests per replica towards a target: ceil(running / target).
+- ``queue``: KEDA-like, add replicas for the engines' waiting queue: current + ceil(waiting / target).
+- ``model``: size from the performance model: observed arrival rate x (1 + spare capacity) / per-replica
+  requests/s at the observed token lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from llmfleet.autoscaling.pipeline import Proposal
+from llmfleet.autoscaling.signals import SignalWindow
+from llmfleet.config import AutoscalerConfig
+from llmfleet.perfmodel.model import PerfModel
+
+PolicyFn = Callable[[SignalWindow, int, AutoscalerConfig, float], Proposal | None]
+
+
+def threshold(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
+    lat = w.mean("ttft_s" if cfg.latency_signal == "ttft" else "latency_s", window_s)
+    if lat is None:
+        return None
+    ms = lat * 1000
+    if ms > cfg.latency_up_ms:
+        n = max(current + 1, math.ceil(current * ms / cfg.latency_up_ms))
+        return Proposal(n, f"{cfg.latency_signal} latency {ms:.0f} ms > {cfg.latency_up_ms:.0f} ms", "threshold")
+    if ms < cfg.latency_down_ms:
+        return Proposal(
+            max(0, current - 1), f"{cfg.latency_signal} latency {ms:.0f} ms < {cfg.latency_down_ms:.0f} ms", "threshold"
+        )
+    return Proposal(current, f"{cfg.latency_signal} latency {ms:.0f} ms within band", "threshold")
+
+
+def target_ratio(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
+    running = w.mean("running", window_s)
+    if running is None:
+        return None
+    n = math.ceil(running / cfg.target_running_per_replica)
+    return Proposal(n, f"running {running:.1f} / target {cfg.target_running_per_replica:g} per replica", "target_ratio")
+
+
+def queue(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
+    waiting = w.mean("waiting", window_s)
+    if waiting is None:
+        return None
+    n = current + math.ceil(waiting / cfg.target_queue_per_replica) if waiting > 0 else current
+    return Proposal(n, f"queue waiting {waiting:.1f} (target {cfg.target_queue_per_replica:g} per replica)", "queue")
+
+
+def model_based(perf: PerfModel, input_tokens: int, output_tokens: int) -> PolicyFn:
+    """A policy closed over the performance model and the workload's typical lengths."""
+
+    def propose(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
+        rate = w.mean("request_rate", window_s)
+        if rate is None:
+            return None
+        per_replica = perf.steady_state(cfg.model_concurrency_per_replica, input_tokens, output_tokens).requests_per_s
+        n = math.ceil(rate * (1 + cfg.spare_capacity) / per_replica) if rate > 0 else 0
+        return Proposal(
+            n, f"arrivals {rate:.2f}/s x {1 + cfg.spare_capacity:.2f} / {per_replica:.2f}/s per replica", "model"
+        )
+
+    return propose
+
+
+BUILTIN: dict[str, PolicyFn] = {"threshold": threshold, "target_ratio": target_ratio, "queue": queue}

@@ -1,0 +1,1 @@
+"""Actuators behind one interface: local processes and Kubernetes Deployments."""

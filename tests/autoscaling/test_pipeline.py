@@ -1,0 +1,148 @@
+"""Each pipeline stage on its own, then the whole controller over a manual clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from llmfleet.autoscaling.controller import Controller
+from llmfleet.autoscaling.pipeline import Proposal, apply_tolerance, clamp, rate_limit, stabilize
+from llmfleet.autoscaling.signals import FleetSample
+from llmfleet.clock import ManualClock
+from llmfleet.config import AutoscalerConfig
+from llmfleet.providers.base import ReplicaInfo
+
+CFG = AutoscalerConfig(
+    min_replicas=1,
+    max_replicas=10,
+    interval_s=15,
+    scale_up_stabilization_s=60,
+    scale_down_stabilization_s=90,
+    cooldown_s=180,
+)
+
+
+@pytest.mark.parametrize(
+    ("proposed", "current", "want"), [(10, 10, 10), (11, 10, 10), (12, 10, 12), (9, 10, 10), (8, 10, 8), (1, 0, 1)]
+)
+def test_tolerance(proposed: int, current: int, want: int) -> None:
+    assert apply_tolerance(Proposal(proposed, "", "t"), current, 0.1)[0] == want
+
+
+def test_stabilize_up_needs_the_whole_window_breached() -> None:
+    recs = ((0.0, 4), (15.0, 4), (30.0, 4), (45.0, 4), (60.0, 4))
+    assert stabilize(4, 2, recs, 60.0, CFG, panic=False) == (4, None)  # min over [0, 60] is 4 > 2
+    n, why = stabilize(4, 2, recs[1:], 60.0, CFG, panic=False)  # window not yet covered
+    assert n == 2 and why and "persist" in why
+    n, _ = stabilize(4, 2, ((0.0, 4), (15.0, 2), (30.0, 4), (60.0, 4)), 60.0, CFG, panic=False)
+    assert n == 2  # one calm sample inside the window holds it back
+    assert stabilize(4, 2, (), 0.0, CFG, panic=True) == (4, None)  # panic bypasses
+
+
+def test_stabilize_down_takes_the_max_over_its_window() -> None:
+    recs = ((0.0, 3), (30.0, 2), (60.0, 2), (90.0, 2))
+    assert stabilize(2, 4, recs, 90.0, CFG, panic=False)[0] == 3
+    assert stabilize(2, 4, recs, 90.0, CFG, panic=True) == (4, "panic mode: no scale-down")
+
+
+def test_rate_limit_and_cooldown() -> None:
+    assert rate_limit(20, 2, None, 0.0, CFG) == (6, "scale-up limited to +4 per decision")
+    assert rate_limit(20, 8, None, 0.0, CFG)[0] == 16  # +100% beats +4
+    n, why = rate_limit(3, 5, last_scale_at=100.0, now=200.0, cfg=CFG)
+    assert n == 5 and why and "cooldown" in why
+    assert rate_limit(3, 5, last_scale_at=100.0, now=300.0, cfg=CFG)[0] == 4  # one at a time
+
+
+def test_clamp() -> None:
+    assert clamp(0, CFG) == (1, "clamped to min_replicas 1")
+    assert clamp(12, CFG) == (10, "clamped to max_replicas 10")
+
+
+class FakeProvider:
+    """An in-memory provider: the interface fake (the real ones are tested against processes / a K8s fake)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls: list[tuple[int, str]] = []
+
+    async def current_replicas(self) -> int:
+        return self.n
+
+    async def scale_to(self, replicas: int, reason: str) -> None:
+        self.calls.append((replicas, reason))
+        self.n = replicas
+
+    async def list_replicas(self) -> list[ReplicaInfo]:
+        return [ReplicaInfo(str(i), f"http://r{i}", True) for i in range(self.n)]
+
+
+class Scripted:
+    """Latency as a function of time and of the replicas serving (load / replicas)."""
+
+    def __init__(self, provider: FakeProvider, load_at: dict[float, float]) -> None:
+        self.provider = provider
+        self.load_at = sorted(load_at.items())
+
+    def load(self, now: float) -> float:
+        return [v for t, v in self.load_at if t <= now][-1]
+
+    async def sample(self, now: float) -> FleetSample:
+        per_replica = self.load(now) / max(1, self.provider.n)
+        return FleetSample(t=now, ready_replicas=self.provider.n, latency_s=0.1 * per_replica)
+
+
+async def _run(ctl: Controller, clock: ManualClock, until: float) -> list[tuple[float, int]]:
+    timeline = []
+    while clock.now() <= until:
+        d = await ctl.step()
+        timeline.append((clock.now(), d.replicas))
+        clock.advance(ctl.cfg.interval_s)
+    return timeline
+
+
+async def test_step_up_then_down_without_flapping() -> None:
+    clock = ManualClock()
+    provider = FakeProvider(2)
+    # load 6 on 2 replicas -> 300 ms; x3 at t=300 -> 900 ms; back at t=900.
+    source = Scripted(provider, {0: 6.0, 300: 18.0, 900: 4.0})
+    ctl = Controller(source, provider, CFG.model_copy(update={"policies": ["threshold"]}), clock)
+    timeline = await _run(ctl, clock, 1800)
+    first_up = next(t for t, n in timeline if n > 2)
+    assert 300 <= first_up <= 300 + CFG.scale_up_stabilization_s + CFG.interval_s
+    peak = max(n for _, n in timeline)
+    assert peak >= 4
+    # latency back under target once scaled: 18 / peak * 0.1 <= 0.5
+    assert 18.0 / peak * 0.1 <= 0.5
+    first_down = next(t for t, n in timeline if t > 900 and n < peak)
+    assert first_down >= 900 + CFG.scale_down_stabilization_s
+    ups = sum(1 for (_, a), (_, b) in itertools.pairwise(timeline) if b > a)
+    downs_then_ups = any(b > a for (t, a), (_, b) in itertools.pairwise(timeline) if t > first_down)
+    assert ups <= 3 and not downs_then_ups
+    assert all("latency" in r or "clamped" in r for _, r in provider.calls)
+
+
+async def test_oscillating_load_does_not_flap() -> None:
+    clock = ManualClock()
+    provider = FakeProvider(4)
+    # Around the thresholds: alternating 450 / 550 ms every interval.
+    osc = {float(t): (18.0 if (t // 15) % 2 else 22.0) for t in range(0, 3600, 15)}
+    ctl = Controller(Scripted(provider, osc), provider, CFG.model_copy(update={"policies": ["threshold"]}), clock)
+    await _run(ctl, clock, 3600)
+    assert len(provider.calls) <= 1  # at most one action in an hour of oscillation
+
+
+async def test_panic_scales_up_at_once_on_a_burst() -> None:
+    clock = ManualClock()
+    provider = FakeProvider(2)
+
+    class Burst:
+        async def sample(self, now: float) -> FleetSample:
+            return FleetSample(t=now, ready_replicas=provider.n, waiting=0.0 if now < 60 else 40.0)
+
+    cfg = CFG.model_copy(update={"policies": ["queue"], "panic_window_s": 6.0})
+    ctl = Controller(Burst(), provider, cfg, clock)
+    timeline = await _run(ctl, clock, 90)
+    first_up = next(t for t, n in timeline if n > 2)
+    assert first_up == 60  # no stabilisation wait in panic
+    assert ctl.last is not None and ctl.last.panic
