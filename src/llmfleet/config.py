@@ -309,7 +309,9 @@ class AutoscalerConfig(_Section):
     latency_down_ms: float = Field(250.0, gt=0, description="threshold: scale down when average latency is below.")
     latency_signal: Literal["e2e", "ttft"] = Field("e2e", description="threshold: which latency to watch.")
     target_running_per_replica: float = Field(32.0, gt=0, description="target_ratio: running requests per replica.")
-    target_queue_per_replica: float = Field(4.0, gt=0, description="queue: waiting requests per replica (KEDA).")
+    target_queue_per_replica: float = Field(
+        48.0, gt=0, description="queue: outstanding (waiting + running) requests per replica (KEDA)."
+    )
     tolerance: float = Field(0.1, ge=0, lt=1, description="Ignore proposals within this ratio of current (HPA).")
     scale_up_stabilization_s: float = Field(60.0, ge=0, description="A breach must persist this long to scale up.")
     scale_down_stabilization_s: float = Field(90.0, ge=0, description="... and this long to scale down.")

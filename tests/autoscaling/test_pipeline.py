@@ -138,9 +138,9 @@ async def test_panic_scales_up_at_once_on_a_burst() -> None:
 
     class Burst:
         async def sample(self, now: float) -> FleetSample:
-            return FleetSample(t=now, ready_replicas=provider.n, waiting=0.0 if now < 60 else 40.0)
+            return FleetSample(t=now, ready_replicas=provider.n, running=8.0, waiting=0.0 if now < 60 else 40.0)
 
-    cfg = CFG.model_copy(update={"policies": ["queue"], "panic_window_s": 6.0})
+    cfg = CFG.model_copy(update={"policies": ["queue"], "panic_window_s": 6.0, "target_queue_per_replica": 4.0})
     ctl = Controller(Burst(), provider, cfg, clock)
     timeline = await _run(ctl, clock, 90)
     first_up = next(t for t, n in timeline if n > 2)

@@ -3,7 +3,7 @@
 - ``threshold``: the seed's rule — scale up when average latency > 500 ms (proportionally to the breach), down by
   one when it is < 250 ms.
 - ``target_ratio``: HPA-style, running requests per replica towards a target: ceil(running / target).
-- ``queue``: KEDA-like, add replicas for the engines' waiting queue: current + ceil(waiting / target).
+- ``queue``: KEDA-like on the engines' outstanding work: ceil((waiting + running) / target per replica).
 - ``model``: size from the performance model: observed arrival rate x (1 + spare capacity) / per-replica
   requests/s at the observed token lengths.
 """
@@ -45,11 +45,13 @@ def target_ratio(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s:
 
 
 def queue(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
-    waiting = w.mean("waiting", window_s)
-    if waiting is None:
+    waiting, running = w.mean("waiting", window_s), w.mean("running", window_s)
+    if waiting is None or running is None:
         return None
-    n = current + math.ceil(waiting / cfg.target_queue_per_replica) if waiting > 0 else current
-    return Proposal(n, f"queue waiting {waiting:.1f} (target {cfg.target_queue_per_replica:g} per replica)", "queue")
+    outstanding = waiting + running
+    n = math.ceil(outstanding / cfg.target_queue_per_replica)
+    return Proposal(n, f"outstanding {outstanding:.1f} (waiting {waiting:.1f}) / target "
+                       f"{cfg.target_queue_per_replica:g} per replica", "queue")
 
 
 def model_based(perf: PerfModel, input_tokens: int, output_tokens: int) -> PolicyFn:

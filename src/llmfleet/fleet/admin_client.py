@@ -45,3 +45,7 @@ class GatewayAdminClient:
     async def replicas(self) -> list[dict[str, Any]]:
         data = await self._call("GET", "/admin/replicas")
         return list(data["replicas"] if isinstance(data, dict) else data)
+
+    async def publish_autoscaler(self, decision: dict[str, Any]) -> None:
+        """Show the controller's last decision in the gateway's status document."""
+        await self._call("POST", "/admin/autoscaler", decision)

@@ -10,7 +10,14 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from llmfleet.config import FleetSection, SimEngineConfig, VLLMEngineConfig, load_yaml, validate_section
+from llmfleet.config import (
+    AutoscalerConfig,
+    FleetSection,
+    SimEngineConfig,
+    VLLMEngineConfig,
+    load_yaml,
+    validate_section,
+)
 from llmfleet.errors import LLMFleetError
 from llmfleet.fleet.status import fetch_status, find_current, render
 from llmfleet.fleet.up import UpOptions, run_fleet
@@ -31,11 +38,17 @@ def build_options(
     sim = validate_section(SimEngineConfig, engine_data, "engine")
     vllm_data = {**(data.get("vllm") or {}), **{k: v for k, v in vllm_overrides.items() if v is not None}}
     vllm = validate_section(VLLMEngineConfig, vllm_data, "vllm")
+    auto_data = dict(data.get("autoscaler") or {})
+    auto_data.setdefault("min_replicas", fleet.min_replicas or fleet.replicas)
+    auto_data.setdefault("max_replicas", fleet.max_replicas or max(fleet.replicas, auto_data["min_replicas"]))
+    autoscaler = validate_section(AutoscalerConfig, auto_data, "autoscaler")
     return UpOptions(
         replicas=fleet.replicas,
         engine=fleet.engine,
         sim=sim,
         vllm=vllm,
+        autoscaler=autoscaler,
+        time_scale=sim.time_scale if fleet.engine == "sim" else 1.0,
         host=fleet.host,
         port=fleet.port,
         config_path=config,
@@ -60,11 +73,19 @@ def register(app: typer.Typer) -> None:
             bool | None, typer.Option("--enable-prefix-caching/--no-prefix-caching", help="Engine prefix cache.")
         ] = None,
         config: Annotated[Path | None, typer.Option(help="fleet.yaml (sections fleet, engine, gateway, ...).")] = None,
+        min_replicas: Annotated[int | None, typer.Option(help="Autoscaler floor (default: --replicas).")] = None,
+        max_replicas: Annotated[int | None, typer.Option(help="Autoscaler ceiling (default: --replicas).")] = None,
     ) -> None:
         """Start engine replicas, the gateway in front of them and the controller; Ctrl-C stops everything."""
         opts = build_options(
             config,
-            {"replicas": replicas, "engine": engine, "port": port},
+            {
+                "replicas": replicas,
+                "engine": engine,
+                "port": port,
+                "min_replicas": min_replicas,
+                "max_replicas": max_replicas,
+            },
             {
                 "model": model if engine != "vllm" else None,
                 "gpu": gpu,

@@ -25,13 +25,17 @@ from typing import Literal
 import aiohttp
 from rich.console import Console
 
-from llmfleet.clock import WallClock
-from llmfleet.config import SimEngineConfig, VLLMEngineConfig
+from llmfleet.autoscaling.controller import Controller
+from llmfleet.autoscaling.pipeline import Decision
+from llmfleet.autoscaling.sources import GatewaySignalSource
+from llmfleet.clock import ScaledClock, WallClock
+from llmfleet.config import AutoscalerConfig, SimEngineConfig, VLLMEngineConfig
 from llmfleet.engines.sim.background import free_port
 from llmfleet.engines.vllm import served_name
 from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
+from llmfleet.providers.local import LocalProvider, PortAllocator
 
 log = logging.getLogger(__name__)
 CURRENT_FILE = "current.json"
@@ -52,6 +56,8 @@ class UpOptions:
     run_root: Path = Path(".llmfleet")
     ready_timeout_s: float = 120.0
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    time_scale: float = 1.0
 
 
 class GatewayRegistrar:
@@ -166,8 +172,15 @@ class FleetRunner:
                     with self.console.status(f"starting {len(replicas)} {self.opts.engine} replicas ..."):
                         await sup.wait_ready(replicas, self.opts.ready_timeout_s)
                     self._write_current()
+                    controller = self._controller(sup, admin, session)
                     self._banner(clock.now() - t0)
-                    await self._wait_stopped(stop)
+                    if controller is not None:
+                        controller.start()
+                    try:
+                        await self._wait_stopped(stop)
+                    finally:
+                        if controller is not None:
+                            await controller.stop()
                     self.console.print("[yellow]stopping the fleet ...[/]")
             except StartupError as exc:
                 self.console.print(f"[bold red]error:[/] {exc}", highlight=False)
@@ -177,6 +190,26 @@ class FleetRunner:
                 (self.opts.run_root / CURRENT_FILE).unlink(missing_ok=True)
         self.console.print("[green]fleet stopped[/]")
         return 0
+
+    def _controller(
+        self,
+        sup: Supervisor,
+        admin: GatewayAdminClient,
+        session: aiohttp.ClientSession,
+    ) -> Controller | None:
+        """The autoscaler over the local provider, on a clock that runs ``time_scale`` times faster."""
+        cfg = self.opts.autoscaler
+        if not cfg.enabled:
+            return None
+        provider = LocalProvider(
+            sup, admin, ScaledClock(self.opts.time_scale), PortAllocator(self.opts.host), cfg.drain_timeout_s
+        )
+        source = GatewaySignalSource(admin, session, self.gateway_url, self.opts.time_scale)
+
+        async def publish(decision: Decision) -> None:
+            await admin.publish_autoscaler(decision.to_json())
+
+        return Controller(source, provider, cfg, ScaledClock(self.opts.time_scale), publish=publish)
 
     def _write_current(self) -> None:
         """Record where this fleet's gateway is, so `llmfleet status` finds it without options."""

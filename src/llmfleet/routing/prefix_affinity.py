@@ -1,0 +1,154 @@
+"""Prefix (and conversation) affinity: send a prompt to the replica most likely to hold its prefix in KV cache.
+
+For each request the prompt's chained block keys are looked up in a bounded :class:`PrefixTable`:
+
+* ``prefix_hit``: the replica holding the longest remembered prefix, unless it is overloaded;
+* ``spill_shorter_prefix``: the holders of the longest prefix are overloaded, but a holder of a shorter prefix
+  (typically a shared system prompt) is not;
+* ``spill_overloaded``: every holder is overloaded: the least loaded replica instead;
+* ``prefix_miss_least_loaded``: nothing remembered: the least loaded replica (not a hash of the prompt: hashing
+  alone piles hot prefixes onto one replica). Ties among equally loaded replicas are broken by rendezvous hashing
+  of the first block, so related requests arriving at an idle fleet colocate.
+
+"Overloaded" means the load (max of gateway in-flight and engine running + waiting, per unit of weight) exceeds
+both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the eligible replicas; the bound keeps a
+popular prefix from piling everything onto one replica. Every decision is recorded, so after a spill the prefix
+is remembered on the new replica too (up to ``replicas_per_block`` holders per block). Replicas absent for
+``forget_after_s`` are forgotten (see :mod:`llmfleet.routing.membership`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import zlib
+from collections.abc import Sequence
+
+from llmfleet.clock import Clock
+from llmfleet.config import PrefixAffinityConfig
+from llmfleet.fleet.state import ReplicaView
+from llmfleet.routing.base import RouteDecision, RouteRequest
+from llmfleet.routing.candidates import eligible, outstanding_load
+from llmfleet.routing.membership import Membership
+from llmfleet.routing.prefix_table import PrefixTable, block_keys
+from llmfleet.routing.scorers import BaseScorer
+
+log = logging.getLogger(__name__)
+
+
+class PrefixAffinityPolicy:
+    """Longest cached prefix wins, within a load bound; see the module docstring for the reasons it returns."""
+
+    name = "prefix_affinity"
+
+    def __init__(self, config: PrefixAffinityConfig, clock: Clock, rng: random.Random) -> None:
+        self.config = config
+        self._rng = rng
+        self.table = PrefixTable(config.table_size, config.replicas_per_block)
+        self._members = Membership(clock, config.forget_after_s)
+
+    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+        cands = eligible(request, replicas)
+        cfg = self.config
+        gen = self._members.sync(request.model, replicas)
+        keys = block_keys(request.model, request.prompt_text, cfg.block_bytes, cfg.max_blocks)
+
+        loads = {r.id: outstanding_load(r) for r in cands}
+        min_load = min(loads.values())
+        limit = max(min_load + cfg.spill_margin, cfg.spill_factor * sum(loads.values()) / len(loads))
+        by_id = {r.id: r for r in cands}
+
+        chosen: ReplicaView | None = None
+        matched = 0
+        saw_overloaded = False
+        depth = self.table.deepest_present(keys)
+        i = depth
+        while i >= cfg.min_match_blocks:
+            best_load = float("inf")
+            for rid, g in self.table.holders(keys[i - 1]):
+                r = by_id.get(rid)
+                if r is None or gen.get(rid) != g:
+                    continue
+                load = loads[rid]
+                if load > limit:
+                    saw_overloaded = True
+                elif load < best_load:
+                    chosen, best_load = r, load
+            if chosen is not None:
+                matched = i
+                break
+            i -= 1
+
+        if chosen is not None:
+            reason = "spill_shorter_prefix" if saw_overloaded else "prefix_hit"
+        else:
+            chosen = self._least_loaded(cands, loads, min_load, keys)
+            reason = "spill_overloaded" if saw_overloaded else "prefix_miss_least_loaded"
+        if keys:
+            self.table.record(keys, (chosen.id, gen[chosen.id]))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "prefix_affinity %s -> %s: matched %d/%d blocks (deepest remembered %d), load %.1f, limit %.1f",
+                reason,
+                chosen.id,
+                matched,
+                len(keys),
+                depth,
+                loads[chosen.id],
+                limit,
+            )
+        return RouteDecision(chosen, reason)
+
+    def _least_loaded(
+        self, cands: Sequence[ReplicaView], loads: dict[str, float], min_load: float, keys: Sequence[int]
+    ) -> ReplicaView:
+        tied = [r for r in cands if loads[r.id] == min_load]
+        if len(tied) == 1:
+            return tied[0]
+        if not keys:
+            return tied[self._rng.randrange(len(tied))]
+        seed = keys[0] & 0xFFFFFFFF
+        return max(tied, key=lambda r: zlib.crc32(r.id.encode("utf-8"), seed))
+
+    def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
+        """Placement is recorded at decision time; completion adds nothing."""
+
+
+class PrefixMatchScorer(BaseScorer):
+    """Scorer form of prefix affinity for :class:`~llmfleet.routing.weighted.WeightedPolicy`.
+
+    Scores ``-(matched blocks / prompt blocks)`` in [-1, 0]: with weight ``w`` a full match is worth ``w``
+    in-flight requests, so the weights trade cache hits against load smoothly instead of by a hard threshold.
+    """
+
+    name = "prefix"
+
+    def __init__(self, config: PrefixAffinityConfig, clock: Clock) -> None:
+        self.config = config
+        self.table = PrefixTable(config.table_size, config.replicas_per_block)
+        self._members = Membership(clock, config.forget_after_s)
+        self._keys: list[int] = []
+        self._gen: dict[str, int] = {}
+        self._matched: dict[str, int] = {}
+
+    def begin(self, request: RouteRequest, candidates: Sequence[ReplicaView]) -> None:
+        cfg = self.config
+        self._gen = self._members.sync(request.model, candidates)
+        self._keys = block_keys(request.model, request.prompt_text, cfg.block_bytes, cfg.max_blocks)
+        matched: dict[str, int] = {}
+        wanted = len(candidates)
+        i = self.table.deepest_present(self._keys)
+        while i >= cfg.min_match_blocks and len(matched) < wanted:
+            for rid, g in self.table.holders(self._keys[i - 1]):
+                if rid not in matched and self._gen.get(rid) == g:
+                    matched[rid] = i
+            i -= 1
+        self._matched = matched
+
+    def score(self, request: RouteRequest, replica: ReplicaView) -> float:
+        m = self._matched.get(replica.id)
+        return -m / len(self._keys) if m else 0.0
+
+    def observe(self, request: RouteRequest, chosen: ReplicaView) -> None:
+        if self._keys:
+            self.table.record(self._keys, (chosen.id, self._gen[chosen.id]))

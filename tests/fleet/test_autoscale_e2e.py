@@ -1,0 +1,112 @@
+"""Autoscaling end to end: `llmfleet up` with simulated engines at --time-scale 10, a 3x traffic step and a drop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from llmfleet.appthread import free_port
+
+FLEET_YAML = """
+fleet: {replicas: 1, min_replicas: 1, max_replicas: 3}
+engine: {gpu: L40S, model: llama-3.1-8b, max_num_seqs: 8, time_scale: 10}
+gateway: {health: {probe_interval_s: 1.0, scrape_interval_s: 0.2}}
+autoscaler:
+  interval_s: 5
+  window_s: 10
+  panic_window_s: 5
+  policies: [queue]
+  target_queue_per_replica: 8
+  scale_up_stabilization_s: 20
+  scale_down_stabilization_s: 30
+  cooldown_s: 30
+"""
+
+
+async def _load(url: str, concurrency: int, stop: asyncio.Event, results: list[int]) -> None:
+    async def worker(s: aiohttp.ClientSession) -> None:
+        while not stop.is_set():
+            body = {"model": "llama-3.1-8b", "prompt": "hi", "max_tokens": 40}
+            async with s.post(f"{url}/v1/completions", json=body) as r:
+                await r.read()
+                results.append(r.status)
+
+    async with aiohttp.ClientSession() as s:
+        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
+
+
+async def _status(tmp: Path) -> dict[str, object]:
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "llmfleet", "status", "--json"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return dict(json.loads(out.stdout))
+
+
+async def _wait_replicas(tmp: Path, n: int, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        doc = await _status(tmp)
+        healthy = [r for r in doc["replicas"] if r["state"] == "healthy"]  # type: ignore[union-attr, index]
+        if len(healthy) == n and len(doc["replicas"]) == n:  # type: ignore[arg-type]
+            return time.monotonic() - t0
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"fleet did not reach {n} replicas in {timeout_s} s; last status {doc}")
+
+
+async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: Path) -> None:
+    (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started before any task runs
+        [sys.executable, "-m", "llmfleet", "up", "--config", "fleet.yaml", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    results: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "llmfleet is up" in line:
+                break
+        base_stop, step_stop = asyncio.Event(), asyncio.Event()
+        base = asyncio.create_task(_load(url, 8, base_stop, results))  # what one replica holds
+        await asyncio.sleep(1.5)
+        step = asyncio.create_task(_load(url, 16, step_stop, results))  # 3x the traffic
+        up_after = await _wait_replicas(tmp_path, 3, 20)
+        doc = await _status(tmp_path)
+        auto = doc["autoscaler"]
+        assert isinstance(auto, dict) and auto["replicas"] == 3
+        served = [r["requests_total"] for r in doc["replicas"]]  # type: ignore[union-attr, index]
+        await asyncio.sleep(1.0)
+        doc = await _status(tmp_path)
+        assert all(r["requests_total"] > 0 for r in doc["replicas"])  # type: ignore[union-attr, index]
+        step_stop.set()
+        await step
+        down_after = await _wait_replicas(tmp_path, 1, 40)
+        base_stop.set()
+        await base
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert results and set(results) == {200}, f"failed requests: {[r for r in results if r != 200][:5]}"
+    print(
+        f"scaled 1 -> 3 in {up_after:.1f} s wall, back to 1 in {down_after:.1f} s wall, "
+        f"{len(results)} requests, 0 failed; served before/after: {served}"
+    )
