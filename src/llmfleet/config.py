@@ -326,3 +326,14 @@ class AutoscalerConfig(_Section):
         64, ge=1, description="model: concurrency per replica at which the performance model rates throughput."
     )
     drain_timeout_s: float = Field(60.0, gt=0, description="Scale-down waits this long for in-flight requests.")
+
+
+class KubernetesProviderConfig(_Section):
+    """The Kubernetes provider (section ``kubernetes``): one Deployment behind one Service."""
+
+    namespace: str = Field("default", min_length=1, description="Namespace of the Deployment and Service.")
+    deployment: str = Field(min_length=1, description="Deployment whose scale subresource is patched.")
+    service: str = Field(min_length=1, description="Service whose EndpointSlices list the replicas.")
+    port_name: str | None = Field(None, description="EndpointSlice port name to use (default: the first port).")
+    scheme: Literal["http", "https"] = Field("http", description="Scheme of the replica URLs.")
+    watch_timeout_s: int = Field(300, ge=1, description="Server-side timeout of one EndpointSlice watch.")
