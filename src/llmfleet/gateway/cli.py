@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
             f"{len(gw_cfg.replicas)} replica(s); admin API {'on' if gw_cfg.admin_token else 'off'}",
             highlight=False,
         )
+        loop = _fast_event_loop()
         web.run_app(
             create_app(gw_cfg, routing),
             host=gw_cfg.host,
@@ -60,4 +62,14 @@ def register(app: typer.Typer) -> None:
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=gw_cfg.drain_grace_s,
+            loop=loop,
         )
+
+
+def _fast_event_loop() -> asyncio.AbstractEventLoop | None:
+    """uvloop when installed (``pip install llmfleet[fast]``): it cuts the gateway's CPU per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -75,11 +76,22 @@ class GatewayMetrics:
         )
         self.replicas = Gauge("llmfleet_gateway_replicas", "Replicas known, by state.", ["state"], registry=r)
 
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: label lookups were ~10% of the gateway's CPU per request."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
     def set_state(self, replica: str, state: ReplicaState) -> None:
         for s in ReplicaState:
             self.replica_state.labels(replica=replica, state=s.value).set(1.0 if s == state else 0.0)
 
     def forget(self, replica: str) -> None:
+        self._children = {k: v for k, v in self._children.items() if replica not in k[1]}
         for s in ReplicaState:
             self.replica_state.remove(replica, s.value)
         with contextlib.suppress(KeyError):

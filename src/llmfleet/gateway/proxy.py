@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolic
 
 log = logging.getLogger(__name__)
 _JSON = {"Content-Type": "application/json"}
+_USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -116,7 +118,7 @@ class Proxy:
                 rr.model, rr.endpoint, rr.prompt_text, rr.max_tokens, rr.session_key, rr.stream, frozenset(exclude)
             )
         decision = await self.policy.choose(rr, self.registry.views(rr.model))
-        self.metrics.decisions.labels(self.policy_name, decision.reason).inc()
+        self.metrics.child(self.metrics.decisions, self.policy_name, decision.reason).inc()
         replica = self.registry.get(decision.replica.id)
         if replica is None:  # removed while the policy was deciding
             raise NoReplicaAvailable(f"replica {decision.replica.id} was removed")
@@ -129,17 +131,17 @@ class Proxy:
 
     def _begin(self, r: Replica) -> None:
         r.in_flight += 1
-        self.metrics.in_flight.labels(r.id).set(r.in_flight)
+        self.metrics.child(self.metrics.in_flight, r.id).set(r.in_flight)
 
     def _end(self, r: Replica) -> None:
         r.in_flight -= 1
-        self.metrics.in_flight.labels(r.id).set(r.in_flight)
+        self.metrics.child(self.metrics.in_flight, r.id).set(r.in_flight)
 
     def _fail(self, req: ProxyRequest, r: Replica, exc: _AttemptFailed) -> None:
         log.info("attempt on %s failed: %s", r.id, exc.reason)
         self.registry.record_request(r, ok=False, latency_s=None)
         self.policy.on_complete(r.id, req.route_request, False, 0.0)
-        self.metrics.requests.labels(req.route, str(exc.status or 0), r.id).inc()
+        self.metrics.child(self.metrics.requests, req.route, str(exc.status or 0), r.id).inc()
 
     # ---- non-streamed --------------------------------------------------------------------------------------
     async def forward(self, req: ProxyRequest) -> web.Response:
@@ -170,8 +172,8 @@ class Proxy:
             latency = self.clock.now() - t0
             self.registry.record_request(replica, ok=True, latency_s=latency)
             self.policy.on_complete(replica.id, req.route_request, True, latency)
-            self.metrics.requests.labels(req.route, str(status), replica.id).inc()
-            self.metrics.latency.labels(req.route).observe(time.perf_counter() - req.started)
+            self.metrics.child(self.metrics.requests, req.route, str(status), replica.id).inc()
+            self.metrics.child(self.metrics.latency, req.route).observe(time.perf_counter() - req.started)
             if attempt:
                 self.metrics.failovers.inc()
             if status == 200:
@@ -201,15 +203,15 @@ class Proxy:
             raise _AttemptFailed(type(exc).__name__) from None
 
     def _count_tokens(self, data: bytes) -> None:
-        try:
-            usage = json.loads(data).get("usage") or {}
-        except (ValueError, AttributeError):
-            return
+        # A regex on the bytes instead of parsing the whole response: the body can be large, the usage is small.
+        usage = {k.decode(): int(v) for k, v in _USAGE_RE.findall(data[-512:] if len(data) > 512 else data)}
+        if not usage:
+            usage = {k.decode(): int(v) for k, v in _USAGE_RE.findall(data)}
         self._observe_usage(usage)
 
     def _observe_usage(self, usage: dict[str, Any]) -> None:
-        self.metrics.tokens.labels("prompt").inc(usage.get("prompt_tokens") or 0)
-        self.metrics.tokens.labels("completion").inc(usage.get("completion_tokens") or 0)
+        self.metrics.child(self.metrics.tokens, "prompt").inc(usage.get("prompt_tokens") or 0)
+        self.metrics.child(self.metrics.tokens, "completion").inc(usage.get("completion_tokens") or 0)
 
     # ---- streamed ------------------------------------------------------------------------------------------
     async def _open_stream(
@@ -314,8 +316,8 @@ class Proxy:
                     ttft_s=None if st.first_at is None else st.first_at - req.started,
                 )
                 self.policy.on_complete(replica.id, req.route_request, True, latency)
-                self.metrics.requests.labels(req.route, "200", replica.id).inc()
-                self.metrics.latency.labels(req.route).observe(time.perf_counter() - req.started)
+                self.metrics.child(self.metrics.requests, req.route, "200", replica.id).inc()
+                self.metrics.child(self.metrics.latency, req.route).observe(time.perf_counter() - req.started)
                 return resp
             up.close()
             self._fail(req, replica, _AttemptFailed(outcome))
@@ -456,7 +458,7 @@ class Proxy:
             now = time.perf_counter()
             if st.first_at is None:
                 st.first_at = now
-                self.metrics.ttft.labels(req.route).observe(now - req.started)
+                self.metrics.child(self.metrics.ttft, req.route).observe(now - req.started)
             elif st.last_at is not None:
                 self.metrics.itl.observe(now - st.last_at)
             st.last_at = now

@@ -1,0 +1,75 @@
+"""A trivial OpenAI-shaped backend that answers at once (the "mock worker" of router benchmarks).
+
+    python benchmarks/_trivial_backend.py PORT [--token-delay-ms 1] [--tokens 100]
+
+Non-streamed completions return a fixed small JSON; streamed ones send ``--tokens`` chunks, one per
+``--token-delay-ms``. ``/health`` and ``/v1/models`` answer like vLLM so the gateway accepts it as a replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from aiohttp import web
+
+MODEL = "bench-model"
+BODY = json.dumps(
+    {
+        "id": "cmpl-bench",
+        "object": "text_completion",
+        "created": 0,
+        "model": MODEL,
+        "choices": [{"index": 0, "text": " a b c d", "finish_reason": "length", "logprobs": None}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8},
+    }
+).encode()
+
+
+def make_app(tokens: int, delay_s: float) -> web.Application:
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            return web.Response(body=BODY, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(tokens):
+            finish = '"length"' if i == tokens - 1 else "null"
+            await resp.write(
+                b'data: {"id":"cmpl-bench","object":"text_completion","created":0,"model":"'
+                + MODEL.encode()
+                + b'","choices":[{"index":0,"text":" t","finish_reason":'
+                + finish.encode()
+                + b"}]}\n\n"
+            )
+            if delay_s:
+                await asyncio.sleep(delay_s)
+        usage = {
+            "id": "cmpl-bench",
+            "choices": [],
+            "usage": {"prompt_tokens": 4, "completion_tokens": tokens, "total_tokens": tokens + 4},
+        }
+        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response()
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("--tokens", type=int, default=100)
+    ap.add_argument("--token-delay-ms", type=float, default=1.0)
+    a = ap.parse_args()
+    web.run_app(make_app(a.tokens, a.token_delay_ms / 1000), host="127.0.0.1", port=a.port, print=None, access_log=None)

@@ -1,0 +1,240 @@
+"""Gateway overhead, side by side in one run: direct to a backend vs llmfleet's gateway vs nginx (least_conn,
+proxy_buffering off), over the same two trivial backends on 127.0.0.1.
+
+Measures, per target: max requests/s (wrk, 64 connections, non-streamed), proxy CPU seconds per request (from
+/proc), latency p50/p99 at a fixed 1,000 req/s (open-loop Python client; "added" = target - direct), and time to
+first chunk of streams (100 tokens at 1 ms/token, one connection). Scenario order rotates across repeats.
+Installs nginx-light and wrk from Debian when missing (needs root + apt).
+
+    .venv/bin/python benchmarks/gateway_overhead.py [--repeats 2] [--duration-s 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _proc import cpu_seconds, percentile, wait_http_ok
+
+from llmfleet.appthread import free_port
+
+HERE = Path(__file__).parent
+BODY = '{"model":"bench-model","prompt":"hello","max_tokens":4}'
+WRK_LUA = f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+NGINX_CONF = """
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream backends {{ least_conn; server 127.0.0.1:{a}; server 127.0.0.1:{b}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      tcp_nodelay on;
+    }}
+  }}
+}}
+"""
+
+
+def ensure_tools() -> None:
+    if shutil.which("nginx") and shutil.which("wrk"):
+        return
+    print("installing nginx-light and wrk from Debian ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light", "wrk"], check=True, env=env)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its direct children (nginx master + workers)."""
+    total = cpu_seconds(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        total += cpu_seconds(int(entry))
+            except (OSError, ValueError):
+                continue
+    return total
+
+
+def wrk(url: str, duration_s: float, lua: Path) -> float:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c64", f"-d{duration_s:.0f}s", "-s", str(lua), f"{url}/v1/completions"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses")
+    return float(m.group(1)) if m else 0.0
+
+
+async def fixed_rate(url: str, rate: float, duration_s: float) -> list[float]:
+    lat: list[float] = []
+    conn = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            async with s.post(f"{url}/v1/completions", data=BODY, headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                if r.status == 200:
+                    lat.append(time.perf_counter() - t0)
+
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * duration_s)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return lat[len(lat) // 10 :]  # drop warm-up
+
+
+async def ttfc(url: str, n: int) -> list[float]:
+    out = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with s.post(
+                f"{url}/v1/completions", json={"model": "bench-model", "prompt": "x", "stream": True, "max_tokens": 100}
+            ) as r:
+                first = None
+                async for line in r.content:
+                    if first is None and line.startswith(b"data: {"):
+                        first = time.perf_counter() - t0
+                out.append(first or 0.0)
+    return out[2:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--duration-s", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--results", type=Path, default=HERE / "results" / "gateway_overhead.md")
+    args = ap.parse_args()
+    ensure_tools()
+    tmp = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
+    lua = tmp / "post.lua"
+    lua.write_text(WRK_LUA)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        return p
+
+    try:
+        a, b = free_port(), free_port()
+        for port in (a, b):
+            spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port)])
+            wait_http_ok(f"http://127.0.0.1:{port}/health")
+        gw_port, ngx_port = free_port(), free_port()
+        gw = spawn(
+            [
+                sys.executable,
+                "-m",
+                "llmfleet",
+                "gateway",
+                "--port",
+                str(gw_port),
+                "--replica",
+                f"http://127.0.0.1:{a}",
+                "--replica",
+                f"http://127.0.0.1:{b}",
+            ]
+        )
+        wait_http_ok(f"http://127.0.0.1:{gw_port}/ready")
+        (tmp / "nginx.conf").write_text(NGINX_CONF.format(prefix=tmp, a=a, b=b, port=ngx_port))
+        ngx = spawn(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
+        time.sleep(0.5)
+        targets = {
+            "direct": (f"http://127.0.0.1:{a}", None),
+            "llmfleet": (f"http://127.0.0.1:{gw_port}", gw.pid),
+            "nginx": (f"http://127.0.0.1:{ngx_port}", ngx.pid),
+        }
+        res: dict[str, dict[str, list[float]]] = {
+            t: {"rps": [], "cpu_us": [], "p50": [], "p99": [], "ttfc": []} for t in targets
+        }
+        order = list(targets)
+        for rep in range(args.repeats):
+            for name in order[rep % 3 :] + order[: rep % 3]:
+                url, pid = targets[name]
+                print(f"[{rep + 1}/{args.repeats}] {name} ...", flush=True)
+                cpu0 = tree_cpu(pid) if pid else 0.0
+                rps = wrk(url, args.duration_s, lua)
+                if pid:
+                    res[name]["cpu_us"].append((tree_cpu(pid) - cpu0) / (rps * args.duration_s) * 1e6)
+                res[name]["rps"].append(rps)
+                lat = asyncio.run(fixed_rate(url, args.rate, args.duration_s))
+                res[name]["p50"].append(percentile(lat, 50) * 1000)
+                res[name]["p99"].append(percentile(lat, 99) * 1000)
+                res[name]["ttfc"].append(sum(asyncio.run(ttfc(url, 30))) / 28 * 1000)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def med(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2] if xs else float("nan")
+
+    d = {k: med(v) for k, v in res["direct"].items()}
+    lines = [
+        f"\n## Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs; client, "
+        f"proxy and 2 trivial backends share them; medians of {args.repeats} rotated repeats)\n",
+        f"| target | max req/s (wrk, 64 conn) | proxy CPU per request | p50 @ {args.rate:.0f} req/s "
+        f"| p99 @ {args.rate:.0f} req/s | added p50 / p99 | time to first chunk (stream) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in targets:
+        m = {k: med(v) for k, v in res[name].items()}
+        added = "-" if name == "direct" else f"{m['p50'] - d['p50']:+.2f} / {m['p99'] - d['p99']:+.2f} ms"
+        cpu = "-" if name == "direct" else f"{m['cpu_us']:.0f} us"
+        lines.append(
+            f"| {name} | {m['rps']:,.0f} | {cpu} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {added} | "
+            f"{m['ttfc']:.2f} ms |"
+        )
+    ratio = med(res["llmfleet"]["cpu_us"]) / med(res["nginx"]["cpu_us"])
+    lines.append(f"\nllmfleet CPU per request / nginx: **{ratio:.1f}x** (target <= 2x).")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.results.exists():
+        args.results.write_text(
+            "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n"
+        )
+    with args.results.open("a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
