@@ -72,4 +72,11 @@ if __name__ == "__main__":
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--token-delay-ms", type=float, default=1.0)
     a = ap.parse_args()
-    web.run_app(make_app(a.tokens, a.token_delay_ms / 1000), host="127.0.0.1", port=a.port, print=None, access_log=None)
+    web.run_app(
+        make_app(a.tokens, a.token_delay_ms / 1000),
+        host="127.0.0.1",
+        port=a.port,
+        print=None,
+        backlog=4096,
+        access_log=None,
+    )

@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
             handler_cancellation=True,
             shutdown_timeout=gw_cfg.drain_grace_s,
             loop=loop,
+            backlog=4096,
         )
 
 

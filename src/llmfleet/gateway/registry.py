@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
@@ -147,8 +147,17 @@ class Registry:
         return r
 
     def views(self, model: str) -> list[ReplicaView]:
-        """Views of the replicas serving ``model`` (any state: policies filter)."""
-        return [r.view() for r in self._replicas.values() if model in r.models]
+        """Views of the replicas serving ``model`` (any state: policies filter).
+
+        Panic routing (like Envoy's healthy-panic threshold): when *no* replica of the model is routable but some
+        are ejected as unhealthy, they are offered as degraded. Overload can make every probe time out at once;
+        refusing all traffic then turns a slowdown into an outage, while a truly dead replica only costs a fast
+        connect error and a retry elsewhere.
+        """
+        views = [r.view() for r in self._replicas.values() if model in r.models]
+        if views and not any(v.routable for v in views):
+            views = [replace(v, state=ReplicaState.DEGRADED) if v.state == ReplicaState.UNHEALTHY else v for v in views]
+        return views
 
     def models(self) -> set[str]:
         out: set[str] = set()
