@@ -50,8 +50,11 @@ def queue(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float)
         return None
     outstanding = waiting + running
     n = math.ceil(outstanding / cfg.target_queue_per_replica)
-    return Proposal(n, f"outstanding {outstanding:.1f} (waiting {waiting:.1f}) / target "
-                       f"{cfg.target_queue_per_replica:g} per replica", "queue")
+    return Proposal(
+        n,
+        f"outstanding {outstanding:.1f} (waiting {waiting:.1f}) / target {cfg.target_queue_per_replica:g} per replica",
+        "queue",
+    )
 
 
 def model_based(perf: PerfModel, input_tokens: int, output_tokens: int) -> PolicyFn:
