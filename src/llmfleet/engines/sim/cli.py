@@ -34,6 +34,9 @@ def register(engine_app: typer.Typer) -> None:
         max_num_batched_tokens: Annotated[int | None, typer.Option(help="Token budget per step.")] = None,
         gpu_memory_utilization: Annotated[float | None, typer.Option(help="Fraction of GPU memory used.")] = None,
         max_model_len: Annotated[int | None, typer.Option(help="Context window (default: the model's).")] = None,
+        num_gpu_blocks_override: Annotated[
+            int | None, typer.Option(help="Force the number of 16-token KV blocks (as vLLM's option).")
+        ] = None,
         enable_prefix_caching: Annotated[
             bool | None, typer.Option("--enable-prefix-caching/--no-prefix-caching")
         ] = None,
@@ -65,6 +68,7 @@ def register(engine_app: typer.Typer) -> None:
             "max_num_batched_tokens": max_num_batched_tokens,
             "gpu_memory_utilization": gpu_memory_utilization,
             "max_model_len": max_model_len,
+            "num_gpu_blocks_override": num_gpu_blocks_override,
             "enable_prefix_caching": enable_prefix_caching,
             "time_scale": time_scale,
             "seed": seed,

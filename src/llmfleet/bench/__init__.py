@@ -1,0 +1,1 @@
+"""Load generation: workloads (conversations with shared prefixes, random prompts) and a closed-loop runner."""

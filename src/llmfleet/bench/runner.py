@@ -1,0 +1,117 @@
+"""A closed-loop runner: each worker sends its requests one after another (streamed, with usage) and records
+TTFT and end-to-end latency; results are summarised as percentiles and throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from llmfleet.bench.workloads import Conversation
+
+
+@dataclass
+class RunResult:
+    ttft_s: list[float] = field(default_factory=list)
+    e2e_s: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+
+    def percentile(self, values: Sequence[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        s = sorted(values)
+        return s[max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))]
+
+    @property
+    def requests_per_s(self) -> float:
+        return len(self.e2e_s) / self.elapsed_s if self.elapsed_s else 0.0
+
+
+async def chat_stream(
+    s: aiohttp.ClientSession, url: str, model: str, messages: list[dict[str, str]], max_tokens: int, result: RunResult
+) -> str:
+    """One streamed chat request; returns the answer text (empty on error)."""
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True},
+    }
+    t0 = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    try:
+        async with s.post(f"{url}/v1/chat/completions", json=body) as r:
+            if r.status != 200:
+                result.errors += 1
+                await r.read()
+                return ""
+            async for line in r.content:
+                if not line.startswith(b"data: {"):
+                    continue
+                obj = json.loads(line[6:])
+                if obj.get("usage"):
+                    result.output_tokens += obj["usage"].get("completion_tokens", 0)
+                for c in obj.get("choices", []):
+                    text = c.get("delta", {}).get("content")
+                    if text:
+                        if first is None:
+                            first = time.perf_counter() - t0
+                        parts.append(text)
+    except (aiohttp.ClientError, TimeoutError):
+        result.errors += 1
+        return ""
+    result.e2e_s.append(time.perf_counter() - t0)
+    if first is not None:
+        result.ttft_s.append(first)
+    return "".join(parts)
+
+
+async def run_conversations(
+    url: str,
+    model: str,
+    convs: list[Conversation],
+    turns: int,
+    max_tokens: int,
+) -> RunResult:
+    """Every conversation runs its turns in order; conversations run concurrently."""
+    result = RunResult()
+
+    async def one(c: Conversation, s: aiohttp.ClientSession) -> None:
+        for _ in range(turns):
+            answer = await chat_stream(s, url, model, c.next_request(), max_tokens, result)
+            c.record_answer(answer)
+
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        await asyncio.gather(*(one(c, s) for c in convs))
+    result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+async def run_prompts(
+    url: str, model: str, prompts: list[list[dict[str, str]]], concurrency: int, max_tokens: int
+) -> RunResult:
+    """Single-turn requests from a shared queue with ``concurrency`` workers."""
+    result = RunResult()
+    queue: asyncio.Queue[list[dict[str, str]]] = asyncio.Queue()
+    for p in prompts:
+        queue.put_nowait(p)
+
+    async def worker(s: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            await chat_stream(s, url, model, queue.get_nowait(), max_tokens, result)
+
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
+    result.elapsed_s = time.perf_counter() - t0
+    return result
