@@ -43,6 +43,7 @@ def _register() -> None:
     vllm_cli.register(app, engine_app)
 
     fleet_cli.register(app)
+    fleet_cli.register_ops(app)
 
 
 def main() -> None:

@@ -209,6 +209,8 @@ class FleetSection(_Section):
     run_dir: str = Field(".llmfleet", description="Where run logs go (one folder per run).")
     min_replicas: int | None = Field(None, ge=1, description="Autoscaler floor (default: replicas).")
     max_replicas: int | None = Field(None, ge=1, description="Autoscaler ceiling (default: replicas).")
+    spot_replicas: int = Field(0, ge=0, description="How many of the initial replicas run as spot capacity.")
+    rollout_verify_s: float = Field(5.0, ge=0, description="A rollout watches the new replicas this long.")
 
 
 # --- gateway and health (owner: lead) ----------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import yaml
 from rich.console import Console
 
 from llmfleet.config import (
@@ -48,6 +50,8 @@ def build_options(
         sim=sim,
         vllm=vllm,
         autoscaler=autoscaler,
+        spot_replicas=min(fleet.spot_replicas, fleet.replicas),
+        rollout_verify_s=fleet.rollout_verify_s,
         time_scale=sim.time_scale if fleet.engine == "sim" else 1.0,
         host=fleet.host,
         port=fleet.port,
@@ -126,6 +130,90 @@ def register(app: typer.Typer) -> None:
             render(doc, Console())
 
 
+def _control(run_dir: Path) -> tuple[str, str]:
+    current = find_current(run_dir)
+    if current is None or "control_url" not in current:
+        _fail(f"no running fleet recorded in {run_dir}/current.json: start one with `llmfleet up`")
+    return str(current["control_url"]), str(current["admin_token"])
+
+
+async def _control_call(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s,
+            s.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as r,
+        ):
+            data = await r.json(content_type=None)
+            if r.status >= 400:
+                raise LLMFleetError(str(data.get("error", {}).get("message", data)))
+            return dict(data)
+    except aiohttp.ClientError as exc:
+        raise LLMFleetError(f"cannot reach the fleet's control API at {url}: {exc}") from None
+
+
+def _parse_sets(sets: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("engine."):
+            _fail(f"--set expects engine.KEY=VALUE, got {item!r}")
+        out[key.removeprefix("engine.")] = yaml.safe_load(value)
+    return out
+
+
 def _fail(message: str) -> NoReturn:
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(2)
+
+
+def register_ops(app: typer.Typer) -> None:
+    """``rollout`` and ``spot-interrupt``: operations on the fleet `llmfleet up` runs."""
+
+    @app.command("rollout")
+    def rollout(
+        set_: Annotated[
+            list[str], typer.Option("--set", help="New engine setting, e.g. engine.gpu=H200 (repeatable).")
+        ],
+        run_dir: Annotated[Path, typer.Option(help="Where `llmfleet up` records the running fleet.")] = Path(
+            ".llmfleet"
+        ),
+        timeout_s: Annotated[float, typer.Option(help="Give up waiting after this long.")] = 600.0,
+    ) -> None:
+        """Replace every replica with new engine settings: surge, verify, shift traffic, drain; roll back on failure."""
+        url, token = _control(run_dir)
+        patch = _parse_sets(set_)
+        console = Console()
+        try:
+            asyncio.run(_control_call("POST", f"{url}/rollout", token, {"engine": patch}))
+            seen = 0
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                st = asyncio.run(_control_call("GET", f"{url}/rollout", token))
+                for e in st["events"][seen:]:
+                    console.print(f"  {e}", highlight=False)
+                seen = len(st["events"])
+                if st["state"] in ("done", "rolled_back"):
+                    break
+                time.sleep(0.3)
+        except LLMFleetError as exc:
+            _fail(str(exc))
+        if st["state"] != "done":
+            _fail(f"rollout {st['state']}: {st.get('error')}")
+        console.print("[green]rollout done[/]")
+
+    @app.command("spot-interrupt")
+    def spot_interrupt(
+        url: Annotated[str, typer.Argument(help="Base URL of the interrupted replica.")],
+        run_dir: Annotated[Path, typer.Option(help="Where `llmfleet up` records the running fleet.")] = Path(
+            ".llmfleet"
+        ),
+    ) -> None:
+        """Handle a spot interruption notice: backfill (reserved preferred), then drain and stop the replica."""
+        control, token = _control(run_dir)
+        try:
+            res = asyncio.run(_control_call("POST", f"{control}/spot/interrupt", token, {"url": url}))
+        except LLMFleetError as exc:
+            _fail(str(exc))
+        typer.echo(json.dumps(res))

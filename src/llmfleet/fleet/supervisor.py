@@ -69,6 +69,8 @@ class ManagedReplica:
     index: int
     port: int
     host: str = "127.0.0.1"
+    pool: str = "default"
+    capacity_type: str = "on-demand"
     state: ProcState = ProcState.STARTING
     pid: int | None = None
     restarts: int = 0
@@ -140,9 +142,9 @@ class Supervisor:
             await self._session.close()
 
     # ---- public ------------------------------------------------------------------------------------------
-    def add(self, port: int) -> ManagedReplica:
+    def add(self, port: int, pool: str = "default", capacity_type: str = "on-demand") -> ManagedReplica:
         """Start supervising a new replica on ``port``; returns at once (it becomes ready in the background)."""
-        replica = ManagedReplica(index=self._next_index, port=port)
+        replica = ManagedReplica(index=self._next_index, port=port, pool=pool, capacity_type=capacity_type)
         self._next_index += 1
         self.replicas.append(replica)
         replica._task = asyncio.create_task(self._supervise(replica), name=f"replica-{replica.index}")

@@ -20,20 +20,24 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
+from aiohttp import web
 from rich.console import Console
 
 from llmfleet.autoscaling.controller import Controller
 from llmfleet.autoscaling.pipeline import Decision
 from llmfleet.autoscaling.sources import GatewaySignalSource
 from llmfleet.clock import ScaledClock, WallClock
-from llmfleet.config import AutoscalerConfig, SimEngineConfig, VLLMEngineConfig
+from llmfleet.config import AutoscalerConfig, SimEngineConfig, VLLMEngineConfig, validate_section
 from llmfleet.engines.sim.background import free_port
 from llmfleet.engines.vllm import served_name
+from llmfleet.errors import InvalidRequestError
 from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
+from llmfleet.fleet.control import create_control_app
 from llmfleet.fleet.launchers import SimLauncher
+from llmfleet.fleet.rollout import Rollout, retire
 from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
 from llmfleet.providers.local import LocalProvider, PortAllocator
 
@@ -57,18 +61,19 @@ class UpOptions:
     ready_timeout_s: float = 120.0
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    spot_replicas: int = 0
+    rollout_verify_s: float = 5.0
     time_scale: float = 1.0
 
 
 class GatewayRegistrar:
     """Supervisor listener that adds ready replicas to the gateway and removes gone ones."""
 
-    def __init__(self, admin: GatewayAdminClient, pool: str = "default") -> None:
+    def __init__(self, admin: GatewayAdminClient) -> None:
         self.admin = admin
-        self.pool = pool
 
     async def replica_ready(self, replica: ManagedReplica) -> None:
-        await self.admin.add_replica(replica.url, self.pool)
+        await self.admin.add_replica(replica.url, replica.pool)
 
     async def replica_gone(self, replica: ManagedReplica) -> None:
         with contextlib.suppress(AdminError):
@@ -85,10 +90,14 @@ class FleetRunner:
         self.run_dir = (opts.run_root / f"run-{stamp}-{os.getpid()}").resolve()
         self.gateway_url = f"http://{opts.host}:{opts.port}"
         self._gateway: subprocess.Popen[bytes] | None = None
+        self._generation = 0
+        self.provider: LocalProvider | None = None
+        self.controller: Controller | None = None
+        self._rollout_task: asyncio.Task[None] | None = None
 
-    def _launcher(self) -> EngineLauncher:
+    def _launcher(self, sim: SimEngineConfig) -> EngineLauncher:
         if self.opts.engine == "sim":
-            return SimLauncher(self.opts.sim, self.run_dir)
+            return SimLauncher(sim, self.run_dir)
         from llmfleet.engines.vllm import VLLMLauncher
         from llmfleet.engines.vllm_cli import runtime_for
 
@@ -154,34 +163,46 @@ class FleetRunner:
         clock = WallClock()
         t0 = clock.now()
         timeout = aiohttp.ClientTimeout(total=5.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout) as session, contextlib.AsyncExitStack() as stack:
             try:
                 self._start_gateway()
                 await self._wait_gateway(session)
-                admin = GatewayAdminClient(self.gateway_url, self.opts.admin_token, session)
-                registrar = GatewayRegistrar(admin)
-                async with Supervisor(
-                    self._launcher(),
-                    registrar,
-                    clock,
-                    random.Random(),
-                    self.run_dir / "logs",
-                    ready_timeout_s=self.opts.ready_timeout_s,
-                ) as sup:
-                    replicas = [sup.add(free_port(self.opts.host)) for _ in range(self.opts.replicas)]
-                    with self.console.status(f"starting {len(replicas)} {self.opts.engine} replicas ..."):
-                        await sup.wait_ready(replicas, self.opts.ready_timeout_s)
-                    self._write_current()
-                    controller = self._controller(sup, admin, session)
-                    self._banner(clock.now() - t0)
-                    if controller is not None:
-                        controller.start()
-                    try:
-                        await self._wait_stopped(stop)
-                    finally:
-                        if controller is not None:
-                            await controller.stop()
-                    self.console.print("[yellow]stopping the fleet ...[/]")
+                self.admin = GatewayAdminClient(self.gateway_url, self.opts.admin_token, session)
+                self.session = session
+                registrar = GatewayRegistrar(self.admin)
+
+                async def make_supervisor(launcher: EngineLauncher, tag: str) -> Supervisor:
+                    sup = Supervisor(
+                        launcher,
+                        registrar,
+                        clock,
+                        random.Random(),
+                        self.run_dir / "logs" / tag,
+                        ready_timeout_s=self.opts.ready_timeout_s,
+                    )
+                    return await stack.enter_async_context(sup)
+
+                self._make_supervisor = make_supervisor
+                self.sup = await make_supervisor(self._launcher(self.opts.sim), "gen-0")
+                spot_from = self.opts.replicas - self.opts.spot_replicas
+                replicas = [
+                    self.sup.add(free_port(self.opts.host), *(("spot", "spot") if i >= spot_from else ()))
+                    for i in range(self.opts.replicas)
+                ]
+                with self.console.status(f"starting {len(replicas)} {self.opts.engine} replicas ..."):
+                    await self.sup.wait_ready(replicas, self.opts.ready_timeout_s)
+                control_url = await self._start_control(stack)
+                self._write_current(control_url)
+                self.controller = self._controller(self.sup, self.admin, session)
+                self._banner(clock.now() - t0)
+                if self.controller is not None:
+                    self.controller.start()
+                try:
+                    await self._wait_stopped(stop)
+                finally:
+                    if self.controller is not None:
+                        await self.controller.stop()
+                self.console.print("[yellow]stopping the fleet ...[/]")
             except StartupError as exc:
                 self.console.print(f"[bold red]error:[/] {exc}", highlight=False)
                 return 1
@@ -191,17 +212,66 @@ class FleetRunner:
         self.console.print("[green]fleet stopped[/]")
         return 0
 
+    async def _start_control(self, stack: contextlib.AsyncExitStack) -> str:
+        runner = web.AppRunner(create_control_app(self, self.opts.admin_token), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        port = free_port(self.opts.host)
+        await web.TCPSite(runner, self.opts.host, port).start()
+        return f"http://{self.opts.host}:{port}"
+
+    # ---- control API (FleetControl) ---------------------------------------------------------------------------
+    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
+        if self.opts.engine != "sim":
+            raise InvalidRequestError(
+                "rollouts of real vLLM replicas: give new settings in fleet.yaml and restart (not automated yet)"
+            )
+        new_cfg = validate_section(SimEngineConfig, {**self.opts.sim.model_dump(), **engine_patch}, "engine")
+        self._generation += 1
+        tag = f"gen-{self._generation}"
+
+        async def make_new() -> Supervisor:
+            return await self._make_supervisor(SimLauncher(new_cfg, self.run_dir / tag), tag)
+
+        rollout = Rollout(
+            self.sup,
+            make_new,
+            self.admin,
+            self.session,
+            new_cfg.served_model_name or new_cfg.model,
+            WallClock(),
+            verify_s=self.opts.rollout_verify_s,
+            ready_timeout_s=self.opts.ready_timeout_s,
+        )
+
+        async def run() -> None:
+            result = await rollout.run()
+            if result is not self.sup:
+                self.sup = result
+                self.opts.sim = new_cfg
+                if self.provider is not None:
+                    self.provider.supervisor = result
+
+        self._rollout_task = asyncio.create_task(run(), name="rollout")
+        return rollout
+
+    async def spot_interrupt(self, url: str) -> dict[str, Any]:
+        victim = next((r for r in self.sup.replicas if r.url == url.rstrip("/")), None)
+        if victim is None:
+            raise InvalidRequestError(f"no replica {url} in this fleet", param="url")
+        backfill = self.sup.add(free_port(self.opts.host), "reserved", "reserved")
+        await self.sup.wait_ready([backfill], self.opts.ready_timeout_s)
+        await retire(self.admin, self.sup, [victim], WallClock(), self.opts.autoscaler.drain_timeout_s)
+        return {"interrupted": url, "backfilled_by": backfill.url, "capacity_type": backfill.capacity_type}
+
     def _controller(
-        self,
-        sup: Supervisor,
-        admin: GatewayAdminClient,
-        session: aiohttp.ClientSession,
+        self, sup: Supervisor, admin: GatewayAdminClient, session: aiohttp.ClientSession
     ) -> Controller | None:
         """The autoscaler over the local provider, on a clock that runs ``time_scale`` times faster."""
         cfg = self.opts.autoscaler
         if not cfg.enabled:
             return None
-        provider = LocalProvider(
+        provider = self.provider = LocalProvider(
             sup, admin, ScaledClock(self.opts.time_scale), PortAllocator(self.opts.host), cfg.drain_timeout_s
         )
         source = GatewaySignalSource(admin, session, self.gateway_url, self.opts.time_scale)
@@ -211,13 +281,14 @@ class FleetRunner:
 
         return Controller(source, provider, cfg, ScaledClock(self.opts.time_scale), publish=publish)
 
-    def _write_current(self) -> None:
-        """Record where this fleet's gateway is, so `llmfleet status` finds it without options."""
+    def _write_current(self, control_url: str) -> None:
+        """Record where this fleet's gateway is, so `llmfleet status` and `llmfleet rollout` find it."""
         current = self.opts.run_root / CURRENT_FILE
         current.write_text(
             json.dumps(
                 {
                     "url": self.gateway_url,
+                    "control_url": control_url,
                     "admin_token": self.opts.admin_token,
                     "run_dir": str(self.run_dir),
                     "pid": os.getpid(),

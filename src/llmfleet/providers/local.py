@@ -11,7 +11,8 @@ import asyncio
 import logging
 
 from llmfleet.clock import Clock
-from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
+from llmfleet.fleet.admin_client import GatewayAdminClient
+from llmfleet.fleet.rollout import retire
 from llmfleet.fleet.supervisor import ManagedReplica, ProcState, Supervisor
 from llmfleet.providers.base import ReplicaInfo
 
@@ -41,7 +42,7 @@ class LocalProvider:
         return len(self._active())
 
     async def list_replicas(self) -> list[ReplicaInfo]:
-        return [ReplicaInfo(r.id, r.url, r.state == ProcState.READY) for r in self._active()]
+        return [ReplicaInfo(r.id, r.url, r.state == ProcState.READY, r.pool, r.capacity_type) for r in self._active()]
 
     async def scale_to(self, replicas: int, reason: str) -> None:
         active = self._active()
@@ -57,18 +58,7 @@ class LocalProvider:
 
     async def _drain_and_remove(self, r: ManagedReplica) -> None:
         try:
-            try:
-                await self.admin.drain_replica(r.url)
-                deadline = self.clock.now() + self.drain_timeout_s
-                while self.clock.now() < deadline:
-                    info = {x["url"]: x for x in await self.admin.replicas()}
-                    if info.get(r.url, {}).get("in_flight", 0) == 0:
-                        break
-                    await self.clock.sleep(0.2)
-                await self.admin.remove_replica(r.url)
-            except AdminError as exc:
-                log.warning("draining %s: %s", r.url, exc)
-            await self.supervisor.remove(r)
+            await retire(self.admin, self.supervisor, [r], self.clock, self.drain_timeout_s)
         finally:
             self._removing.discard(r.index)
 
