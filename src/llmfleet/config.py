@@ -261,7 +261,6 @@ class GatewayConfig(_Section):
     max_resumes: int = Field(2, ge=0, description="Times one stream may be resumed on another replica.")
     drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     ewma_alpha: float = Field(0.2, gt=0, le=1, description="Smoothing of per-replica latency averages.")
-    session_header: str = Field("x-session-id", description="Header carrying a session key for affinity routing.")
     health: HealthConfig = Field(default_factory=HealthConfig)
 
 

@@ -139,7 +139,9 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
-        session_key = request.headers.get(self.config.session_header) or typed.user
+        session_key = request.headers.get(self.routing.session.header) or (
+            typed.user if self.routing.session.use_user_field else None
+        )
         rr = RouteRequest(
             model=typed.model,
             endpoint=route,

@@ -16,7 +16,10 @@ from llmfleet.routing.latency_ewma import LatencyEwmaPolicy
 from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
 from llmfleet.routing.load_aware import build_load_aware
 from llmfleet.routing.power_of_two import PowerOfTwoPolicy
+from llmfleet.routing.prefix_affinity import PrefixAffinityPolicy
 from llmfleet.routing.round_robin import RoundRobinPolicy
+from llmfleet.routing.session_affinity import SessionAffinityPolicy
+from llmfleet.routing.tiered import TieredPolicy
 
 
 def build_policy(config: RoutingConfig, clock: Clock, rng: random.Random) -> RoutingPolicy:
@@ -25,7 +28,11 @@ def build_policy(config: RoutingConfig, clock: Clock, rng: random.Random) -> Rou
     Each call returns an independent object (no shared state). Raises :class:`ConfigError` naming
     ``routing.policy`` for a policy that cannot be built.
     """
-    name = config.policy
+    return _build(config.policy, config, clock, rng)
+
+
+def _build(name: str, config: RoutingConfig, clock: Clock, rng: random.Random) -> RoutingPolicy:
+    """Build policy ``name``; composite policies build their inner policy the same way."""
     if name == "round_robin":
         return RoundRobinPolicy()
     if name == "least_outstanding":
@@ -40,4 +47,10 @@ def build_policy(config: RoutingConfig, clock: Clock, rng: random.Random) -> Rou
         )
     if name == "load_aware":
         return build_load_aware(config.weights, clock, rng)
+    if name == "prefix_affinity":
+        return PrefixAffinityPolicy(config.prefix, clock, rng)
+    if name == "session_affinity":
+        return SessionAffinityPolicy(config.session, _build(config.session.inner_policy, config, clock, rng), clock)
+    if name == "tiered":
+        return TieredPolicy(config.tiered, _build(config.tiered.inner_policy, config, clock, rng))
     raise ConfigError(f"routing.policy: {name!r} is not available yet")
