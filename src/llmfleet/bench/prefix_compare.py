@@ -25,7 +25,7 @@ class Scenario:
     kv_blocks_per_replica: int = 1250
     """16-token blocks: small enough that one replica cannot cache every conversation."""
     conversations: int = 24
-    turns: int = 6
+    turns: int = 10
     random_requests: int = 144
     concurrency: int = 24
     max_tokens: int = 32
