@@ -326,6 +326,8 @@ class AutoscalerConfig(_Section):
     model_concurrency_per_replica: int = Field(
         64, ge=1, description="model: concurrency per replica at which the performance model rates throughput."
     )
+    model_input_tokens: int = Field(512, ge=1, description="model: typical prompt length of the workload.")
+    model_output_tokens: int = Field(256, ge=1, description="model: typical output length of the workload.")
     drain_timeout_s: float = Field(60.0, gt=0, description="Scale-down waits this long for in-flight requests.")
 
 

@@ -146,3 +146,21 @@ async def test_panic_scales_up_at_once_on_a_burst() -> None:
     first_up = next(t for t, n in timeline if n > 2)
     assert first_up == 60  # no stabilisation wait in panic
     assert ctl.last is not None and ctl.last.panic
+
+
+def test_model_based_policy_sizes_from_the_performance_model() -> None:
+    from llmfleet.autoscaling.policies import model_based
+    from llmfleet.autoscaling.signals import SignalWindow
+    from llmfleet.perfmodel import PerfModel, load_catalog
+
+    cat = load_catalog()
+    perf = PerfModel(cat.gpu("H100"), cat.model("llama-3.1-8b"))
+    per_replica = perf.steady_state(64, 512, 256).requests_per_s
+    policy = model_based(perf, 512, 256)
+    w = SignalWindow(60)
+    cfg = CFG.model_copy(update={"spare_capacity": 0.4})
+    for t in range(0, 30, 5):
+        w.add(FleetSample(t=float(t), ready_replicas=2, request_rate=3 * per_replica))
+    p = policy(w, 2, cfg, 30.0)
+    assert p is not None and p.replicas == 5  # ceil(3 x 1.4)
+    assert "per replica" in p.reason

@@ -91,6 +91,9 @@ async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: P
         auto = doc["autoscaler"]
         assert isinstance(auto, dict) and auto["replicas"] == 3
         served = [r["requests_total"] for r in doc["replicas"]]  # type: ignore[union-attr, index]
+        current = json.loads((tmp_path / ".llmfleet" / "current.json").read_text())
+        async with aiohttp.ClientSession() as s, s.get(f"{current['control_url']}/metrics") as r:
+            assert "llmfleet_autoscaler_desired_replicas 3.0" in await r.text()
         await asyncio.sleep(1.0)
         doc = await _status(tmp_path)
         assert all(r["requests_total"] > 0 for r in doc["replicas"])  # type: ignore[union-attr, index]

@@ -3,6 +3,7 @@
 The gateway's admin API manages routing; this one manages the replica processes `up` owns.
 
 - ``POST /rollout`` ``{"engine": {...}}`` starts a rollout to the patched engine settings; ``GET /rollout`` shows it.
+- ``GET /metrics``: the autoscaler's metrics (``llmfleet_autoscaler_*``).
 - ``POST /spot/interrupt`` ``{"url": ...}`` handles an interruption notice: backfill first (reserved capacity
   preferred), then drain and stop the interrupted replica.
 """
@@ -14,6 +15,7 @@ import hmac
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmfleet.api.errors import error_middleware
 from llmfleet.errors import ApiError, InvalidRequestError
@@ -33,7 +35,8 @@ class FleetControl(Protocol):
     async def spot_interrupt(self, url: str) -> dict[str, Any]: ...
 
 
-def create_control_app(fleet: FleetControl, token: str) -> web.Application:
+def create_control_app(fleet: FleetControl, token: str, metrics: CollectorRegistry | None = None) -> web.Application:
+    """The control API; ``metrics`` (the autoscaler's registry) is served at ``GET /metrics``."""
     state: dict[str, Any] = {"rollout": None, "task": None}
 
     def auth(request: web.Request) -> None:
@@ -76,7 +79,12 @@ def create_control_app(fleet: FleetControl, token: str) -> web.Application:
             raise InvalidRequestError('give the interrupted replica as {"url": ...}', param="url")
         return web.json_response(await asyncio.shield(fleet.spot_interrupt(url)))
 
+    async def get_metrics(request: web.Request) -> web.Response:
+        body = generate_latest(metrics) if metrics is not None else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/rollout", post_rollout)
     app.router.add_get("/rollout", get_rollout)
     app.router.add_post("/spot/interrupt", post_spot)

@@ -24,10 +24,12 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from llmfleet.autoscaling.controller import Controller
 from llmfleet.autoscaling.pipeline import Decision
+from llmfleet.autoscaling.policies import PolicyFn, model_based
 from llmfleet.autoscaling.sources import GatewaySignalSource
 from llmfleet.clock import ScaledClock, WallClock
 from llmfleet.config import AutoscalerConfig, SimEngineConfig, VLLMEngineConfig, validate_section
@@ -39,6 +41,7 @@ from llmfleet.fleet.control import create_control_app
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.rollout import Rollout, retire
 from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
+from llmfleet.perfmodel import PerfModel, load_catalog
 from llmfleet.providers.local import LocalProvider, PortAllocator
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ class FleetRunner:
         self.provider: LocalProvider | None = None
         self.controller: Controller | None = None
         self._rollout_task: asyncio.Task[None] | None = None
+        self.controller_metrics = CollectorRegistry()
 
     def _launcher(self, sim: SimEngineConfig) -> EngineLauncher:
         if self.opts.engine == "sim":
@@ -213,7 +217,9 @@ class FleetRunner:
         return 0
 
     async def _start_control(self, stack: contextlib.AsyncExitStack) -> str:
-        runner = web.AppRunner(create_control_app(self, self.opts.admin_token), access_log=None)
+        runner = web.AppRunner(
+            create_control_app(self, self.opts.admin_token, self.controller_metrics), access_log=None
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         port = free_port(self.opts.host)
@@ -279,7 +285,26 @@ class FleetRunner:
         async def publish(decision: Decision) -> None:
             await admin.publish_autoscaler(decision.to_json())
 
-        return Controller(source, provider, cfg, ScaledClock(self.opts.time_scale), publish=publish)
+        extra: dict[str, PolicyFn] = {}
+        if self.opts.engine == "sim":  # the performance model knows the simulated GPU; real GPUs need a plan
+            catalog = load_catalog()
+            sim = self.opts.sim
+            perf = PerfModel(
+                catalog.gpu(sim.gpu),
+                catalog.model(sim.model),
+                precision=sim.precision,  # type: ignore[arg-type]
+                tp=sim.tensor_parallel_size,
+            )
+            extra["model"] = model_based(perf, cfg.model_input_tokens, cfg.model_output_tokens)
+        return Controller(
+            source,
+            provider,
+            cfg,
+            ScaledClock(self.opts.time_scale),
+            extra_policies=extra,
+            publish=publish,
+            registry=self.controller_metrics,
+        )
 
     def _write_current(self, control_url: str) -> None:
         """Record where this fleet's gateway is, so `llmfleet status` and `llmfleet rollout` find it."""
