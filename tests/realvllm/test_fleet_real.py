@@ -111,7 +111,7 @@ async def test_shared_prefix_hits_real_prefix_cache(replicas: list[VLLMReplica])
 
 async def test_kill_9_mid_stream_resumes_on_the_other_replica(replicas: list[VLLMReplica]) -> None:
     gw = _gateway(replicas, "round_robin")
-    max_tokens = 400
+    max_tokens = 1500  # ~2 s of tiny-model decoding: the kill lands while the replica is still generating
     try:
         async with aiohttp.ClientSession() as s:
             body = {

@@ -125,6 +125,24 @@ class Proxy:
         log.debug("route %s -> %s (%s)", req.route, replica.id, decision.reason)
         return replica
 
+    async def _next_attempt(
+        self, req: ProxyRequest, attempt: int, last: _AttemptFailed | None, tried: set[str]
+    ) -> Replica | None:
+        """The replica for attempt ``attempt`` (after a jittered backoff when retrying), marked tried and counted
+        in flight; None when no untried replica is left after a failure; 503 when none was routable at all."""
+        if attempt:
+            self.metrics.retries.labels(last.reason if last else "unknown").inc()
+            await self._backoff(attempt)
+        try:
+            replica = await self._choose(req, tried)
+        except NoReplicaAvailable as exc:
+            if last is None:
+                raise ServiceUnavailableError(str(exc), code="no_replica") from None
+            return None
+        tried.add(replica.id)
+        self._begin(replica)
+        return replica
+
     async def _backoff(self, attempt: int) -> None:
         base = self.cfg.retry_backoff_s * (2 ** (attempt - 1))
         await asyncio.sleep(base * (0.5 + self.rng.random()))
@@ -149,17 +167,9 @@ class Proxy:
         tried: set[str] = set()
         last: _AttemptFailed | None = None
         for attempt in range(self.cfg.max_attempts):
-            if attempt:
-                self.metrics.retries.labels(last.reason if last else "unknown").inc()
-                await self._backoff(attempt)
-            try:
-                replica = await self._choose(req, tried)
-            except NoReplicaAvailable as exc:
-                if last is None:
-                    raise ServiceUnavailableError(str(exc), code="no_replica") from None
+            replica = await self._next_attempt(req, attempt, last, tried)
+            if replica is None:
                 break
-            tried.add(replica.id)
-            self._begin(replica)
             t0 = self.clock.now()
             try:
                 status, data = await self._post_once(replica, req)
@@ -223,17 +233,9 @@ class Proxy:
         """Open an upstream stream and read its first line, retrying on other replicas before that."""
         last: _AttemptFailed | None = None
         for attempt in range(self.cfg.max_attempts):
-            if attempt:
-                self.metrics.retries.labels(last.reason if last else "unknown").inc()
-                await self._backoff(attempt)
-            try:
-                replica = await self._choose(req, exclude)
-            except NoReplicaAvailable as exc:
-                if last is None:
-                    raise ServiceUnavailableError(str(exc), code="no_replica") from None
+            replica = await self._next_attempt(req, attempt, last, exclude)
+            if replica is None:
                 break
-            exclude.add(replica.id)
-            self._begin(replica)
             t0 = self.clock.now()
             up: aiohttp.ClientResponse | None = None
             try:
