@@ -28,13 +28,17 @@ async def _stream(s: aiohttp.ClientSession, url: str, prompt: str, max_tokens: i
     return ttft, time.perf_counter() - t0, n
 
 
-async def _throughput(url: str, concurrency: int, max_tokens: int) -> float:
-    async with aiohttp.ClientSession() as s:
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(_stream(s, url, f"req {i}", max_tokens) for i in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    assert all(n == max_tokens for _, _, n in results)
-    return concurrency * max_tokens / elapsed
+async def _throughput(url: str, concurrency: int, max_tokens: int, tries: int = 2) -> float:
+    """Output tokens/s of ``concurrency`` simultaneous streams; best of ``tries`` (a shared machine adds noise)."""
+    best = 0.0
+    for _ in range(tries):
+        async with aiohttp.ClientSession() as s:
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(_stream(s, url, f"req {i}", max_tokens) for i in range(concurrency)))
+            elapsed = time.perf_counter() - t0
+        assert all(n == max_tokens for _, _, n in results)
+        best = max(best, concurrency * max_tokens / elapsed)
+    return best
 
 
 async def test_ttft_grows_with_prompt_length(start_sim: Callable[..., SimServerThread]) -> None:
@@ -46,7 +50,7 @@ async def test_ttft_grows_with_prompt_length(start_sim: Callable[..., SimServerT
 
 
 async def test_throughput_grows_with_concurrency_and_saturates(start_sim: Callable[..., SimServerThread]) -> None:
-    sim = start_sim(max_num_seqs=16)
+    sim = start_sim(max_num_seqs=16, gpu="L40S")  # ~21 ms steps: long enough to measure on a busy machine
     t1 = await _throughput(sim.url, 1, 40)
     t4 = await _throughput(sim.url, 4, 40)
     t16 = await _throughput(sim.url, 16, 40)
