@@ -107,6 +107,12 @@ class FleetRunner:
 
         return VLLMLauncher(self.opts.vllm, runtime_for(self.opts.vllm, self.console), self.opts.host)
 
+    def _token_file(self) -> Path:
+        path = self.run_dir / "admin-token"
+        path.touch(mode=0o600)
+        path.write_text(self.opts.admin_token)
+        return path
+
     def _start_gateway(self) -> None:
         argv = [
             sys.executable,
@@ -117,8 +123,8 @@ class FleetRunner:
             self.opts.host,
             "--port",
             str(self.opts.port),
-            "--admin-token",
-            self.opts.admin_token,
+            "--admin-token-file",
+            str(self._token_file()),
         ]
         if self.opts.policy:
             argv += ["--policy", self.opts.policy]

@@ -12,6 +12,7 @@ from aiohttp import web
 from rich.console import Console
 
 from llmfleet.config import GatewayConfig, RoutingConfig, load_yaml, validate_section
+from llmfleet.errors import ConfigError
 from llmfleet.gateway.app import create_app
 
 
@@ -40,10 +41,18 @@ def register(app: typer.Typer) -> None:
         replica: Annotated[list[str] | None, typer.Option(help="Replica base URL (repeatable).")] = None,
         policy: Annotated[str | None, typer.Option(help="Routing policy (default least_outstanding).")] = None,
         admin_token: Annotated[str | None, typer.Option(help="Bearer token that enables /admin.")] = None,
+        admin_token_file: Annotated[
+            Path | None, typer.Option(help="Read the admin token from this file (keeps it out of `ps`).")
+        ] = None,
         config: Annotated[Path | None, typer.Option(help="fleet.yaml (sections gateway, routing).")] = None,
         log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
     ) -> None:
         """Run the gateway: OpenAI API in front of replicas, with routing, health checks and failover."""
+        if admin_token_file is not None:
+            try:
+                admin_token = admin_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"--admin-token-file: {exc}") from None
         gw_cfg, routing = load_gateway_config(
             config, {"port": port, "host": host, "admin_token": admin_token}, replica or [], policy
         )
