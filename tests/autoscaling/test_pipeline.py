@@ -164,3 +164,16 @@ def test_model_based_policy_sizes_from_the_performance_model() -> None:
     p = policy(w, 2, cfg, 30.0)
     assert p is not None and p.replicas == 5  # ceil(3 x 1.4)
     assert "per replica" in p.reason
+
+
+async def test_paused_controller_holds_and_says_why() -> None:
+    clock = ManualClock()
+    provider = FakeProvider(2)
+    source = Scripted(provider, {0: 60.0})  # 3 s latency: would scale up
+    ctl = Controller(source, provider, CFG.model_copy(update={"policies": ["threshold"]}), clock)
+    ctl.pause("rollout in progress")
+    d = await ctl.step()
+    assert d.replicas == 2 and d.reason == "paused: rollout in progress" and provider.calls == []
+    ctl.resume()
+    clock.advance(15)
+    assert (await ctl.step()).reason != "paused: rollout in progress"

@@ -52,6 +52,7 @@ class Controller:
         self.window = SignalWindow(max(cfg.window_s, cfg.panic_window_s) * 2)
         self.state = ControllerState()
         self.publish = publish
+        self.paused: str | None = None
         self._task: asyncio.Task[None] | None = None
         r = registry or CollectorRegistry()
         self.desired_gauge = Gauge("llmfleet_autoscaler_desired_replicas", "Replicas the controller wants.", registry=r)
@@ -63,10 +64,23 @@ class Controller:
     def last(self) -> Decision | None:
         return self.state.history[-1] if self.state.history else None
 
+    def pause(self, reason: str) -> None:
+        """Hold the fleet size (signals are still sampled) while another actor changes it, e.g. a rollout."""
+        self.paused = reason
+
+    def resume(self) -> None:
+        self.paused = None
+
     async def step(self) -> Decision:
         now = self.clock.now()
         self.window.add(await self.source.sample(now))
         current = await self.provider.current_replicas()
+        if self.paused:
+            decision = Decision(current, current, f"paused: {self.paused}", now)
+            if self.publish is not None:
+                with contextlib.suppress(Exception):
+                    await self.publish(decision)
+            return decision
         props = [p for p in (f(self.window, current, self.cfg, self.cfg.window_s) for f in self.policies) if p]
         panic = [p for p in (f(self.window, current, self.cfg, self.cfg.panic_window_s) for f in self.policies) if p]
         decision, self.state = decide(props, panic, current, self.state, now, self.cfg)

@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -257,7 +258,8 @@ class FleetRunner:
         )
 
         async def run() -> None:
-            result = await rollout.run()
+            with self._controller_paused("rollout in progress"):
+                result = await rollout.run()
             if result is not self.sup:
                 self.sup = result
                 self.opts.sim = new_cfg
@@ -267,13 +269,25 @@ class FleetRunner:
         self._rollout_task = asyncio.create_task(run(), name="rollout")
         return rollout
 
+    @contextlib.contextmanager
+    def _controller_paused(self, reason: str) -> Iterator[None]:
+        """The autoscaler holds the fleet size while a rollout or a backfill changes it."""
+        if self.controller is not None:
+            self.controller.pause(reason)
+        try:
+            yield
+        finally:
+            if self.controller is not None:
+                self.controller.resume()
+
     async def spot_interrupt(self, url: str) -> dict[str, Any]:
         victim = next((r for r in self.sup.replicas if r.url == url.rstrip("/")), None)
         if victim is None:
             raise InvalidRequestError(f"no replica {url} in this fleet", param="url")
-        backfill = self.sup.add(free_port(self.opts.host), "reserved", "reserved")
-        await self.sup.wait_ready([backfill], self.opts.ready_timeout_s)
-        await retire(self.admin, self.sup, [victim], WallClock(), self.opts.autoscaler.drain_timeout_s)
+        with self._controller_paused(f"spot interruption of {url}"):
+            backfill = self.sup.add(free_port(self.opts.host), "reserved", "reserved")
+            await self.sup.wait_ready([backfill], self.opts.ready_timeout_s)
+            await retire(self.admin, self.sup, [victim], WallClock(), self.opts.autoscaler.drain_timeout_s)
         return {"interrupted": url, "backfilled_by": backfill.url, "capacity_type": backfill.capacity_type}
 
     def _controller(
