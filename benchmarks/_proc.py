@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from pathlib import Path
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,3 +56,12 @@ def histogram_fraction_le(metrics_text: str, name: str, le: float) -> tuple[floa
         elif line.startswith(f"{name}_bucket") and f'le="{le}"' in line:
             below += float(line.split()[-1])
     return (below / count if count else float("nan")), count
+
+
+def append_results(path: Path, header: str, text: str) -> None:
+    """Append one run's markdown to ``path``, creating it with ``header`` the first time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(header)
+    with path.open("a") as f:
+        f.write(text)

@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _proc import cpu_seconds, percentile, wait_http_ok
+from _proc import append_results, cpu_seconds, percentile, wait_http_ok
 
 from llmfleet.appthread import free_port
 
@@ -228,12 +228,11 @@ def main() -> None:
     lines.append(f"\nllmfleet CPU per request / nginx: **{ratio:.1f}x** (target <= 2x).")
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.results.exists():
-        args.results.write_text(
-            "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n"
-        )
-    with args.results.open("a") as f:
-        f.write(text)
+    append_results(
+        args.results,
+        "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n",
+        text,
+    )
 
 
 if __name__ == "__main__":

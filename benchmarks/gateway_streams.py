@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _proc import cpu_seconds, rss_mib, wait_http_ok
+from _proc import append_results, cpu_seconds, rss_mib, wait_http_ok
 
 from llmfleet.appthread import free_port
 
@@ -163,12 +163,11 @@ def main() -> None:
         f"| gateway CPU | {cpu:.1f} s over {res['elapsed_s']:.1f} s |\n"
     )
     print(text)
-    if not args.results.exists():
-        args.results.write_text(
-            "# One gateway process, many concurrent SSE streams\n\nProduced by `benchmarks/gateway_streams.py`.\n"
-        )
-    with args.results.open("a") as f:
-        f.write(text)
+    append_results(
+        args.results,
+        "# One gateway process, many concurrent SSE streams\n\nProduced by `benchmarks/gateway_streams.py`.\n",
+        text,
+    )
 
 
 if __name__ == "__main__":

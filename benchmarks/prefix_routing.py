@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _proc import append_results
 
 from llmfleet.bench.prefix_compare import Outcome, Scenario, run_one
 
@@ -52,14 +56,13 @@ def main() -> None:
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.results.exists():
-        args.results.write_text(
-            "# Prefix-aware routing vs load-only routing\n\nProduced by "
-            "`benchmarks/prefix_routing.py` (closed loop: same work for every policy; TTFT in "
-            "wall time at --time-scale 1).\n"
-        )
-    with args.results.open("a") as f:
-        f.write(text)
+    append_results(
+        args.results,
+        "# Prefix-aware routing vs load-only routing\n\nProduced by "
+        "`benchmarks/prefix_routing.py` (closed loop: same work for every policy; TTFT in "
+        "wall time at --time-scale 1).\n",
+        text,
+    )
 
 
 if __name__ == "__main__":

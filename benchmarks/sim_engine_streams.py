@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _proc import cpu_seconds, histogram_fraction_le, percentile, rss_mib, wait_http_ok
+from _proc import append_results, cpu_seconds, histogram_fraction_le, percentile, rss_mib, wait_http_ok
 
 from llmfleet.engines.sim.background import free_port
 from llmfleet.engines.sim.tokenizer import token_ids
@@ -181,14 +181,11 @@ def main() -> None:
     ]
     out = "\n".join(text) + "\n"
     print(out)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    if not args.results.exists():
-        args.results.write_text(
-            "# Simulated engine: 256 concurrent streams at H100 pace\n\n"
-            "Produced by `benchmarks/sim_engine_streams.py`.\n"
-        )
-    with args.results.open("a") as f:
-        f.write(out)
+    append_results(
+        args.results,
+        "# Simulated engine: 256 concurrent streams at H100 pace\n\nProduced by `benchmarks/sim_engine_streams.py`.\n",
+        out,
+    )
 
 
 if __name__ == "__main__":
