@@ -102,6 +102,7 @@ RoutingPolicyName = Literal[
     "prefix_affinity",
     "session_affinity",
     "tiered",
+    "cost_aware",
 ]
 """Every policy :func:`llmfleet.routing.factory.build_policy` can build."""
 
@@ -184,6 +185,20 @@ class LatencyEwmaConfig(_Section):
     explore_probability: float = Field(0.02, ge=0.0, le=1.0, description="Chance of a random pick (exploration).")
 
 
+class CostAwareConfig(_Section):
+    """Prefer the cheapest pool (spot, reserved, ...) while it meets the SLO; spill to dearer pools otherwise."""
+
+    pool_prices: dict[str, float] = Field(
+        default_factory=lambda: {"spot": 1.0, "reserved": 2.0, "default": 3.0},
+        description="Relative price per pool (lower is preferred); unknown pools rank last.",
+    )
+    slo_ttft_ms: float = Field(500.0, gt=0, description="A replica whose TTFT ewma exceeds this misses the SLO.")
+    max_outstanding_per_replica: float = Field(
+        32.0, gt=0, description="A replica with more outstanding requests than this counts as full."
+    )
+    inner_policy: InnerPolicyName = Field("least_outstanding", description="Policy used inside the chosen pool.")
+
+
 class RoutingConfig(_Section):
     """How the gateway picks a replica (section ``routing`` of fleet.yaml)."""
 
@@ -193,6 +208,7 @@ class RoutingConfig(_Section):
     session: SessionAffinityConfig = Field(default_factory=SessionAffinityConfig)
     tiered: TieredConfig = Field(default_factory=TieredConfig)
     latency: LatencyEwmaConfig = Field(default_factory=LatencyEwmaConfig)
+    cost: CostAwareConfig = Field(default_factory=CostAwareConfig)
 
 
 # --- fleet (owner: lead) -----------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ FLEET_YAML = """
 fleet: {replicas: 2, spot_replicas: 1, rollout_verify_s: 1.0}
 engine: {gpu: H100, model: llama-3.1-8b}
 gateway: {health: {probe_interval_s: 0.5}}
-autoscaler: {interval_s: 0.5, window_s: 2, cooldown_s: 0, scale_down_stabilization_s: 0}  # paused during rollouts and backfills
+# an eager autoscaler: it must pause itself during rollouts and backfills
+autoscaler: {interval_s: 0.5, window_s: 2, cooldown_s: 0, scale_down_stabilization_s: 0}
 """
 LLMFLEET = [sys.executable, "-m", "llmfleet"]
 

@@ -59,3 +59,19 @@ async def test_tiered_pools_by_max_tokens_with_fallback() -> None:
     )
     with pytest.raises(NoReplicaAvailable):
         await strict.choose(_req(max_tokens=2000), down)
+
+
+async def test_cost_aware_prefers_the_cheapest_pool_within_the_slo() -> None:
+    cfg = RoutingConfig(
+        policy="cost_aware",
+        cost={"pool_prices": {"spot": 1, "reserved": 2}, "slo_ttft_ms": 500, "max_outstanding_per_replica": 4},
+    )
+    policy = build_policy(cfg, ManualClock(), random.Random(0))
+    spot, reserved = _r(0, "spot"), _r(1, "reserved")
+    d = await policy.choose(_req(), [reserved, spot])
+    assert d.replica.id == "r0" and d.reason == "cheapest_pool"
+    slow_spot = ReplicaView(id="r0", url="http://r0", pool="spot", ttft_ewma_s=0.9)
+    d = await policy.choose(_req(), [reserved, slow_spot])
+    assert d.replica.id == "r1" and d.reason == "slo_spill"
+    full = [_r(0, "spot", in_flight=9), _r(1, "reserved", in_flight=9)]
+    assert (await policy.choose(_req(), full)).reason == "slo_missed_everywhere"

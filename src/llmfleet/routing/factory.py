@@ -12,6 +12,7 @@ from llmfleet.clock import Clock
 from llmfleet.config import RoutingConfig
 from llmfleet.errors import ConfigError
 from llmfleet.routing.base import RoutingPolicy
+from llmfleet.routing.cost_aware import CostAwarePolicy
 from llmfleet.routing.latency_ewma import LatencyEwmaPolicy
 from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
 from llmfleet.routing.load_aware import build_load_aware
@@ -53,4 +54,6 @@ def _build(name: str, config: RoutingConfig, clock: Clock, rng: random.Random) -
         return SessionAffinityPolicy(config.session, _build(config.session.inner_policy, config, clock, rng), clock)
     if name == "tiered":
         return TieredPolicy(config.tiered, _build(config.tiered.inner_policy, config, clock, rng))
+    if name == "cost_aware":
+        return CostAwarePolicy(config.cost, _build(config.cost.inner_policy, config, clock, rng))
     raise ConfigError(f"routing.policy: {name!r} is not available yet")
