@@ -17,6 +17,7 @@ import datetime
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,19 @@ http {{
   }}
 }}
 """
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port}") from None
+            time.sleep(0.05)
 
 
 def ensure_tools() -> None:
@@ -173,7 +187,7 @@ def main() -> None:
         wait_http_ok(f"http://127.0.0.1:{gw_port}/ready")
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(prefix=tmp, a=a, b=b, port=ngx_port))
         ngx = spawn(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
-        time.sleep(0.5)
+        wait_port(ngx_port)
         targets = {
             "direct": (f"http://127.0.0.1:{a}", None),
             "llmfleet": (f"http://127.0.0.1:{gw_port}", gw.pid),
