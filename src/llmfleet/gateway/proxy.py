@@ -28,6 +28,7 @@ from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Registry, Replica
+from llmfleet.gateway.resume import resume_body
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 
 log = logging.getLogger(__name__)
@@ -340,7 +341,7 @@ class Proxy:
             await self._finish_synthetic(resp, st, "length")
             self.metrics.resumes.labels("completed_locally").inc()
             return None
-        body = self._resume_body(req, st)
+        body = resume_body(req.body, st.chat, "".join(st.parts), st.delivered, req.max_tokens)
         if body is None or st.resumes >= self.cfg.max_resumes:
             why = "the request cannot be continued from text" if body is None else "resume budget exhausted"
             await self._error_event(resp, f"upstream replica failed mid-stream and {why}")
@@ -364,32 +365,6 @@ class Proxy:
         self.metrics.resumes.labels("ok").inc()
         log.info("stream resumed on %s after %d tokens", opened[0].id, st.delivered)
         return opened
-
-    def _resume_body(self, req: ProxyRequest, st: _StreamState) -> dict[str, Any] | None:
-        text = "".join(st.parts)
-        body = dict(req.body)
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-        if req.max_tokens is not None:
-            remaining = req.max_tokens - st.delivered
-            body["max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"] = remaining
-        if not st.chat:
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
-                return None  # token-id prompts cannot be continued by appending text
-            body["prompt"] = prompt + text
-            return body
-        messages = [dict(m) for m in body.get("messages", [])]
-        if body.get("continue_final_message") and messages and messages[-1].get("role") == "assistant":
-            messages[-1]["content"] = str(messages[-1].get("content") or "") + text
-        else:
-            messages.append({"role": "assistant", "content": text})
-        body["messages"] = messages
-        body["continue_final_message"] = True
-        body["add_generation_prompt"] = False
-        return body
 
     async def _relay(
         self, up: aiohttp.ClientResponse, first: bytes, resp: web.StreamResponse, st: _StreamState, req: ProxyRequest

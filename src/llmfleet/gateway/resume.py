@@ -1,0 +1,38 @@
+"""How a stream that lost its replica continues elsewhere: the request body that asks another replica for the rest.
+
+Completions: the original prompt plus the text already sent. Chat: the messages plus a partial assistant message
+(appended to the last one when the client was itself continuing one), with ``continue_final_message: true`` and
+``add_generation_prompt: false``. ``max_tokens`` (or ``max_completion_tokens``) shrinks by the tokens delivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def resume_body(
+    body: dict[str, Any], chat: bool, sent_text: str, delivered: int, max_tokens: int | None
+) -> dict[str, Any] | None:
+    """The continuation request, or None when the request cannot be continued from text (token-id prompts)."""
+    out = dict(body)
+    out["stream"] = True
+    out["stream_options"] = {"include_usage": True}
+    if max_tokens is not None:
+        out["max_completion_tokens" if "max_completion_tokens" in out else "max_tokens"] = max_tokens - delivered
+    if not chat:
+        prompt = out.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            return None
+        out["prompt"] = prompt + sent_text
+        return out
+    messages = [dict(m) for m in out.get("messages", [])]
+    if out.get("continue_final_message") and messages and messages[-1].get("role") == "assistant":
+        messages[-1]["content"] = str(messages[-1].get("content") or "") + sent_text
+    else:
+        messages.append({"role": "assistant", "content": sent_text})
+    out["messages"] = messages
+    out["continue_final_message"] = True
+    out["add_generation_prompt"] = False
+    return out
