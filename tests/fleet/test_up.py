@@ -64,6 +64,8 @@ def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
         doc = json.loads(status.stdout)
         assert doc["schema"] == "llmfleet.status/v1"
         assert [x["state"] for x in doc["replicas"]] == ["healthy", "healthy"]
+        table = subprocess.run([*LLMFLEET, "status"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert table.returncode == 0 and table.stdout.count("healthy") == 2 and "autoscaler:" in table.stdout
         children = _children(proc.pid)
         assert len(children) == 3  # gateway + 2 replicas
         proc.send_signal(signal.SIGINT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -127,7 +128,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
         else:
-            render(doc, Console())
+            # Piped output (scripts, CI logs) gets a wide table instead of truncated cells.
+            render(doc, Console(width=None if sys.stdout.isatty() else 160))
 
 
 def _control(run_dir: Path) -> tuple[str, str]:
