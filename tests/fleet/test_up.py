@@ -72,7 +72,7 @@ def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.kill()  # its children get SIGTERM from the kernel (die_with_parent)
             proc.wait()
     assert not [c for c in children if _alive(c)]
     assert ready_s < 5.0, f"ready after {ready_s:.1f} s"
@@ -91,3 +91,35 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         [*LLMFLEET, "up", "--config", str(cfg)], cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 2 and "fleet.replicas" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_kill_9_of_up_takes_its_children_down(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*LLMFLEET, "up", "--replicas", "2", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "llmfleet is up" in line:
+                break
+        children = _children(proc.pid)
+        assert len(children) == 3
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while [c for c in children if _alive(c)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [c for c in children if _alive(c)], "orphaned gateway/replicas after kill -9 of up"
+    finally:
+        for c in children:
+            if _alive(c):
+                os.kill(c, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -24,6 +24,7 @@ from typing import Protocol
 import aiohttp
 
 from llmfleet.clock import Clock
+from llmfleet.procutil import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class Supervisor:
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **spec.env},
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
             replica.pid = replica._proc.pid
             replica.started_at = self.clock.now()

@@ -43,6 +43,7 @@ from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.rollout import Rollout, retire
 from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
 from llmfleet.perfmodel import PerfModel, load_catalog
+from llmfleet.procutil import die_with_parent
 from llmfleet.providers.local import LocalProvider, PortAllocator
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,9 @@ class FleetRunner:
             argv += ["--config", str(self.opts.config_path)]
         log_path = self.run_dir / "gateway.log"
         with log_path.open("ab") as logf:
-            self._gateway = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            self._gateway = subprocess.Popen(
+                argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+            )
 
     async def _wait_gateway(self, session: aiohttp.ClientSession, timeout_s: float = 30.0) -> None:
         clock = WallClock()
