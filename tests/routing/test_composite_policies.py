@@ -1,4 +1,4 @@
-"""Session affinity and tiered pools (composite policies built by the factory)."""
+"""session_affinity and tiered pools, and the factory that composes them."""
 
 from __future__ import annotations
 
@@ -7,71 +7,175 @@ import random
 import pytest
 
 from llmfleet.clock import ManualClock
-from llmfleet.config import RoutingConfig
+from llmfleet.config import RoutingConfig, validate_section
+from llmfleet.errors import ConfigError
 from llmfleet.fleet.state import ReplicaState, ReplicaView
-from llmfleet.routing.base import NoReplicaAvailable, RouteRequest
+from llmfleet.routing.base import NoReplicaAvailable
 from llmfleet.routing.factory import build_policy
+from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
+from llmfleet.routing.prefix_affinity import PrefixMatchScorer
+from llmfleet.routing.session_affinity import SessionAffinityPolicy
+from llmfleet.routing.tiered import TieredPolicy
+from llmfleet.routing.weighted import WeightedPolicy
+from tests.routing.helpers import req, rv
 
 
-def _r(i: int, pool: str = "default", state: ReplicaState = ReplicaState.HEALTHY, in_flight: int = 0) -> ReplicaView:
-    return ReplicaView(id=f"r{i}", url=f"http://r{i}", pool=pool, state=state, in_flight=in_flight)
+def session_policy(clock: ManualClock, ttl_s: float = 60.0, max_sessions: int = 100) -> SessionAffinityPolicy:
+    return SessionAffinityPolicy(LeastOutstandingPolicy(random.Random(0)), clock, ttl_s, max_sessions)
 
 
-def _req(
-    session: str | None = None, max_tokens: int | None = None, exclude: frozenset[str] = frozenset()
-) -> RouteRequest:
-    return RouteRequest("m", "chat", "hello", max_tokens=max_tokens, session_key=session, exclude=exclude)
+async def test_session_sticks_then_remaps_when_replica_goes() -> None:
+    p = session_policy(ManualClock())
+    d = await p.choose(req(session_key="u1"), [rv("a", in_flight=2), rv("b")])
+    assert (d.replica.id, d.reason) == ("b", "session_new/least_outstanding")
+    d = await p.choose(req(session_key="u1"), [rv("a"), rv("b", in_flight=9)])
+    assert (d.replica.id, d.reason) == ("b", "session_hit")  # sticky despite load
+    d = await p.choose(req(session_key="u1"), [rv("a"), rv("b", state=ReplicaState.UNHEALTHY)])
+    assert (d.replica.id, d.reason) == ("a", "session_remap/least_outstanding")
+    d = await p.choose(req(session_key="u1"), [rv("a"), rv("b")])
+    assert (d.replica.id, d.reason) == ("a", "session_hit")  # the remap sticks
 
 
-async def test_sessions_stick_and_move_when_their_replica_goes() -> None:
+@pytest.mark.parametrize(
+    ("replicas", "exclude", "expected"),
+    [
+        ([rv("a"), rv("b", state=ReplicaState.DEGRADED)], set(), "a"),  # degraded sticky replica: move
+        ([rv("a"), rv("b")], {"b"}, "a"),  # failover retry must not go back
+        ([rv("a", state=ReplicaState.DRAINING), rv("b", state=ReplicaState.DEGRADED)], set(), "b"),  # last resort
+    ],
+)
+async def test_session_honours_health_and_exclude(
+    replicas: list[ReplicaView], exclude: set[str], expected: str
+) -> None:
+    p = session_policy(ManualClock())
+    await p.choose(req(session_key="s"), [rv("a", in_flight=1), rv("b")])
+    d = await p.choose(req(session_key="s", exclude=frozenset(exclude)), replicas)
+    assert d.replica.id == expected
+
+
+async def test_session_ttl_and_bound() -> None:
     clock = ManualClock()
-    policy = build_policy(RoutingConfig(policy="session_affinity", session={"ttl_s": 60}), clock, random.Random(0))
-    replicas = [_r(0), _r(1), _r(2)]
-    first = await policy.choose(_req("alice"), replicas)
-    assert first.reason == "session_new"
-    loaded = [_r(i, in_flight=5 if f"r{i}" == first.replica.id else 0) for i in range(3)]
-    again = await policy.choose(_req("alice"), loaded)
-    assert again.replica.id == first.replica.id and again.reason == "session_sticky"
-    moved = await policy.choose(_req("alice", exclude=frozenset({first.replica.id})), replicas)
-    assert moved.replica.id != first.replica.id and moved.reason == "session_moved"
-    clock.advance(120)  # idle past the TTL: placed afresh
-    assert (await policy.choose(_req("alice"), replicas)).reason == "session_moved"
-    assert (await policy.choose(_req(None), replicas)).reason.startswith("no_session:")
+    p = session_policy(clock, ttl_s=60.0, max_sessions=3)
+    await p.choose(req(session_key="old"), [rv("a"), rv("b", in_flight=1)])
+    clock.advance(61)
+    d = await p.choose(req(session_key="old"), [rv("a", in_flight=1), rv("b")])
+    assert (d.replica.id, d.reason) == ("b", "session_new/least_outstanding")  # expired: placed afresh
+    for k in "wxyz":
+        await p.choose(req(session_key=k), [rv("a")])
+    assert len(p) == 3
+    d = await p.choose(req(), [rv("a")])
+    assert d.reason == "no_session/least_outstanding"
 
 
-async def test_tiered_pools_by_max_tokens_with_fallback() -> None:
-    cfg = RoutingConfig(
-        policy="tiered",
-        tiered={"rules": [{"pool": "cheap", "max_tokens_at_most": 128}, {"pool": "fast", "max_tokens_above": 128}]},
+def tiered_config(**tiered: object) -> RoutingConfig:
+    base: dict[str, object] = {
+        "rules": [
+            {"pool": "cheap", "max_tokens_at_most": 128},
+            {"pool": "fast", "max_tokens_above": 1024},
+            {"pool": "long_ctx", "prompt_chars_above": 10_000},
+        ],
+        "default_pool": "standard",
+    }
+    base.update(tiered)
+    return validate_section(RoutingConfig, {"policy": "tiered", "tiered": base}, "routing")
+
+
+POOLS = [rv("c1", pool="cheap"), rv("f1", pool="fast"), rv("s1", pool="standard"), rv("l1", pool="long_ctx")]
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "prompt", "expected_reason", "expected_id"),
+    [
+        (64, "hi", "tier_cheap/least_outstanding", "c1"),
+        (2000, "hi", "tier_fast/least_outstanding", "f1"),
+        (512, "hi", "tier_standard/least_outstanding", "s1"),
+        (None, "hi", "tier_standard/least_outstanding", "s1"),  # assumed_max_tokens=256
+        (512, "x" * 20_000, "tier_long_ctx/least_outstanding", "l1"),
+        (64, "x" * 20_000, "tier_cheap/least_outstanding", "c1"),  # first matching rule wins
+    ],
+)
+async def test_tier_rules(max_tokens: int | None, prompt: str, expected_reason: str, expected_id: str) -> None:
+    p = build_policy(tiered_config(), ManualClock(), random.Random(0))
+    d = await p.choose(req(prompt, max_tokens=max_tokens), POOLS)
+    assert (d.replica.id, d.reason) == (expected_id, expected_reason)
+
+
+async def test_tier_fallback_order_and_health_first() -> None:
+    p = build_policy(tiered_config(fallback_order=["standard"]), ManualClock(), random.Random(0))
+    replicas = [rv("c1", pool="cheap", state=ReplicaState.UNHEALTHY), rv("f1", pool="fast"), rv("s1", pool="standard")]
+    d = await p.choose(req(max_tokens=10), replicas)
+    assert (d.replica.id, d.reason) == ("s1", "tier_fallback_standard/least_outstanding")
+    # A degraded replica in the target pool loses to a healthy one elsewhere.
+    replicas = [rv("c1", pool="cheap", state=ReplicaState.DEGRADED), rv("f1", pool="fast")]
+    d = await p.choose(req(max_tokens=10), replicas)
+    assert (d.replica.id, d.reason) == ("f1", "tier_fallback_fast/least_outstanding")
+
+
+async def test_tier_without_fallback_raises() -> None:
+    p = build_policy(tiered_config(fallback=False), ManualClock(), random.Random(0))
+    with pytest.raises(NoReplicaAvailable, match="pool 'cheap'"):
+        await p.choose(req(max_tokens=10), [rv("f1", pool="fast")])
+
+
+async def test_tiered_keeps_one_inner_policy_per_pool() -> None:
+    p = build_policy(tiered_config(inner_policy="round_robin"), ManualClock(), random.Random(0))
+    assert isinstance(p, TieredPolicy)
+    replicas = [rv("c1", pool="cheap"), rv("c2", pool="cheap"), rv("s1", pool="standard"), rv("s2", pool="standard")]
+    got = [(await p.choose(req(max_tokens=mt), replicas)).replica.id for mt in (10, 500, 10, 500)]
+    assert got == ["c1", "s1", "c2", "s2"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "round_robin",
+        "least_outstanding",
+        "power_of_two",
+        "latency_ewma",
+        "load_aware",
+        "prefix_affinity",
+        "session_affinity",
+        "tiered",
+    ],
+)
+async def test_factory_builds_every_policy_fresh(name: str) -> None:
+    cfg = validate_section(RoutingConfig, {"policy": name})
+    p1 = build_policy(cfg, ManualClock(), random.Random(0))
+    p2 = build_policy(cfg, ManualClock(), random.Random(0))
+    assert p1 is not p2
+    assert p1.name == name
+    d = await p1.choose(req("some prompt " * 50, session_key="k"), [rv("a"), rv("b")])
+    assert d.replica.id in {"a", "b"} and d.reason
+    p1.on_complete(d.replica.id, req(), True, 0.1)
+
+
+def test_factory_composes_prefix_scorer_into_load_aware() -> None:
+    cfg = validate_section(RoutingConfig, {"policy": "load_aware", "weights": {"prefix": 3.0}})
+    p = build_policy(cfg, ManualClock(), random.Random(0))
+    assert isinstance(p, WeightedPolicy)
+    assert any(isinstance(s, PrefixMatchScorer) and w == 3.0 for s, w in p.scorers)
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"routing\.policy"):
+        validate_section(RoutingConfig, {"policy": "random_hash"}, "routing")
+    with pytest.raises(ConfigError, match=r"routing\.session\.inner_policy"):
+        validate_section(RoutingConfig, {"session": {"inner_policy": "tiered"}}, "routing")
+    with pytest.raises(ConfigError, match=r"routing\.tiered\.rules\.0\.pool"):
+        validate_section(RoutingConfig, {"tiered": {"rules": [{"max_tokens_at_most": 3}]}}, "routing")
+    with pytest.raises(ConfigError, match=r"routing\.prefix\.spill_factor"):
+        validate_section(RoutingConfig, {"prefix": {"spill_factor": 0.5}}, "routing")
+
+
+async def test_weighted_prefix_trades_cache_against_load() -> None:
+    cfg = validate_section(
+        RoutingConfig,
+        {"policy": "load_aware", "weights": {"prefix": 3.0, "kv_usage": 0.0}, "prefix": {"block_bytes": 16}},
     )
-    policy = build_policy(cfg, ManualClock(), random.Random(0))
-    replicas = [_r(0, "cheap"), _r(1, "fast")]
-    assert (await policy.choose(_req(max_tokens=50), replicas)).replica.id == "r0"
-    d = await policy.choose(_req(max_tokens=2000), replicas)
-    assert d.replica.id == "r1" and d.reason == "pool_fast"
-    down = [_r(0, "cheap"), _r(1, "fast", ReplicaState.UNHEALTHY)]
-    d = await policy.choose(_req(max_tokens=2000), down)
-    assert d.replica.id == "r0" and d.reason == "pool_fallback_cheap"
-    strict = build_policy(
-        cfg.model_copy(update={"tiered": cfg.tiered.model_copy(update={"fallback": False})}),
-        ManualClock(),
-        random.Random(0),
-    )
-    with pytest.raises(NoReplicaAvailable):
-        await strict.choose(_req(max_tokens=2000), down)
-
-
-async def test_cost_aware_prefers_the_cheapest_pool_within_the_slo() -> None:
-    cfg = RoutingConfig(
-        policy="cost_aware",
-        cost={"pool_prices": {"spot": 1, "reserved": 2}, "slo_ttft_ms": 500, "max_outstanding_per_replica": 4},
-    )
-    policy = build_policy(cfg, ManualClock(), random.Random(0))
-    spot, reserved = _r(0, "spot"), _r(1, "reserved")
-    d = await policy.choose(_req(), [reserved, spot])
-    assert d.replica.id == "r0" and d.reason == "cheapest_pool"
-    slow_spot = ReplicaView(id="r0", url="http://r0", pool="spot", ttft_ewma_s=0.9)
-    d = await policy.choose(_req(), [reserved, slow_spot])
-    assert d.replica.id == "r1" and d.reason == "slo_spill"
-    full = [_r(0, "spot", in_flight=9), _r(1, "reserved", in_flight=9)]
-    assert (await policy.choose(_req(), full)).reason == "slo_missed_everywhere"
+    p = build_policy(cfg, ManualClock(), random.Random(0))
+    prompt = "a long shared conversation prefix " * 10
+    first = await p.choose(req(prompt), [rv("a"), rv("b", in_flight=1)])
+    assert first.replica.id == "a"
+    # Full match is worth 3 requests: a with 2 more in flight still wins, with 4 more it does not.
+    assert (await p.choose(req(prompt + "more"), [rv("a", in_flight=2), rv("b")])).replica.id == "a"
+    assert (await p.choose(req(prompt + "more"), [rv("a", in_flight=4), rv("b")])).replica.id == "b"

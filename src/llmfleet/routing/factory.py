@@ -12,13 +12,13 @@ from llmfleet.clock import Clock
 from llmfleet.config import RoutingConfig
 from llmfleet.errors import ConfigError
 from llmfleet.routing.base import RoutingPolicy
-from llmfleet.routing.cost_aware import CostAwarePolicy
 from llmfleet.routing.latency_ewma import LatencyEwmaPolicy
 from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
 from llmfleet.routing.load_aware import build_load_aware
 from llmfleet.routing.power_of_two import PowerOfTwoPolicy
-from llmfleet.routing.prefix_affinity import PrefixAffinityPolicy
+from llmfleet.routing.prefix_affinity import PrefixAffinityPolicy, PrefixMatchScorer
 from llmfleet.routing.round_robin import RoundRobinPolicy
+from llmfleet.routing.scorers import Scorer
 from llmfleet.routing.session_affinity import SessionAffinityPolicy
 from llmfleet.routing.tiered import TieredPolicy
 
@@ -26,14 +26,11 @@ from llmfleet.routing.tiered import TieredPolicy
 def build_policy(config: RoutingConfig, clock: Clock, rng: random.Random) -> RoutingPolicy:
     """A fresh policy for ``config.policy`` with its options, clock and rng injected.
 
-    Each call returns an independent object (no shared state). Raises :class:`ConfigError` naming
-    ``routing.policy`` for a policy that cannot be built.
+    Each call returns an independent object (no shared state). Composite policies (``session_affinity``,
+    ``tiered``) build their inner policy from the same config with ``policy`` replaced. Raises
+    :class:`ConfigError` naming the key for a policy that cannot be built.
     """
-    return _build(config.policy, config, clock, rng)
-
-
-def _build(name: str, config: RoutingConfig, clock: Clock, rng: random.Random) -> RoutingPolicy:
-    """Build policy ``name``; composite policies build their inner policy the same way."""
+    name = config.policy
     if name == "round_robin":
         return RoundRobinPolicy()
     if name == "least_outstanding":
@@ -47,13 +44,16 @@ def _build(name: str, config: RoutingConfig, clock: Clock, rng: random.Random) -
             explore_probability=config.latency.explore_probability,
         )
     if name == "load_aware":
-        return build_load_aware(config.weights, clock, rng)
+        extra: list[tuple[Scorer, float]] = []
+        if config.weights.prefix > 0:
+            extra.append((PrefixMatchScorer(config.prefix, clock), config.weights.prefix))
+        return build_load_aware(config.weights, clock, rng, extra)
     if name == "prefix_affinity":
         return PrefixAffinityPolicy(config.prefix, clock, rng)
     if name == "session_affinity":
-        return SessionAffinityPolicy(config.session, _build(config.session.inner_policy, config, clock, rng), clock)
+        inner = build_policy(config.model_copy(update={"policy": config.session.inner_policy}), clock, rng)
+        return SessionAffinityPolicy(inner, clock, config.session.ttl_s, config.session.max_sessions)
     if name == "tiered":
-        return TieredPolicy(config.tiered, _build(config.tiered.inner_policy, config, clock, rng))
-    if name == "cost_aware":
-        return CostAwarePolicy(config.cost, _build(config.cost.inner_policy, config, clock, rng))
-    raise ConfigError(f"routing.policy: {name!r} is not available yet")
+        inner_config = config.model_copy(update={"policy": config.tiered.inner_policy})
+        return TieredPolicy(config.tiered, lambda: build_policy(inner_config, clock, rng))
+    raise ConfigError(f"routing.policy: unknown policy {name!r}")

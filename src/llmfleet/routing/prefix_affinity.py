@@ -65,18 +65,20 @@ class PrefixAffinityPolicy:
         i = depth
         while i >= cfg.min_match_blocks:
             best_load = float("inf")
+            level_overloaded = False
             for rid, g in self.table.holders(keys[i - 1]):
                 r = by_id.get(rid)
                 if r is None or gen.get(rid) != g:
                     continue
                 load = loads[rid]
                 if load > limit:
-                    saw_overloaded = True
+                    level_overloaded = True
                 elif load < best_load:
                     chosen, best_load = r, load
             if chosen is not None:
                 matched = i
                 break
+            saw_overloaded = saw_overloaded or level_overloaded
             i -= 1
 
         if chosen is not None:

@@ -1,7 +1,10 @@
-"""Session affinity: requests with the same session key (a header or the ``user`` field) stick to one replica.
+"""Session affinity: requests carrying the same session key go to the same replica while it stays eligible.
 
-The mapping is a bounded LRU with an idle TTL (injected clock). A session is re-placed by the inner policy when its
-replica is gone, excluded (failover) or not routable; requests without a key go straight to the inner policy.
+The key comes from the gateway (``RouteRequest.session_key``: the configured header, or the ``user`` field).
+Placement of new sessions, and of requests without a key, is delegated to an inner policy. The mapping is a
+bounded LRU with an idle TTL measured on the injected clock. Reasons: ``session_hit``, and
+``session_new/<inner>``, ``session_remap/<inner>`` (the mapped replica is gone, unroutable, already tried, or
+degraded while a healthy one exists), ``no_session/<inner>``.
 """
 
 from __future__ import annotations
@@ -10,41 +13,60 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from llmfleet.clock import Clock
-from llmfleet.config import SessionAffinityConfig
-from llmfleet.fleet.state import ReplicaState, ReplicaView
+from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest, RoutingPolicy
+from llmfleet.routing.candidates import eligible
 
 
 class SessionAffinityPolicy:
+    """Sticky sessions over an inner policy; see the module docstring."""
+
     name = "session_affinity"
 
-    def __init__(self, config: SessionAffinityConfig, inner: RoutingPolicy, clock: Clock) -> None:
-        self.config = config
-        self.inner = inner
-        self.clock = clock
+    def __init__(self, inner: RoutingPolicy, clock: Clock, ttl_s: float, max_sessions: int) -> None:
+        if ttl_s <= 0 or max_sessions < 1:
+            raise ValueError("ttl_s must be > 0 and max_sessions >= 1")
+        self._inner = inner
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._max_sessions = max_sessions
         self._sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        """session key -> (replica id, last used), least recently used first."""
+
+    def __len__(self) -> int:
+        return len(self._sessions)
 
     async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         key = request.session_key
         if not key:
-            d = await self.inner.choose(request, replicas)
-            return RouteDecision(d.replica, f"no_session:{d.reason}")
-        now = self.clock.now()
+            d = await self._inner.choose(request, replicas)
+            return RouteDecision(d.replica, f"no_session/{d.reason}")
+        now = self._clock.now()
+        self._expire(now)
+        cands = eligible(request, replicas)
         entry = self._sessions.get(key)
-        if entry is not None and now - entry[1] <= self.config.ttl_s:
-            sticky = next((r for r in replicas if r.id == entry[0]), None)
-            if sticky is not None and sticky.id not in request.exclude and sticky.state == ReplicaState.HEALTHY:
-                self._remember(key, sticky.id, now)
-                return RouteDecision(sticky, "session_sticky")
-        d = await self.inner.choose(request, replicas)
-        self._remember(key, d.replica.id, now)
-        return RouteDecision(d.replica, "session_new" if entry is None else "session_moved")
-
-    def _remember(self, key: str, replica_id: str, now: float) -> None:
-        self._sessions[key] = (replica_id, now)
+        if entry is not None:
+            rid = entry[0]
+            for r in cands:
+                if r.id == rid:
+                    self._sessions[key] = (rid, now)
+                    self._sessions.move_to_end(key)
+                    return RouteDecision(r, "session_hit")
+        d = await self._inner.choose(request, replicas)
+        self._sessions[key] = (d.replica.id, now)
         self._sessions.move_to_end(key)
-        while len(self._sessions) > self.config.max_sessions:
+        while len(self._sessions) > self._max_sessions:
             self._sessions.popitem(last=False)
+        return RouteDecision(d.replica, f"{'session_remap' if entry else 'session_new'}/{d.reason}")
+
+    def _expire(self, now: float) -> None:
+        sessions = self._sessions
+        while sessions:
+            oldest = next(iter(sessions.values()))
+            if now - oldest[1] <= self._ttl_s:
+                break
+            sessions.popitem(last=False)
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
-        self.inner.on_complete(replica_id, request, ok, latency_s)
+        """Passed on to the inner policy."""
+        self._inner.on_complete(replica_id, request, ok, latency_s)

@@ -1,63 +1,74 @@
-"""Pools with tiered routing: rules pick a pool by request size (e.g. small ``max_tokens`` to a cheap pool, long
-generations to a fast pool), an inner policy picks the replica inside it, other pools serve as fallback."""
+"""Pools with tiered routing: rules send a request to a named pool (e.g. short generations to a cheap pool,
+long ones to a fast pool); an inner policy, one instance per pool, picks the replica inside it.
+
+Health comes first: the candidate set is filtered once across all pools (``eligible``), so a degraded replica
+in the target pool is used only when no healthy replica exists anywhere. When the target pool has no candidate,
+``fallback`` tries ``fallback_order`` and then the remaining pools by name. Reasons: ``tier_<pool>/<inner>`` and
+``tier_fallback_<pool>/<inner>``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from llmfleet.config import PoolRule, TieredConfig
 from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import NoReplicaAvailable, RouteDecision, RouteRequest, RoutingPolicy
+from llmfleet.routing.candidates import eligible
 
 
-def _matches(rule: PoolRule, max_tokens: int, prompt_chars: int) -> bool:
-    checks = (
-        rule.max_tokens_at_most is None or max_tokens <= rule.max_tokens_at_most,
-        rule.max_tokens_above is None or max_tokens > rule.max_tokens_above,
-        rule.prompt_chars_at_most is None or prompt_chars <= rule.prompt_chars_at_most,
-        rule.prompt_chars_above is None or prompt_chars > rule.prompt_chars_above,
-    )
-    return all(checks)
+def rule_matches(rule: PoolRule, max_tokens: int, prompt_chars: int) -> bool:
+    """Whether every bound ``rule`` sets holds."""
+    if rule.max_tokens_at_most is not None and max_tokens > rule.max_tokens_at_most:
+        return False
+    if rule.max_tokens_above is not None and max_tokens <= rule.max_tokens_above:
+        return False
+    if rule.prompt_chars_at_most is not None and prompt_chars > rule.prompt_chars_at_most:
+        return False
+    return not (rule.prompt_chars_above is not None and prompt_chars <= rule.prompt_chars_above)
 
 
 class TieredPolicy:
+    """Route to a pool by rules, then delegate to that pool's own inner policy; see the module docstring."""
+
     name = "tiered"
 
-    def __init__(self, config: TieredConfig, inner: RoutingPolicy) -> None:
+    def __init__(self, config: TieredConfig, make_inner: Callable[[], RoutingPolicy]) -> None:
         self.config = config
-        self.inner = inner
+        self._make_inner = make_inner
+        self._inner: dict[str, RoutingPolicy] = {}
 
     def target_pool(self, request: RouteRequest) -> str:
+        """The pool the rules pick for ``request`` (``default_pool`` when none matches)."""
         max_tokens = request.max_tokens if request.max_tokens is not None else self.config.assumed_max_tokens
+        prompt_chars = len(request.prompt_text)
         for rule in self.config.rules:
-            if _matches(rule, max_tokens, len(request.prompt_text)):
+            if rule_matches(rule, max_tokens, prompt_chars):
                 return rule.pool
         return self.config.default_pool
 
     async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+        cands = eligible(request, replicas)
         target = self.target_pool(request)
-        in_pool = [r for r in replicas if r.pool == target]
-        try:
-            d = await self.inner.choose(request, in_pool)
-            return RouteDecision(d.replica, f"pool_{target}")
-        except NoReplicaAvailable:
+        by_pool: dict[str, list[ReplicaView]] = {}
+        for r in cands:
+            by_pool.setdefault(r.pool, []).append(r)
+        pool = target
+        if target not in by_pool:
             if not self.config.fallback:
-                raise
-        others = sorted(
-            {r.pool for r in replicas} - {target},
-            key=lambda p: (
-                p not in self.config.fallback_order,
-                self.config.fallback_order.index(p) if p in self.config.fallback_order else 0,
-                p,
-            ),
-        )
-        for pool in others:
-            try:
-                d = await self.inner.choose(request, [r for r in replicas if r.pool == pool])
-                return RouteDecision(d.replica, f"pool_fallback_{pool}")
-            except NoReplicaAvailable:
-                continue
-        raise NoReplicaAvailable(f"no routable replica in pool {target!r} or any fallback pool")
+                raise NoReplicaAvailable(
+                    f"no routable replica in pool {target!r} for model {request.model!r} (fallback disabled)"
+                )
+            order = [p for p in self.config.fallback_order if p in by_pool]
+            pool = order[0] if order else sorted(by_pool)[0]
+        inner = self._inner.get(pool)
+        if inner is None:
+            inner = self._inner[pool] = self._make_inner()
+        d = await inner.choose(request, by_pool[pool])
+        prefix = "tier" if pool == target else "tier_fallback"
+        return RouteDecision(d.replica, f"{prefix}_{pool}/{d.reason}")
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
-        self.inner.on_complete(replica_id, request, ok, latency_s)
+        """Passed on to the inner policy of every pool (only the one that routed it keeps state about it)."""
+        for inner in self._inner.values():
+            inner.on_complete(replica_id, request, ok, latency_s)
