@@ -27,13 +27,13 @@ def session_policy(clock: ManualClock, ttl_s: float = 60.0, max_sessions: int = 
 async def test_session_sticks_then_remaps_when_replica_goes() -> None:
     p = session_policy(ManualClock())
     d = await p.choose(req(session_key="u1"), [rv("a", in_flight=2), rv("b")])
-    assert (d.replica.id, d.reason) == ("b", "session_new/least_outstanding")
+    assert (d.replica.id, d.reason) == ("b", "session_new:least_outstanding")
     d = await p.choose(req(session_key="u1"), [rv("a"), rv("b", in_flight=9)])
-    assert (d.replica.id, d.reason) == ("b", "session_hit")  # sticky despite load
+    assert (d.replica.id, d.reason) == ("b", "session_sticky")  # sticky despite load
     d = await p.choose(req(session_key="u1"), [rv("a"), rv("b", state=ReplicaState.UNHEALTHY)])
-    assert (d.replica.id, d.reason) == ("a", "session_remap/least_outstanding")
+    assert (d.replica.id, d.reason) == ("a", "session_moved:least_outstanding")
     d = await p.choose(req(session_key="u1"), [rv("a"), rv("b")])
-    assert (d.replica.id, d.reason) == ("a", "session_hit")  # the remap sticks
+    assert (d.replica.id, d.reason) == ("a", "session_sticky")  # the remap sticks
 
 
 @pytest.mark.parametrize(
@@ -59,12 +59,12 @@ async def test_session_ttl_and_bound() -> None:
     await p.choose(req(session_key="old"), [rv("a"), rv("b", in_flight=1)])
     clock.advance(61)
     d = await p.choose(req(session_key="old"), [rv("a", in_flight=1), rv("b")])
-    assert (d.replica.id, d.reason) == ("b", "session_new/least_outstanding")  # expired: placed afresh
+    assert (d.replica.id, d.reason) == ("b", "session_new:least_outstanding")  # expired: placed afresh
     for k in "wxyz":
         await p.choose(req(session_key=k), [rv("a")])
     assert len(p) == 3
     d = await p.choose(req(), [rv("a")])
-    assert d.reason == "no_session/least_outstanding"
+    assert d.reason == "no_session:least_outstanding"
 
 
 def tiered_config(**tiered: object) -> RoutingConfig:
@@ -86,12 +86,12 @@ POOLS = [rv("c1", pool="cheap"), rv("f1", pool="fast"), rv("s1", pool="standard"
 @pytest.mark.parametrize(
     ("max_tokens", "prompt", "expected_reason", "expected_id"),
     [
-        (64, "hi", "tier_cheap/least_outstanding", "c1"),
-        (2000, "hi", "tier_fast/least_outstanding", "f1"),
-        (512, "hi", "tier_standard/least_outstanding", "s1"),
-        (None, "hi", "tier_standard/least_outstanding", "s1"),  # assumed_max_tokens=256
-        (512, "x" * 20_000, "tier_long_ctx/least_outstanding", "l1"),
-        (64, "x" * 20_000, "tier_cheap/least_outstanding", "c1"),  # first matching rule wins
+        (64, "hi", "pool_cheap:least_outstanding", "c1"),
+        (2000, "hi", "pool_fast:least_outstanding", "f1"),
+        (512, "hi", "pool_standard:least_outstanding", "s1"),
+        (None, "hi", "pool_standard:least_outstanding", "s1"),  # assumed_max_tokens=256
+        (512, "x" * 20_000, "pool_long_ctx:least_outstanding", "l1"),
+        (64, "x" * 20_000, "pool_cheap:least_outstanding", "c1"),  # first matching rule wins
     ],
 )
 async def test_tier_rules(max_tokens: int | None, prompt: str, expected_reason: str, expected_id: str) -> None:
@@ -104,11 +104,11 @@ async def test_tier_fallback_order_and_health_first() -> None:
     p = build_policy(tiered_config(fallback_order=["standard"]), ManualClock(), random.Random(0))
     replicas = [rv("c1", pool="cheap", state=ReplicaState.UNHEALTHY), rv("f1", pool="fast"), rv("s1", pool="standard")]
     d = await p.choose(req(max_tokens=10), replicas)
-    assert (d.replica.id, d.reason) == ("s1", "tier_fallback_standard/least_outstanding")
+    assert (d.replica.id, d.reason) == ("s1", "pool_fallback_standard:least_outstanding")
     # A degraded replica in the target pool loses to a healthy one elsewhere.
     replicas = [rv("c1", pool="cheap", state=ReplicaState.DEGRADED), rv("f1", pool="fast")]
     d = await p.choose(req(max_tokens=10), replicas)
-    assert (d.replica.id, d.reason) == ("f1", "tier_fallback_fast/least_outstanding")
+    assert (d.replica.id, d.reason) == ("f1", "pool_fallback_fast:least_outstanding")
 
 
 async def test_tier_without_fallback_raises() -> None:
@@ -136,6 +136,7 @@ async def test_tiered_keeps_one_inner_policy_per_pool() -> None:
         "prefix_affinity",
         "session_affinity",
         "tiered",
+        "cost_aware",
     ],
 )
 async def test_factory_builds_every_policy_fresh(name: str) -> None:
@@ -179,3 +180,22 @@ async def test_weighted_prefix_trades_cache_against_load() -> None:
     # Full match is worth 3 requests: a with 2 more in flight still wins, with 4 more it does not.
     assert (await p.choose(req(prompt + "more"), [rv("a", in_flight=2), rv("b")])).replica.id == "a"
     assert (await p.choose(req(prompt + "more"), [rv("a", in_flight=4), rv("b")])).replica.id == "b"
+
+
+async def test_cost_aware_prefers_the_cheapest_pool_within_the_slo() -> None:
+    cfg = validate_section(
+        RoutingConfig,
+        {
+            "policy": "cost_aware",
+            "cost": {"pool_prices": {"spot": 1, "reserved": 2}, "slo_ttft_ms": 500, "max_outstanding_per_replica": 4},
+        },
+    )
+    policy = build_policy(cfg, ManualClock(), random.Random(0))
+    spot, reserved = rv("r0", pool="spot"), rv("r1", pool="reserved")
+    d = await policy.choose(req(), [reserved, spot])
+    assert (d.replica.id, d.reason) == ("r0", "cheapest_pool")
+    slow_spot = rv("r0", pool="spot", ttft_ewma_s=0.9)
+    d = await policy.choose(req(), [reserved, slow_spot])
+    assert (d.replica.id, d.reason) == ("r1", "slo_spill")
+    full = [rv("r0", pool="spot", in_flight=9), rv("r1", pool="reserved", in_flight=9)]
+    assert (await policy.choose(req(), full)).reason == "slo_missed_everywhere"

@@ -12,6 +12,7 @@ from llmfleet.clock import Clock
 from llmfleet.config import RoutingConfig
 from llmfleet.errors import ConfigError
 from llmfleet.routing.base import RoutingPolicy
+from llmfleet.routing.cost_aware import CostAwarePolicy
 from llmfleet.routing.latency_ewma import LatencyEwmaPolicy
 from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
 from llmfleet.routing.load_aware import build_load_aware
@@ -27,7 +28,7 @@ def build_policy(config: RoutingConfig, clock: Clock, rng: random.Random) -> Rou
     """A fresh policy for ``config.policy`` with its options, clock and rng injected.
 
     Each call returns an independent object (no shared state). Composite policies (``session_affinity``,
-    ``tiered``) build their inner policy from the same config with ``policy`` replaced. Raises
+    ``tiered``, ``cost_aware``) build their inner policy from the same config with ``policy`` replaced. Raises
     :class:`ConfigError` naming the key for a policy that cannot be built.
     """
     name = config.policy
@@ -56,4 +57,7 @@ def build_policy(config: RoutingConfig, clock: Clock, rng: random.Random) -> Rou
     if name == "tiered":
         inner_config = config.model_copy(update={"policy": config.tiered.inner_policy})
         return TieredPolicy(config.tiered, lambda: build_policy(inner_config, clock, rng))
+    if name == "cost_aware":
+        inner = build_policy(config.model_copy(update={"policy": config.cost.inner_policy}), clock, rng)
+        return CostAwarePolicy(config.cost, inner)
     raise ConfigError(f"routing.policy: unknown policy {name!r}")

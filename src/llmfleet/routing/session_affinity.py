@@ -2,9 +2,9 @@
 
 The key comes from the gateway (``RouteRequest.session_key``: the configured header, or the ``user`` field).
 Placement of new sessions, and of requests without a key, is delegated to an inner policy. The mapping is a
-bounded LRU with an idle TTL measured on the injected clock. Reasons: ``session_hit``, and
-``session_new/<inner>``, ``session_remap/<inner>`` (the mapped replica is gone, unroutable, already tried, or
-degraded while a healthy one exists), ``no_session/<inner>``.
+bounded LRU with an idle TTL measured on the injected clock. Reasons: ``session_sticky``, and
+``session_new:<inner>``, ``session_moved:<inner>`` (the mapped replica is gone, unroutable, already tried, or
+degraded while a healthy one exists), ``no_session:<inner>``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class SessionAffinityPolicy:
         key = request.session_key
         if not key:
             d = await self._inner.choose(request, replicas)
-            return RouteDecision(d.replica, f"no_session/{d.reason}")
+            return RouteDecision(d.replica, f"no_session:{d.reason}")
         now = self._clock.now()
         self._expire(now)
         cands = eligible(request, replicas)
@@ -51,13 +51,13 @@ class SessionAffinityPolicy:
                 if r.id == rid:
                     self._sessions[key] = (rid, now)
                     self._sessions.move_to_end(key)
-                    return RouteDecision(r, "session_hit")
+                    return RouteDecision(r, "session_sticky")
         d = await self._inner.choose(request, replicas)
         self._sessions[key] = (d.replica.id, now)
         self._sessions.move_to_end(key)
         while len(self._sessions) > self._max_sessions:
             self._sessions.popitem(last=False)
-        return RouteDecision(d.replica, f"{'session_remap' if entry else 'session_new'}/{d.reason}")
+        return RouteDecision(d.replica, f"{'session_moved' if entry else 'session_new'}:{d.reason}")
 
     def _expire(self, now: float) -> None:
         sessions = self._sessions

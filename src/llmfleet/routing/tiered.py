@@ -3,8 +3,8 @@ long ones to a fast pool); an inner policy, one instance per pool, picks the rep
 
 Health comes first: the candidate set is filtered once across all pools (``eligible``), so a degraded replica
 in the target pool is used only when no healthy replica exists anywhere. When the target pool has no candidate,
-``fallback`` tries ``fallback_order`` and then the remaining pools by name. Reasons: ``tier_<pool>/<inner>`` and
-``tier_fallback_<pool>/<inner>``.
+``fallback`` tries ``fallback_order`` and then the remaining pools by name. Reasons: ``pool_<name>:<inner>`` and
+``pool_fallback_<name>:<inner>``.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class TieredPolicy:
         if inner is None:
             inner = self._inner[pool] = self._make_inner()
         d = await inner.choose(request, by_pool[pool])
-        prefix = "tier" if pool == target else "tier_fallback"
-        return RouteDecision(d.replica, f"{prefix}_{pool}/{d.reason}")
+        prefix = "pool" if pool == target else "pool_fallback"
+        return RouteDecision(d.replica, f"{prefix}_{pool}:{d.reason}")
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
         """Passed on to the inner policy of every pool (only the one that routed it keeps state about it)."""
