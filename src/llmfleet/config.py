@@ -356,3 +356,13 @@ class KubernetesProviderConfig(_Section):
     port_name: str | None = Field(None, description="EndpointSlice port name to use (default: the first port).")
     scheme: Literal["http", "https"] = Field("http", description="Scheme of the replica URLs.")
     watch_timeout_s: int = Field(300, ge=1, description="Server-side timeout of one EndpointSlice watch.")
+    api_url: str | None = Field(
+        None, description="API server URL without credentials (e.g. `kubectl proxy` at http://127.0.0.1:8001)."
+    )
+    kubeconfig: str | None = Field(None, description="Kubeconfig file (default: in-cluster, else ~/.kube/config).")
+    context: str | None = Field(None, description="Kubeconfig context (default: the current one).")
+    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one scale/list call.")
+    pool: str = Field("default", min_length=1, description="Pool of these replicas (slice label llmfleet.io/pool wins).")
+    capacity_type: Literal["on-demand", "spot", "reserved"] = Field(
+        "on-demand", description="Capacity type of these replicas (slice label llmfleet.io/capacity-type wins)."
+    )
