@@ -1,4 +1,5 @@
-"""Live signals for the controller from the gateway: its admin status (replicas, engine load) and its metrics."""
+"""Live signals for the controller from the gateway: its admin status (replicas, engine load) and its metrics
+(rates, means, and p95 from the histograms' buckets)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from llmfleet.autoscaling.signals import FleetSample
+from llmfleet.autoscaling.promtext import HistogramTotals, parse
+from llmfleet.autoscaling.signals import FleetSample, ReplicaLoad
 from llmfleet.fleet.admin_client import GatewayAdminClient
 
 
@@ -59,11 +61,24 @@ class GatewaySignalSource:
         self.url = gateway_url.rstrip("/")
         self.time_scale = time_scale
         self._prev: _Counters | None = None
+        self._prev_hist: tuple[HistogramTotals, HistogramTotals] | None = None
 
     async def sample(self, now: float) -> FleetSample:
         replicas = await self.admin.replicas()
         async with self.session.get(f"{self.url}/metrics") as resp:
-            counters = parse_gateway_counters(await resp.text(), now)
+            text = await resp.text()
+            counters = parse_gateway_counters(text, now)
+        page = parse(text)
+        hist = (
+            HistogramTotals.of(page, "llmfleet_gateway_request_duration_seconds"),
+            HistogramTotals.of(page, "llmfleet_gateway_time_to_first_token_seconds"),
+        )
+        prev_hist, self._prev_hist = self._prev_hist, hist
+        p95: list[float | None] = [None, None]
+        if prev_hist is not None:
+            for i in (0, 1):
+                q = hist[i].since(prev_hist[i]).quantile(0.95)
+                p95[i] = q * self.time_scale if q is not None else None
         ready = [r for r in replicas if r["state"] in ("healthy", "degraded")]
         waiting = sum(r["engine"]["num_requests_waiting"] for r in ready)
         running = sum(r["engine"]["num_requests_running"] for r in ready)
@@ -92,4 +107,15 @@ class GatewaySignalSource:
             kv_usage=kv,
             error_rate=err,
             in_flight=sum(r["in_flight"] for r in replicas),
+            latency_p95_s=p95[0],
+            ttft_p95_s=p95[1],
+            replicas=tuple(
+                ReplicaLoad(
+                    str(r["id"]),
+                    r["engine"]["num_requests_waiting"],
+                    r["engine"]["num_requests_running"],
+                    r["engine"]["kv_cache_usage"],
+                )
+                for r in ready
+            ),
         )
