@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmfleet.errors import ConfigError
 
@@ -324,7 +324,9 @@ class AutoscalerConfig(_Section):
     )
     latency_up_ms: float = Field(500.0, gt=0, description="threshold: scale up when average latency is above.")
     latency_down_ms: float = Field(250.0, gt=0, description="threshold: scale down when average latency is below.")
-    latency_signal: Literal["e2e", "ttft"] = Field("e2e", description="threshold: which latency to watch.")
+    latency_signal: Literal["e2e", "ttft", "e2e_p95", "ttft_p95"] = Field(
+        "e2e", description="threshold: which latency to watch (mean, or the p95 of each interval)."
+    )
     target_running_per_replica: float = Field(32.0, gt=0, description="target_ratio: running requests per replica.")
     target_queue_per_replica: float = Field(
         48.0, gt=0, description="queue: outstanding (waiting + running) requests per replica (KEDA)."
@@ -346,6 +348,16 @@ class AutoscalerConfig(_Section):
     model_output_tokens: int = Field(256, ge=1, description="model: typical output length of the workload.")
     drain_timeout_s: float = Field(60.0, gt=0, description="Scale-down waits this long for in-flight requests.")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoscalerConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        if self.latency_down_ms >= self.latency_up_ms:
+            raise ValueError(
+                f"latency_down_ms ({self.latency_down_ms:g}) must be < latency_up_ms ({self.latency_up_ms:g})"
+            )
+        return self
+
 
 class KubernetesProviderConfig(_Section):
     """The Kubernetes provider (section ``kubernetes``): one Deployment behind one Service."""
@@ -362,7 +374,9 @@ class KubernetesProviderConfig(_Section):
     kubeconfig: str | None = Field(None, description="Kubeconfig file (default: in-cluster, else ~/.kube/config).")
     context: str | None = Field(None, description="Kubeconfig context (default: the current one).")
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one scale/list call.")
-    pool: str = Field("default", min_length=1, description="Pool of these replicas (slice label llmfleet.io/pool wins).")
+    pool: str = Field(
+        "default", min_length=1, description="Pool of these replicas (slice label llmfleet.io/pool wins)."
+    )
     capacity_type: Literal["on-demand", "spot", "reserved"] = Field(
         "on-demand", description="Capacity type of these replicas (slice label llmfleet.io/capacity-type wins)."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from llmfleet.autoscaling.controller import Controller
 from llmfleet.autoscaling.pipeline import Proposal, apply_tolerance, clamp, rate_limit, stabilize
@@ -177,3 +178,84 @@ async def test_paused_controller_holds_and_says_why() -> None:
     ctl.resume()
     clock.advance(15)
     assert (await ctl.step()).reason != "paused: rollout in progress"
+
+
+def _decide(proposals: list[int], current: int, state: object = None, now: float = 1000.0, **cfg: object):  # type: ignore[no-untyped-def]
+    from llmfleet.autoscaling.pipeline import ControllerState, decide
+
+    c = CFG.model_copy(update={"scale_up_stabilization_s": 0, "scale_down_stabilization_s": 0, **cfg})
+    props = [Proposal(n, f"p{n}", "queue") for n in proposals]
+    st = state if isinstance(state, ControllerState) else ControllerState()
+    return decide(props, [], current, st, now, c)
+
+
+@pytest.mark.parametrize(
+    ("proposals", "current", "cfg", "want", "code"),
+    [
+        ([5], 3, {}, 5, "policy:queue"),
+        ([3], 3, {}, 3, "hold"),
+        ([], 3, {}, 3, "no_signal"),
+        ([11], 10, {"max_replicas": 20}, 10, "tolerance"),
+        ([40], 3, {}, 7, "rate_limit"),
+        ([15], 9, {}, 10, "clamp_max"),
+        ([0], 2, {}, 1, "rate_limit"),  # -1 per decision
+        ([2], 3, {}, 2, "policy:queue"),  # nothing limited it
+        ([0], 3, {"min_replicas": 2, "max_scale_down_step": 5}, 2, "clamp_min"),
+        ([0], 1, {}, 1, "clamp_min"),
+        ([1], 4, {}, 3, "rate_limit"),
+        ([5], 2, {"scale_up_stabilization_s": 60}, 2, "stabilization"),
+    ],
+)
+def test_decision_codes_name_the_stage_that_decided(
+    proposals: list[int], current: int, cfg: dict[str, object], want: int, code: str
+) -> None:
+    d, _ = _decide(proposals, current, **cfg)
+    assert (d.replicas, d.code) == (want, code)
+    assert [s for s, _, _ in d.stages] == ["proposal", "tolerance", "stabilization", "rate_limit", "clamp"]
+    assert d.to_json()["code"] == code and len(d.to_json()["stages"]) == 5  # type: ignore[arg-type]
+
+
+def test_cooldown_code_after_a_recent_scale() -> None:
+    from llmfleet.autoscaling.pipeline import ControllerState
+
+    d, _ = _decide([1], 4, ControllerState(last_scale_at=950.0))
+    assert (d.replicas, d.code) == (4, "cooldown") and "130 s left" in d.reason
+
+
+class FailingProvider(FakeProvider):
+    async def scale_to(self, replicas: int, reason: str) -> None:
+        raise RuntimeError("API down")
+
+
+def _metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else float(value)
+
+
+async def test_controller_metrics_status_and_failed_scaling() -> None:
+    clock = ManualClock()
+    provider = FailingProvider(2)
+    registry = CollectorRegistry()
+    cfg = CFG.model_copy(update={"policies": ["queue"], "target_queue_per_replica": 4.0})
+
+    class Load:
+        async def sample(self, now: float) -> FleetSample:
+            return FleetSample(t=now, ready_replicas=provider.n, running=8.0, waiting=2.0 if now < 15 else 30.0)
+
+    ctl = Controller(Load(), provider, cfg, clock, registry=registry)
+    d = await ctl.step()  # 10 outstanding / 4 -> 3: not yet stable
+    assert (d.replicas, d.code) == (2, "stabilization")
+    clock.advance(15)
+    with pytest.raises(RuntimeError, match="API down"):
+        await ctl.step()  # panic (38 / 4 -> 10 >= 2 x 2) -> +4 -> scale to 6, which fails
+    assert ctl.state.last_scale_at is None  # nothing changed, so no cooldown started
+    assert _metric(registry, "llmfleet_autoscaler_errors_total", stage="scale") == 1
+    assert _metric(registry, "llmfleet_autoscaler_decisions_total", direction="hold", reason="stabilization") == 1
+    assert _metric(registry, "llmfleet_autoscaler_decisions_total", direction="up", reason="rate_limit") == 1
+    assert _metric(registry, "llmfleet_autoscaler_desired_replicas") == 6
+    assert _metric(registry, "llmfleet_autoscaler_current_replicas") == 2
+    assert _metric(registry, "llmfleet_autoscaler_panic") == 1
+    status = ctl.status()
+    decisions = status["decisions"]
+    assert isinstance(decisions, list) and [x["code"] for x in decisions] == ["stabilization", "rate_limit"]
+    assert status["panic_until"] is not None and status["policies"] == ["queue"]

@@ -1,4 +1,15 @@
-"""The autoscaling controller: sample signals, run the pipeline, actuate through a provider, explain."""
+"""The autoscaling controller: sample signals, run the pipeline, actuate through a provider, explain.
+
+Every ``interval_s`` of its (injected) clock it takes a :class:`FleetSample` from a :class:`SignalSource`, asks each
+configured policy for a proposal over the long and the short (panic) window, runs the pure pipeline
+(:func:`~llmfleet.autoscaling.pipeline.decide`) and calls ``provider.scale_to`` when the size changes. Each decision
+is logged with its reason, kept in the state's history (:meth:`Controller.status`), optionally published (``up``
+shows it in ``llmfleet status``) and counted in Prometheus metrics:
+
+- ``llmfleet_autoscaler_desired_replicas`` / ``llmfleet_autoscaler_current_replicas`` (gauges)
+- ``llmfleet_autoscaler_decisions_total{direction,reason}``: every decision; ``reason`` is the decision's code
+- ``llmfleet_autoscaler_panic`` (1 while in panic mode), ``llmfleet_autoscaler_errors_total{stage}``
+"""
 
 from __future__ import annotations
 
@@ -6,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import replace
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -19,6 +31,7 @@ from llmfleet.errors import ConfigError
 from llmfleet.providers.base import Provider
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SignalSource(Protocol):
@@ -56,8 +69,16 @@ class Controller:
         self._task: asyncio.Task[None] | None = None
         r = registry or CollectorRegistry()
         self.desired_gauge = Gauge("llmfleet_autoscaler_desired_replicas", "Replicas the controller wants.", registry=r)
+        self.current_gauge = Gauge("llmfleet_autoscaler_current_replicas", "Replicas the provider runs.", registry=r)
+        self.panic_gauge = Gauge("llmfleet_autoscaler_panic", "1 while in panic mode.", registry=r)
         self.decisions = Counter(
-            "llmfleet_autoscaler_decisions", "Scaling actions by direction.", ["direction"], registry=r
+            "llmfleet_autoscaler_decisions",
+            "Decisions by direction (up, down, hold) and by the stage that decided (reason code).",
+            ["direction", "reason"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "llmfleet_autoscaler_errors", "Failed steps by stage (sample, provider, scale).", ["stage"], registry=r
         )
 
     @property
@@ -71,26 +92,58 @@ class Controller:
     def resume(self) -> None:
         self.paused = None
 
+    def status(self, last: int = 20) -> dict[str, object]:
+        """The controller at a glance, JSON-ready: bounds, panic, pause, and the last ``last`` decisions."""
+        return {
+            "policies": list(self.cfg.policies),
+            "min_replicas": self.cfg.min_replicas,
+            "max_replicas": self.cfg.max_replicas,
+            "interval_s": self.cfg.interval_s,
+            "paused": self.paused,
+            "panic_until": self.state.panic_until if self.state.panic_until > -float("inf") else None,
+            "last_scale_at": self.state.last_scale_at,
+            "decisions": [d.to_json() for d in self.state.history[-last:]],
+        }
+
+    async def _stage(self, stage: str, coro: Awaitable[T]) -> T:
+        try:
+            return await coro
+        except Exception:
+            self.errors.labels(stage).inc()
+            raise
+
     async def step(self) -> Decision:
+        """Sample, decide and (when the size changes) scale once; errors propagate after being counted."""
         now = self.clock.now()
-        self.window.add(await self.source.sample(now))
-        current = await self.provider.current_replicas()
+        self.window.add(await self._stage("sample", self.source.sample(now)))
+        current = await self._stage("provider", self.provider.current_replicas())
+        self.current_gauge.set(current)
         if self.paused:
-            decision = Decision(current, current, f"paused: {self.paused}", now)
+            decision = Decision(current, current, f"paused: {self.paused}", now, code="paused")
+            self.decisions.labels("hold", "paused").inc()
             if self.publish is not None:
                 with contextlib.suppress(Exception):
                     await self.publish(decision)
             return decision
         props = [p for p in (f(self.window, current, self.cfg, self.cfg.window_s) for f in self.policies) if p]
         panic = [p for p in (f(self.window, current, self.cfg, self.cfg.panic_window_s) for f in self.policies) if p]
+        before = self.state
         decision, self.state = decide(props, panic, current, self.state, now, self.cfg)
         self.desired_gauge.set(decision.replicas)
+        self.panic_gauge.set(1 if decision.panic else 0)
+        self.decisions.labels(decision.direction, decision.code).inc()
         if decision.replicas != current:
-            self.decisions.labels(decision.direction).inc()
-            log.warning("autoscaler: %d -> %d replicas: %s", current, decision.replicas, decision.reason)
-            await self.provider.scale_to(decision.replicas, decision.reason)
+            log.warning(
+                "autoscaler: %d -> %d replicas [%s]: %s", current, decision.replicas, decision.code, decision.reason
+            )
+            try:
+                await self._stage("scale", self.provider.scale_to(decision.replicas, decision.reason))
+            except Exception:
+                # Nothing changed, so no cooldown starts; the recommendation history is kept.
+                self.state = replace(self.state, last_scale_at=before.last_scale_at)
+                raise
         else:
-            log.info("autoscaler: hold at %d: %s", current, decision.reason)
+            log.info("autoscaler: hold at %d [%s]: %s", current, decision.code, decision.reason)
         if self.publish is not None:
             with contextlib.suppress(Exception):  # status publishing must never stop the control loop
                 await self.publish(decision)

@@ -3,7 +3,12 @@
     per-signal proposals -> max -> tolerance -> stabilisation windows -> rate limits and cooldown -> min/max clamp
 
 Every stage returns the number it passes on and, when it changed the outcome, a reason that becomes the decision's
-visible explanation. The controller's memory is an explicit :class:`ControllerState` passed in and returned.
+visible explanation. The last stage that changed the outcome also names the decision's ``code``, a small fixed set
+fit for a metric label: ``hold`` (the winning proposal is the current size), ``policy:<name>`` (nothing limited the
+winning proposal), ``no_signal``, ``panic``,
+``tolerance``, ``stabilization``, ``panic_hold``, ``rate_limit``, ``cooldown``, ``clamp_min``, ``clamp_max``
+(and ``paused`` from the controller). The controller's memory is an explicit :class:`ControllerState` passed in and
+returned.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from llmfleet.config import AutoscalerConfig
 
 @dataclass(frozen=True)
 class Proposal:
+    """One policy's wish, with its explanation."""
+
     replicas: int
     reason: str
     policy: str
@@ -31,6 +38,10 @@ class Decision:
     at: float
     proposals: tuple[Proposal, ...] = ()
     panic: bool = False
+    code: str = "hold"
+    """Which stage decided (see the module docstring); the ``reason`` label of the decisions metric."""
+    stages: tuple[tuple[str, int, str | None], ...] = ()
+    """(stage, replicas after it, its reason when it changed the outcome), in pipeline order."""
 
     @property
     def direction(self) -> str:
@@ -44,7 +55,9 @@ class Decision:
             "reason": self.reason,
             "at": round(self.at, 3),
             "panic": self.panic,
+            "code": self.code,
             "proposals": [{"policy": p.policy, "replicas": p.replicas, "reason": p.reason} for p in self.proposals],
+            "stages": [{"stage": s, "replicas": n, "reason": why} for s, n, why in self.stages],
         }
 
 
@@ -118,6 +131,7 @@ def rate_limit(
 
 
 def clamp(desired: int, cfg: AutoscalerConfig) -> tuple[int, str | None]:
+    """Keep within [min_replicas, max_replicas]."""
     if desired > cfg.max_replicas:
         return cfg.max_replicas, f"clamped to max_replicas {cfg.max_replicas}"
     if desired < cfg.min_replicas:
@@ -141,6 +155,20 @@ def _stages(
     return out
 
 
+_STAGES = ("stabilization", "rate_limit", "clamp")
+
+
+def stage_code(stage: str, replicas: int, why: str, cfg: AutoscalerConfig) -> str:
+    """The metric-label code of a stage that changed the outcome."""
+    if stage == "stabilization":
+        return "panic_hold" if why.startswith("panic") else "stabilization"
+    if stage == "rate_limit":
+        return "cooldown" if why.startswith("cooldown") else "rate_limit"
+    if stage == "clamp":
+        return "clamp_max" if replicas >= cfg.max_replicas else "clamp_min"
+    return stage
+
+
 def decide(
     proposals: list[Proposal],
     panic_proposals: list[Proposal],
@@ -156,9 +184,14 @@ def decide(
     if current > 0 and panic_best.replicas >= cfg.panic_threshold * current:
         panic_until = now + cfg.scale_up_stabilization_s
     panic = now < panic_until
+    code = "no_signal" if best.policy == "none" else f"policy:{best.policy}"
     if panic and panic_best.replicas > best.replicas:
         best = Proposal(panic_best.replicas, f"panic: {panic_best.reason}", panic_best.policy)
+        code = "panic"
     n, why = apply_tolerance(best, current, cfg.tolerance)
+    trace: list[tuple[str, int, str | None]] = [("proposal", best.replicas, best.reason), ("tolerance", n, why)]
+    if why is not None:
+        code = "tolerance"
     recs = tuple(
         (t, r)
         for t, r in state.recommendations
@@ -168,8 +201,14 @@ def decide(
     reasons = [best.reason] if why is None else [why]
     stages = _stages(n, current, recs, now, cfg, panic, state.last_scale_at)
     reasons += [why for _, why in stages if why]
+    for name, (value, stage_why) in zip(_STAGES, stages, strict=True):
+        trace.append((name, value, stage_why))
+        if stage_why is not None:
+            code = stage_code(name, value, stage_why, cfg)
     n = stages[-1][0]
-    decision = Decision(n, current, "; ".join(reasons), now, tuple(proposals), panic)
+    if n == current and code.startswith("policy:") and best.replicas == current:
+        code = "hold"
+    decision = Decision(n, current, "; ".join(reasons), now, tuple(proposals), panic, code, tuple(trace))
     new_state = replace(
         state,
         recommendations=recs,

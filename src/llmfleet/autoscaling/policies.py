@@ -1,7 +1,8 @@
 """Per-signal proposals. Each policy looks at the signal window and proposes a replica count with a reason.
 
 - ``threshold``: the seed's rule — scale up when average latency > 500 ms (proportionally to the breach), down by
-  one when it is < 250 ms.
+  one when it is < 250 ms, or when the fleet was idle (no request, nothing outstanding) over the whole window.
+  ``latency_signal`` picks e2e or TTFT, mean or p95.
 - ``target_ratio``: HPA-style, running requests per replica towards a target: ceil(running / target).
 - ``queue``: KEDA-like on the engines' outstanding work: ceil((waiting + running) / target per replica).
 - ``model``: size from the performance model: observed arrival rate x (1 + spare capacity) / per-replica
@@ -21,9 +22,24 @@ from llmfleet.perfmodel.model import PerfModel
 PolicyFn = Callable[[SignalWindow, int, AutoscalerConfig, float], Proposal | None]
 
 
+_LATENCY_FIELD = {"e2e": "latency_s", "ttft": "ttft_s", "e2e_p95": "latency_p95_s", "ttft_p95": "ttft_p95_s"}
+
+
+def _idle(w: SignalWindow, window_s: float) -> bool:
+    """No request arrived and nothing was outstanding in any of at least two samples over the window."""
+    latest = w.latest
+    if latest is None:
+        return False
+    recent = w.since(latest.t - window_s)
+    return len(recent) >= 2 and all(s.request_rate == 0 and s.outstanding == 0 and s.in_flight == 0 for s in recent)
+
+
 def threshold(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
-    lat = w.mean("ttft_s" if cfg.latency_signal == "ttft" else "latency_s", window_s)
+    """The seed's latency band (see the module docstring)."""
+    lat = w.mean(_LATENCY_FIELD[cfg.latency_signal], window_s)
     if lat is None:
+        if _idle(w, window_s):
+            return Proposal(max(0, current - 1), f"idle: no requests for {window_s:.0f} s", "threshold")
         return None
     ms = lat * 1000
     if ms > cfg.latency_up_ms:
@@ -37,6 +53,7 @@ def threshold(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: fl
 
 
 def target_ratio(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
+    """HPA-style: running requests over a per-replica target."""
     running = w.mean("running", window_s)
     if running is None:
         return None
@@ -45,6 +62,7 @@ def target_ratio(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s:
 
 
 def queue(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
+    """KEDA-like: outstanding work (waiting + running) over a per-replica target."""
     waiting, running = w.mean("waiting", window_s), w.mean("running", window_s)
     if waiting is None or running is None:
         return None
