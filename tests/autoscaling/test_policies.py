@@ -121,3 +121,22 @@ def test_config_checks_name_the_keys() -> None:
         validate_section(AutoscalerConfig, {"latency_down_ms": 600}, "autoscaler")
     with pytest.raises(ConfigError, match=r"autoscaler\.latency_signal"):
         validate_section(AutoscalerConfig, {"latency_signal": "p50"}, "autoscaler")
+
+
+def test_model_policy_rates_a_replica_at_the_concurrency_that_fits() -> None:
+    from llmfleet.autoscaling.policies import model_based
+    from llmfleet.errors import ConfigError
+    from llmfleet.perfmodel import PerfModel, load_catalog
+
+    cat = load_catalog()
+    l40s = PerfModel(cat.gpu("L40S"), cat.model("llama-3.1-8b"))
+    fits = l40s.max_concurrency(4096, 512)
+    assert 1 <= fits < 64  # long prompts: fewer than the configured 64 fit
+    per_replica = l40s.steady_state(fits, 4096, 512).requests_per_s
+    w = _window(FleetSample(t=0, ready_replicas=2, request_rate=4 * per_replica))
+    p = model_based(l40s, 4096, 512)(w, 2, CFG.model_copy(update={"spare_capacity": 0.5}), 30.0)
+    assert p is not None and p.replicas == 6 and f"at concurrency {fits}" in p.reason  # ceil(4 x 1.5)
+    idle = model_based(l40s, 4096, 512)(_window(FleetSample(t=0, ready_replicas=2)), 2, CFG, 30.0)
+    assert idle is not None and idle.replicas == 0
+    with pytest.raises(ConfigError, match=r"does not fit in the KV cache of llama-3\.1-70b"):
+        model_based(PerfModel(cat.gpu("H100"), cat.model("llama-3.1-70b")), 512, 256)

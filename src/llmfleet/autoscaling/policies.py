@@ -17,6 +17,7 @@ from collections.abc import Callable
 from llmfleet.autoscaling.pipeline import Proposal
 from llmfleet.autoscaling.signals import SignalWindow
 from llmfleet.config import AutoscalerConfig
+from llmfleet.errors import ConfigError
 from llmfleet.perfmodel.model import PerfModel
 
 PolicyFn = Callable[[SignalWindow, int, AutoscalerConfig, float], Proposal | None]
@@ -75,17 +76,38 @@ def queue(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float)
     )
 
 
-def model_based(perf: PerfModel, input_tokens: int, output_tokens: int) -> PolicyFn:
-    """A policy closed over the performance model and the workload's typical lengths."""
+def model_based(
+    perf: PerfModel,
+    input_tokens: int,
+    output_tokens: int,
+    gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int = 256,
+) -> PolicyFn:
+    """A policy closed over the performance model and the workload's typical lengths.
+
+    A replica is rated at ``model_concurrency_per_replica`` sequences, or fewer when the KV cache cannot hold that
+    many at these lengths (with the engine's ``gpu_memory_utilization`` and ``max_num_seqs``); its requests/s follow
+    from Little's law over the model's steady state (concurrency / end-to-end latency).
+    """
+    fits = perf.max_concurrency(input_tokens, output_tokens, gpu_memory_utilization, max_num_seqs)
+    if fits < 1:
+        raise ConfigError(
+            f"autoscaler.model_input_tokens/model_output_tokens: a {input_tokens}+{output_tokens}-token request does "
+            f"not fit in the KV cache of {perf.model.name} on {perf.tp} x {perf.gpu.name}"
+        )
 
     def propose(w: SignalWindow, current: int, cfg: AutoscalerConfig, window_s: float) -> Proposal | None:
         rate = w.mean("request_rate", window_s)
         if rate is None:
             return None
-        per_replica = perf.steady_state(cfg.model_concurrency_per_replica, input_tokens, output_tokens).requests_per_s
+        concurrency = min(cfg.model_concurrency_per_replica, fits)
+        per_replica = perf.steady_state(concurrency, input_tokens, output_tokens).requests_per_s
         n = math.ceil(rate * (1 + cfg.spare_capacity) / per_replica) if rate > 0 else 0
         return Proposal(
-            n, f"arrivals {rate:.2f}/s x {1 + cfg.spare_capacity:.2f} / {per_replica:.2f}/s per replica", "model"
+            n,
+            f"arrivals {rate:.2f}/s x {1 + cfg.spare_capacity:.2f} / {per_replica:.2f}/s per replica"
+            f" (at concurrency {concurrency})",
+            "model",
         )
 
     return propose
