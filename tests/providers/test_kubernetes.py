@@ -190,3 +190,29 @@ async def _async(value: bool) -> bool:
 
 async def _has(provider: KubernetesProvider, urls: list[str]) -> bool:
     return _urls(await provider.list_replicas()) == urls
+
+
+async def test_the_controller_scales_the_deployment_through_the_fake_api(
+    fake: tuple[FakeKubeAPI, KubernetesProvider],
+) -> None:
+    """The autoscaler's whole path to Kubernetes: a burst in the queue becomes a PATCH of the scale subresource."""
+    from llmfleet.autoscaling.controller import Controller
+    from llmfleet.autoscaling.signals import FleetSample
+    from llmfleet.clock import ManualClock
+    from llmfleet.config import AutoscalerConfig
+
+    api, provider = fake
+    clock = ManualClock()
+
+    class Burst:
+        async def sample(self, now: float) -> FleetSample:
+            return FleetSample(t=now, ready_replicas=api.replicas, running=8.0, waiting=0.0 if now < 30 else 40.0)
+
+    cfg = AutoscalerConfig(policies=["queue"], target_queue_per_replica=8.0, max_replicas=6)
+    ctl = Controller(Burst(), provider, cfg, clock)
+    for _ in range(4):
+        await ctl.step()
+        clock.advance(cfg.interval_s)
+    assert api.patches == [("application/strategic-merge-patch+json", {"spec": {"replicas": 6}})]
+    assert api.replicas == 6 and ctl.last is not None
+    assert (ctl.last.direction, ctl.last.code) == ("hold", "panic")  # still in panic mode, already at the size
