@@ -175,7 +175,7 @@ async def test_stop_interrupts_a_blocked_watch(fake: tuple[FakeKubeAPI, Kubernet
     await _until(lambda: _async(api.watchers == 1))
     t0 = time.monotonic()
     await provider.stop()
-    assert not provider.watching and time.monotonic() - t0 < 2.0
+    assert not provider.watching and time.monotonic() - t0 < 3.0  # the server would hold it 300 s
 
 
 def test_api_client_config_errors_name_the_key(tmp_path: Any) -> None:
