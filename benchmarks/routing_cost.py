@@ -13,9 +13,9 @@ import time
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import RoutingConfig, validate_section
-from llmfleet.fleet.state import EngineLoad, ReplicaView
 from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.factory import build_policy
+from llmfleet.routing.views import EngineLoad, ReplicaView
 
 POLICIES: list[tuple[str, dict[str, object]]] = [
     ("round_robin", {}),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from llmfleet.config import HealthConfig
-from llmfleet.fleet.state import ReplicaState as S
 from llmfleet.health import HealthTracker
+from llmfleet.routing.views import ReplicaState as S
 
 
 def test_failed_probe_ejects_then_two_good_probes_readmit_after_backoff() -> None:

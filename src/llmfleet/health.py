@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from llmfleet.config import HealthConfig
-from llmfleet.fleet.state import ReplicaState
+from llmfleet.routing.views import ReplicaState
 
 
 @dataclass

@@ -11,9 +11,10 @@ import pytest
 
 from llmfleet.clock import WallClock
 from llmfleet.config import SimEngineConfig
+from llmfleet.engines.launch import LaunchSpec
 from llmfleet.engines.sim.background import free_port
 from llmfleet.fleet.launchers import SimLauncher
-from llmfleet.fleet.supervisor import LaunchSpec, ManagedReplica, ProcState, StartupError, Supervisor
+from llmfleet.fleet.supervisor import ManagedReplica, ProcState, StartupError, Supervisor
 
 
 class Recorder:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from llmfleet.fleet.state import ReplicaState
+from llmfleet.routing.views import ReplicaState
 
 from .conftest import MODEL, SimProcess, start_gateway, wait_until
 

@@ -15,7 +15,7 @@ import openai
 
 from llmfleet.appthread import free_port
 from llmfleet.engines.sim.background import SimServerThread
-from llmfleet.fleet.state import ReplicaState
+from llmfleet.routing.views import ReplicaState
 
 from .conftest import MODEL, GatewayThread, wait_until
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import HealthConfig
-from llmfleet.fleet.state import ReplicaState
 from llmfleet.gateway.registry import Registry
+from llmfleet.routing.views import ReplicaState
 
 
 def test_panic_routing_offers_ejected_replicas_only_when_none_is_routable() -> None:

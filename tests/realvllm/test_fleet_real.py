@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
-from llmfleet.fleet.state import ReplicaState
+from llmfleet.routing.views import ReplicaState
 from tests.gateway.conftest import GatewayThread, start_gateway, wait_until
 
 pytestmark = pytest.mark.realvllm

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmfleet.fleet.state import EngineLoad, ReplicaState, ReplicaView
 from llmfleet.routing.base import RouteRequest
+from llmfleet.routing.views import EngineLoad, ReplicaState, ReplicaView
 
 
 def rv(

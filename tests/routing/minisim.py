@@ -19,10 +19,10 @@ from typing import Any
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import RoutingConfig
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteRequest, RoutingPolicy
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.prefix_table import block_keys
+from llmfleet.routing.views import ReplicaView
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz     "
 

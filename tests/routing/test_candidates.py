@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from llmfleet.fleet.state import ReplicaState
 from llmfleet.routing.base import NoReplicaAvailable
 from llmfleet.routing.candidates import eligible, in_flight_load, outstanding_load, pick_lowest
+from llmfleet.routing.views import ReplicaState
 from tests.routing.helpers import req, rv
 
 H, D, U, S, X = (

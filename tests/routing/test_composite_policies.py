@@ -9,13 +9,13 @@ import pytest
 from llmfleet.clock import ManualClock
 from llmfleet.config import RoutingConfig, validate_section
 from llmfleet.errors import ConfigError
-from llmfleet.fleet.state import ReplicaState, ReplicaView
 from llmfleet.routing.base import NoReplicaAvailable
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
 from llmfleet.routing.prefix_affinity import PrefixMatchScorer
 from llmfleet.routing.session_affinity import SessionAffinityPolicy
 from llmfleet.routing.tiered import TieredPolicy
+from llmfleet.routing.views import ReplicaState, ReplicaView
 from llmfleet.routing.weighted import WeightedPolicy
 from tests.routing.helpers import req, rv
 

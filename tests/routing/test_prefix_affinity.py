@@ -7,8 +7,8 @@ from collections import Counter
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import PrefixAffinityConfig
-from llmfleet.fleet.state import ReplicaState, ReplicaView
 from llmfleet.routing.prefix_affinity import PrefixAffinityPolicy
+from llmfleet.routing.views import ReplicaState, ReplicaView
 from tests.routing.helpers import req, rv
 
 SYSTEM = "system: You are a careful assistant. Answer briefly and cite sources. " * 4  # ~280 bytes: 2 blocks

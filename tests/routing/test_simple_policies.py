@@ -9,11 +9,11 @@ import pytest
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import RoutingConfig, ScorerWeightsConfig
-from llmfleet.fleet.state import ReplicaState, ReplicaView
 from llmfleet.routing.base import NoReplicaAvailable, RoutingPolicy
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.latency_ewma import LatencyEwmaPolicy
 from llmfleet.routing.load_aware import build_load_aware
+from llmfleet.routing.views import ReplicaState, ReplicaView
 from tests.routing.helpers import req, rv
 
 SIMPLE = ["round_robin", "least_outstanding", "power_of_two", "latency_ewma", "load_aware"]

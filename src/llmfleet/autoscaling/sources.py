@@ -9,7 +9,7 @@ import aiohttp
 
 from llmfleet.autoscaling.promtext import HistogramTotals, parse
 from llmfleet.autoscaling.signals import FleetSample, ReplicaLoad
-from llmfleet.fleet.admin_client import GatewayAdminClient
+from llmfleet.gateway.admin_client import GatewayAdminClient
 
 
 @dataclass

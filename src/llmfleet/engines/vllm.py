@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmfleet.config import VLLMEngineConfig
+from llmfleet.engines.launch import LaunchSpec
 from llmfleet.errors import ConfigError
-from llmfleet.fleet.supervisor import LaunchSpec
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Self
 from llmfleet.appthread import free_port
 from llmfleet.config import VLLMEngineConfig
 from llmfleet.engines.demo_model import make_demo_model
+from llmfleet.engines.launch import tail
 from llmfleet.engines.vllm import VLLMRuntime, render_command
 from llmfleet.engines.vllm_env import ensure_vllm_env
-from llmfleet.fleet.supervisor import tail
 
 DEMO_MODEL_DIR = Path.home() / ".cache" / "llmfleet" / "demo-model"
 

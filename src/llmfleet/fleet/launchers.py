@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from llmfleet.config import SimEngineConfig
-from llmfleet.fleet.supervisor import LaunchSpec
+from llmfleet.engines.launch import LaunchSpec
 
 
 class SimLauncher:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from llmfleet.clock import Clock
-from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
 from llmfleet.fleet.supervisor import ManagedReplica, StartupError, Supervisor
+from llmfleet.gateway.admin_client import AdminError, GatewayAdminClient
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,28 +23,10 @@ from typing import Protocol
 import aiohttp
 
 from llmfleet.clock import Clock
+from llmfleet.engines.launch import EngineLauncher, LaunchSpec, tail
 from llmfleet.procutil import die_with_parent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """How to start one replica process."""
-
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    ready_path: str = "/health"
-
-
-class EngineLauncher(Protocol):
-    """Renders the command for replica ``index`` on ``port`` (sim engine, real vLLM, ...)."""
-
-    kind: str
-
-    def spec(self, index: int, port: int, log_dir: Path) -> LaunchSpec: ...
 
 
 class ReplicaListener(Protocol):
@@ -94,15 +75,6 @@ class ManagedReplica:
 
 class StartupError(RuntimeError):
     """A replica did not become ready; the message quotes the end of its log."""
-
-
-def tail(path: Path | None, lines: int = 15) -> str:
-    """The last ``lines`` lines of a log file (empty when missing)."""
-    if path is None or not path.exists():
-        return ""
-    with path.open("rb") as f:
-        data: deque[bytes] = deque(f, maxlen=lines)
-    return b"".join(data).decode(errors="replace")
 
 
 class Supervisor:

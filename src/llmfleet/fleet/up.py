@@ -34,17 +34,18 @@ from llmfleet.autoscaling.policies import PolicyFn, model_based
 from llmfleet.autoscaling.sources import GatewaySignalSource
 from llmfleet.clock import ScaledClock, WallClock
 from llmfleet.config import AutoscalerConfig, SimEngineConfig, VLLMEngineConfig, validate_section
+from llmfleet.engines.launch import EngineLauncher, tail
 from llmfleet.engines.sim.background import free_port
 from llmfleet.engines.vllm import served_name
 from llmfleet.errors import InvalidRequestError
-from llmfleet.fleet.admin_client import AdminError, GatewayAdminClient
 from llmfleet.fleet.control import create_control_app
 from llmfleet.fleet.launchers import SimLauncher
+from llmfleet.fleet.local_provider import LocalProvider, PortAllocator
 from llmfleet.fleet.rollout import Rollout, retire
-from llmfleet.fleet.supervisor import EngineLauncher, ManagedReplica, StartupError, Supervisor, tail
+from llmfleet.fleet.supervisor import ManagedReplica, StartupError, Supervisor
+from llmfleet.gateway.admin_client import AdminError, GatewayAdminClient
 from llmfleet.perfmodel import PerfModel, load_catalog
 from llmfleet.procutil import die_with_parent
-from llmfleet.providers.local import LocalProvider, PortAllocator
 
 log = logging.getLogger(__name__)
 CURRENT_FILE = "current.json"

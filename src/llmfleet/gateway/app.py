@@ -18,7 +18,6 @@ from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_r
 from llmfleet.clock import Clock, WallClock
 from llmfleet.config import GatewayConfig, RoutingConfig
 from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
-from llmfleet.fleet.state import ReplicaState
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.prober import Prober, fetch_models
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
@@ -27,6 +26,7 @@ from llmfleet.health import Transition
 from llmfleet.loopmon import LoopLagMonitor
 from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.factory import build_policy
+from llmfleet.routing.views import ReplicaState
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import aiohttp
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
-from llmfleet.fleet.state import EngineLoad, ReplicaState
 from llmfleet.gateway.registry import Registry, Replica
+from llmfleet.routing.views import EngineLoad, ReplicaState
 
 log = logging.getLogger(__name__)
 

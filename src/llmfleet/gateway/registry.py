@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
 from llmfleet.errors import InvalidRequestError
-from llmfleet.fleet.state import EngineLoad, ReplicaState, ReplicaView
 from llmfleet.health import HealthTracker, Transition
+from llmfleet.routing.views import EngineLoad, ReplicaState, ReplicaView
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The provider interface the controller (and rollouts) drive: the actuator behind the autoscaler.
 
 A provider knows how many replicas are wanted (``current_replicas``), changes that number (``scale_to``) and lists
-the replicas that exist with their addresses (``list_replicas``). Implementations: :mod:`llmfleet.providers.local`
+the replicas that exist with their addresses (``list_replicas``). Implementations: :mod:`llmfleet.fleet.local_provider`
 (processes ``llmfleet up`` supervises) and :mod:`llmfleet.providers.kubernetes` (a Deployment's scale subresource
 and its Service's EndpointSlices). Failures to reach the backend are raised as :class:`ProviderError`.
 """

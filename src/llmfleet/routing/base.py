@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from llmfleet.fleet.state import ReplicaView
+from llmfleet.routing.views import ReplicaView
 
 
 @dataclass(frozen=True)

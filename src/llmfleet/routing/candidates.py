@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from llmfleet.fleet.state import ReplicaState, ReplicaView
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest
+from llmfleet.routing.views import ReplicaState, ReplicaView
 
 _MIN_WEIGHT = 1e-6
 _T = TypeVar("_T")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llmfleet.config import CostAwareConfig
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest, RoutingPolicy
 from llmfleet.routing.candidates import eligible, outstanding_load
+from llmfleet.routing.views import ReplicaView
 
 
 class CostAwarePolicy:

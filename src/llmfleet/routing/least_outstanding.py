@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest
 from llmfleet.routing.candidates import eligible, in_flight_load, pick_lowest
+from llmfleet.routing.views import ReplicaView
 
 
 class LeastOutstandingPolicy:

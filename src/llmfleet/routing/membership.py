@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Sequence
 
 from llmfleet.clock import Clock
-from llmfleet.fleet.state import ReplicaView
+from llmfleet.routing.views import ReplicaView
 
 
 class Membership:

@@ -26,12 +26,12 @@ from collections.abc import Sequence
 
 from llmfleet.clock import Clock
 from llmfleet.config import PrefixAffinityConfig
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest
 from llmfleet.routing.candidates import eligible, outstanding_load
 from llmfleet.routing.membership import Membership
 from llmfleet.routing.prefix_table import PrefixTable, block_keys
 from llmfleet.routing.scorers import BaseScorer
+from llmfleet.routing.views import ReplicaView
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest
 from llmfleet.routing.candidates import eligible
+from llmfleet.routing.views import ReplicaView
 
 
 class RoundRobinPolicy:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from llmfleet.clock import Clock
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.candidates import weight_of
+from llmfleet.routing.views import ReplicaView
 
 
 class Scorer(Protocol):

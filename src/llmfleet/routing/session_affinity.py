@@ -13,9 +13,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from llmfleet.clock import Clock
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest, RoutingPolicy
 from llmfleet.routing.candidates import eligible
+from llmfleet.routing.views import ReplicaView
 
 
 class SessionAffinityPolicy:

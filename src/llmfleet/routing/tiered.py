@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from llmfleet.config import PoolRule, TieredConfig
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import NoReplicaAvailable, RouteDecision, RouteRequest, RoutingPolicy
 from llmfleet.routing.candidates import eligible
+from llmfleet.routing.views import ReplicaView
 
 
 def rule_matches(rule: PoolRule, max_tokens: int, prompt_chars: int) -> bool:

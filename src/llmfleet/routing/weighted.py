@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from llmfleet.fleet.state import ReplicaView
 from llmfleet.routing.base import RouteDecision, RouteRequest
 from llmfleet.routing.candidates import eligible
 from llmfleet.routing.scorers import Scorer
+from llmfleet.routing.views import ReplicaView
 
 
 class WeightedPolicy:

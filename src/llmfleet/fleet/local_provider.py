@@ -11,9 +11,9 @@ import asyncio
 import logging
 
 from llmfleet.clock import Clock
-from llmfleet.fleet.admin_client import GatewayAdminClient
 from llmfleet.fleet.rollout import retire
 from llmfleet.fleet.supervisor import ManagedReplica, ProcState, Supervisor
+from llmfleet.gateway.admin_client import GatewayAdminClient
 from llmfleet.providers.base import ReplicaInfo
 
 log = logging.getLogger(__name__)
