@@ -44,6 +44,9 @@ def _register() -> None:
 
     fleet_cli.register(app)
     fleet_cli.register_ops(app)
+    import llmfleet.render.cli as render_cli
+
+    render_cli.register(app)
 
 
 def main() -> None:

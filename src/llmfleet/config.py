@@ -380,3 +380,38 @@ class KubernetesProviderConfig(_Section):
     capacity_type: Literal["on-demand", "spot", "reserved"] = Field(
         "on-demand", description="Capacity type of these replicas (slice label llmfleet.io/capacity-type wins)."
     )
+
+
+# --- the whole fleet.yaml ----------------------------------------------------------------------------------------
+
+
+class FleetConfig(_Section):
+    """The root of ``fleet.yaml``: every section, validated once. Unknown sections and keys are errors naming them.
+
+    Every command that reads a config file (``up``, ``gateway``, ``engine sim``, ``engine vllm``, ``render``...)
+    loads it with :func:`load_fleet_config` and takes the sections it needs, so a file valid for one is valid for all.
+    """
+
+    fleet: FleetSection = Field(default_factory=FleetSection)
+    engine: SimEngineConfig = Field(default_factory=SimEngineConfig)
+    vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    autoscaler: AutoscalerConfig = Field(default_factory=AutoscalerConfig)
+    kubernetes: KubernetesProviderConfig | None = Field(None, description="Only when the fleet runs on Kubernetes.")
+
+
+def parse_fleet_config(data: dict[str, Any], source: str = "") -> FleetConfig:
+    """Validate a fleet.yaml mapping; errors name the dotted key (prefixed by ``source`` when given)."""
+    try:
+        return FleetConfig.model_validate(data)
+    except ValidationError as exc:
+        msg = format_validation_error(exc)
+        raise ConfigError(f"{source}: {msg}" if source else msg) from None
+
+
+def load_fleet_config(path: str | Path | None) -> FleetConfig:
+    """Read and validate a whole fleet.yaml (defaults for everything when ``path`` is None)."""
+    if path is None:
+        return FleetConfig()
+    return parse_fleet_config(load_yaml(path), str(path))
