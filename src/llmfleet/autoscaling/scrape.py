@@ -15,30 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
-from llmfleet.autoscaling.promtext import HistogramTotals, Scrape, counter_since, parse
 from llmfleet.autoscaling.signals import FleetSample, ReplicaLoad
+from llmfleet.engines import vllm_metrics as vm
 from llmfleet.errors import LLMFleetError
+from llmfleet.promtext import HistogramTotals, MetricsParseError, Scrape, counter_since, parse
 from llmfleet.providers.base import Provider
 
 log = logging.getLogger(__name__)
 
 ReplicaUrls = Callable[[], Awaitable[list[str]]]
 
-GATEWAY_REQUESTS = "llmfleet_gateway_requests_total"
+GATEWAY_REQUESTS = "llmfleet_gateway_requests"
+"""Counter family, labelled ``route``, ``status`` (``0`` when no upstream answered) and ``replica``."""
 GATEWAY_LATENCY = "llmfleet_gateway_request_duration_seconds"
 GATEWAY_TTFT = "llmfleet_gateway_time_to_first_token_seconds"
 GATEWAY_IN_FLIGHT = "llmfleet_gateway_in_flight"
-ENGINE_SUCCESS = "vllm:request_success_total"
-ENGINE_LATENCY = "vllm:e2e_request_latency_seconds"
-ENGINE_TTFT = "vllm:time_to_first_token_seconds"
-ENGINE_WAITING = "vllm:num_requests_waiting"
-ENGINE_RUNNING = "vllm:num_requests_running"
-ENGINE_KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # current name, then the pre-v0.10 one
 
 
 class SignalSourceError(LLMFleetError):
@@ -54,9 +50,18 @@ def ready_urls(provider: Provider) -> ReplicaUrls:
     return urls
 
 
+async def get_page(session: aiohttp.ClientSession, base_url: str, client_timeout: aiohttp.ClientTimeout) -> Scrape:
+    """``GET <base_url>/metrics``, parsed. Raises :class:`SignalSourceError` on a non-200 answer and
+    :class:`~llmfleet.promtext.MetricsParseError` on a page that is not Prometheus text; aiohttp's errors pass."""
+    async with session.get(f"{base_url.rstrip('/')}/metrics", timeout=client_timeout) as resp:
+        if resp.status != 200:
+            raise SignalSourceError(f"{base_url}/metrics answered HTTP {resp.status}")
+        return parse(await resp.read())
+
+
 @dataclass(frozen=True)
-class _Totals:
-    """One source's running counters at one scrape."""
+class Totals:
+    """One source's running counters at one scrape: requests, failed requests, latency and TTFT histograms."""
 
     requests: float | None
     errors: float | None
@@ -64,29 +69,34 @@ class _Totals:
     ttft: HistogramTotals
 
 
-def _gateway_totals(s: Scrape) -> _Totals:
-    return _Totals(
-        s.total(GATEWAY_REQUESTS),
-        s.total(GATEWAY_REQUESTS, lambda labels: labels.get("status", "").startswith("5")) or 0.0,
+def _failed(labels: Mapping[str, str]) -> bool:
+    status = labels.get("status", "")
+    return status.startswith("5") or status == "0"
+
+
+def gateway_totals(s: Scrape) -> Totals:
+    """The gateway's totals (``llmfleet_gateway_*``); a request failed when it answered 5xx or nothing (status 0)."""
+    return Totals(
+        s.counter(GATEWAY_REQUESTS),
+        s.counter(GATEWAY_REQUESTS, _failed) or 0.0,
         HistogramTotals.of(s, GATEWAY_LATENCY),
         HistogramTotals.of(s, GATEWAY_TTFT),
     )
 
 
-def _engine_totals(s: Scrape) -> _Totals:
-    return _Totals(
-        s.total(ENGINE_SUCCESS), 0.0, HistogramTotals.of(s, ENGINE_LATENCY), HistogramTotals.of(s, ENGINE_TTFT)
+def engine_totals(s: Scrape) -> Totals:
+    """A vLLM engine's totals: finished requests (the engine sees no failures) and its latency/TTFT histograms."""
+    return Totals(
+        s.counter(vm.REQUEST_SUCCESS),
+        0.0,
+        HistogramTotals.of(s, vm.E2E_REQUEST_LATENCY),
+        HistogramTotals.of(s, vm.TIME_TO_FIRST_TOKEN),
     )
 
 
 def _load(url: str, s: Scrape) -> ReplicaLoad:
-    kv_values = next((vs for name in ENGINE_KV if (vs := [v for n, _, v in s.samples if n == name])), [])
-    return ReplicaLoad(
-        id=url,
-        waiting=s.total(ENGINE_WAITING) or 0.0,
-        running=s.total(ENGINE_RUNNING) or 0.0,
-        kv_usage=sum(kv_values) / len(kv_values) if kv_values else 0.0,
-    )
+    g = vm.read_gauges(s)
+    return ReplicaLoad(id=url, waiting=g.waiting, running=g.running, kv_usage=g.kv_cache_usage)
 
 
 class PrometheusSignalSource:
@@ -112,14 +122,11 @@ class PrometheusSignalSource:
         self.time_scale = time_scale
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.quantile = quantile
-        self._prev: dict[str, _Totals] = {}
+        self._prev: dict[str, Totals] = {}
         self._prev_t: float | None = None
 
     async def _get(self, base_url: str) -> Scrape:
-        async with self.session.get(f"{base_url.rstrip('/')}/metrics", timeout=self.timeout) as resp:
-            if resp.status != 200:
-                raise SignalSourceError(f"{base_url}/metrics answered HTTP {resp.status}")
-            return parse(await resp.text())
+        return await get_page(self.session, base_url, self.timeout)
 
     async def _replica(self, url: str) -> Scrape | None:
         try:
@@ -134,14 +141,14 @@ class PrometheusSignalSource:
         if self.gateway_url is not None:
             try:
                 gateway = await self._get(self.gateway_url)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, MetricsParseError) as exc:
                 raise SignalSourceError(f"gateway metrics at {self.gateway_url}: {exc!r}") from None
         scraped = await asyncio.gather(*(self._replica(u) for u in urls))
         ready = [(u, s) for u, s in zip(urls, scraped, strict=True) if s is not None]
         loads = tuple(_load(u, s) for u, s in ready)
 
         totals = (
-            {"gateway": _gateway_totals(gateway)} if gateway is not None else {u: _engine_totals(s) for u, s in ready}
+            {"gateway": gateway_totals(gateway)} if gateway is not None else {u: engine_totals(s) for u, s in ready}
         )
         requests = errors = 0.0
         latency, ttft = HistogramTotals(), HistogramTotals()

@@ -1,49 +1,16 @@
-"""Live signals for the controller from the gateway: its admin status (replicas, engine load) and its metrics
-(rates, means, and p95 from the histograms' buckets)."""
+"""The signal source ``llmfleet up`` uses: the gateway's admin status for the replicas and their engine load (the
+gateway's prober scrapes them), and the gateway's ``/metrics`` for request and error rates, mean and p95 latency
+and TTFT — differences between this scrape and the previous one, read like :mod:`llmfleet.autoscaling.scrape`
+reads them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import aiohttp
 
-from llmfleet.autoscaling.promtext import HistogramTotals, parse
+from llmfleet.autoscaling.scrape import SignalSourceError, Totals, gateway_totals, get_page
 from llmfleet.autoscaling.signals import FleetSample, ReplicaLoad
 from llmfleet.gateway.admin_client import GatewayAdminClient
-
-
-@dataclass
-class _Counters:
-    t: float
-    requests: float
-    errors: float
-    latency_sum: float
-    latency_count: float
-    ttft_sum: float
-    ttft_count: float
-
-
-def parse_gateway_counters(text: str, t: float) -> _Counters:
-    """Sum the gateway's request counters and latency histograms over all label sets."""
-    c = _Counters(t, 0, 0, 0, 0, 0, 0)
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.split("{", 1)[0].split(" ", 1)[0], float(line.rsplit(" ", 1)[1])
-        if name == "llmfleet_gateway_requests_total":
-            c.requests += value
-            status = line.split('status="', 1)[1].split('"', 1)[0] if 'status="' in line else "0"
-            if status.startswith("5") or status == "0":
-                c.errors += value
-        elif name == "llmfleet_gateway_request_duration_seconds_sum":
-            c.latency_sum += value
-        elif name == "llmfleet_gateway_request_duration_seconds_count":
-            c.latency_count += value
-        elif name == "llmfleet_gateway_time_to_first_token_seconds_sum":
-            c.ttft_sum += value
-        elif name == "llmfleet_gateway_time_to_first_token_seconds_count":
-            c.ttft_count += value
-    return c
+from llmfleet.promtext import MetricsParseError, counter_since
 
 
 class GatewaySignalSource:
@@ -54,68 +21,68 @@ class GatewaySignalSource:
     """
 
     def __init__(
-        self, admin: GatewayAdminClient, session: aiohttp.ClientSession, gateway_url: str, time_scale: float = 1.0
+        self,
+        admin: GatewayAdminClient,
+        session: aiohttp.ClientSession,
+        gateway_url: str,
+        time_scale: float = 1.0,
+        timeout_s: float = 5.0,
+        quantile: float = 0.95,
     ) -> None:
         self.admin = admin
         self.session = session
         self.url = gateway_url.rstrip("/")
         self.time_scale = time_scale
-        self._prev: _Counters | None = None
-        self._prev_hist: tuple[HistogramTotals, HistogramTotals] | None = None
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.quantile = quantile
+        self._prev: Totals | None = None
+        self._prev_t: float | None = None
 
     async def sample(self, now: float) -> FleetSample:
+        """One observation: rates and latencies over the time since the previous call (none on the first)."""
         replicas = await self.admin.replicas()
-        async with self.session.get(f"{self.url}/metrics") as resp:
-            text = await resp.text()
-            counters = parse_gateway_counters(text, now)
-        page = parse(text)
-        hist = (
-            HistogramTotals.of(page, "llmfleet_gateway_request_duration_seconds"),
-            HistogramTotals.of(page, "llmfleet_gateway_time_to_first_token_seconds"),
-        )
-        prev_hist, self._prev_hist = self._prev_hist, hist
-        p95: list[float | None] = [None, None]
-        if prev_hist is not None:
-            for i in (0, 1):
-                q = hist[i].since(prev_hist[i]).quantile(0.95)
-                p95[i] = q * self.time_scale if q is not None else None
+        try:
+            totals = gateway_totals(await get_page(self.session, self.url, self.timeout))
+        except (aiohttp.ClientError, TimeoutError, MetricsParseError) as exc:
+            raise SignalSourceError(f"gateway metrics at {self.url}: {exc!r}") from None
+        prev, prev_t = self._prev, self._prev_t
+        self._prev, self._prev_t = totals, now
+
+        rate = error_rate = 0.0
+        latency = ttft = latency_q = ttft_q = None
+        if prev is not None and prev_t is not None and now > prev_t:
+            requests = counter_since(totals.requests, prev.requests)
+            rate = requests / (now - prev_t)
+            error_rate = counter_since(totals.errors, prev.errors) / requests if requests > 0 else 0.0
+            lat, first = totals.latency.since(prev.latency), totals.ttft.since(prev.ttft)
+            latency, ttft = self._scaled(lat.mean), self._scaled(first.mean)
+            latency_q, ttft_q = self._scaled(lat.quantile(self.quantile)), self._scaled(first.quantile(self.quantile))
+
         ready = [r for r in replicas if r["state"] in ("healthy", "degraded")]
-        waiting = sum(r["engine"]["num_requests_waiting"] for r in ready)
-        running = sum(r["engine"]["num_requests_running"] for r in ready)
-        kv = sum(r["engine"]["kv_cache_usage"] for r in ready) / len(ready) if ready else 0.0
-        prev, self._prev = self._prev, counters
-        rate = latency = ttft = None
-        err = 0.0
-        if prev is not None and now > prev.t:
-            dn = counters.requests - prev.requests
-            rate = dn / (now - prev.t)
-            err = (counters.errors - prev.errors) / dn if dn > 0 else 0.0
-            dc = counters.latency_count - prev.latency_count
-            if dc > 0:
-                latency = (counters.latency_sum - prev.latency_sum) / dc * self.time_scale
-            dt = counters.ttft_count - prev.ttft_count
-            if dt > 0:
-                ttft = (counters.ttft_sum - prev.ttft_sum) / dt * self.time_scale
+        loads = tuple(
+            ReplicaLoad(
+                str(r["id"]),
+                r["engine"]["num_requests_waiting"],
+                r["engine"]["num_requests_running"],
+                r["engine"]["kv_cache_usage"],
+            )
+            for r in ready
+        )
         return FleetSample(
             t=now,
             ready_replicas=len(ready),
-            request_rate=rate or 0.0,
+            request_rate=rate,
             latency_s=latency,
             ttft_s=ttft,
-            waiting=waiting,
-            running=running,
-            kv_usage=kv,
-            error_rate=err,
+            waiting=sum(r.waiting for r in loads),
+            running=sum(r.running for r in loads),
+            kv_usage=sum(r.kv_usage for r in loads) / len(loads) if loads else 0.0,
+            error_rate=error_rate,
             in_flight=sum(r["in_flight"] for r in replicas),
-            latency_p95_s=p95[0],
-            ttft_p95_s=p95[1],
-            replicas=tuple(
-                ReplicaLoad(
-                    str(r["id"]),
-                    r["engine"]["num_requests_waiting"],
-                    r["engine"]["num_requests_running"],
-                    r["engine"]["kv_cache_usage"],
-                )
-                for r in ready
-            ),
+            latency_p95_s=latency_q,
+            ttft_p95_s=ttft_q,
+            replicas=loads,
         )
+
+    def _scaled(self, v: float | None) -> float | None:
+        return v * self.time_scale if v is not None else None

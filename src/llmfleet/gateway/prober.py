@@ -5,37 +5,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
+from llmfleet.engines import vllm_metrics
 from llmfleet.gateway.registry import Registry, Replica
+from llmfleet.promtext import MetricsParseError, parse
 from llmfleet.routing.views import EngineLoad, ReplicaState
 
 log = logging.getLogger(__name__)
-
-_GAUGES = {
-    b"vllm:num_requests_waiting": "num_requests_waiting",
-    b"vllm:num_requests_running": "num_requests_running",
-    b"vllm:kv_cache_usage_perc": "kv_cache_usage",
-    b"vllm:gpu_cache_usage_perc": "kv_cache_usage",  # older vLLM name
-}
+T = TypeVar("T")
 
 
-def parse_engine_load(text: bytes, now: float) -> EngineLoad:
-    """The three load gauges from a vLLM ``/metrics`` page (summed over label sets, e.g. engines)."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(b"vllm:"):
-            continue
-        name = line.split(b"{", 1)[0].split(b" ", 1)[0]
-        key = _GAUGES.get(name)
-        if key is not None:
-            with contextlib.suppress(ValueError, IndexError):
-                values[key] = values.get(key, 0.0) + float(line.rsplit(b" ", 1)[1])
-    return EngineLoad(scraped_at=now, **values)
+def parse_engine_load(text: str | bytes, now: float) -> EngineLoad:
+    """The load gauges of a vLLM ``/metrics`` page (waiting and running summed over engines, KV-cache usage their
+    mean); raises :class:`~llmfleet.promtext.MetricsParseError` when the page is not Prometheus text."""
+    g = vllm_metrics.read_gauges(parse(text))
+    return EngineLoad(
+        num_requests_waiting=g.waiting,
+        num_requests_running=g.running,
+        kv_cache_usage=g.kv_cache_usage,
+        scraped_at=now,
+    )
+
+
+async def within(clock: Clock, seconds: float, work: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+    """Run ``work`` for at most ``seconds`` of ``clock``'s time: ``(True, result)``, or ``(False, None)`` when the
+    time ran out first (``work`` is then cancelled). The deadline is the injected clock's, so a probe's cut-off and
+    its measured latency are in the same time."""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await timer
+    if not task.done() or task.cancelled():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False, None
+    return True, task.result()
 
 
 async def fetch_models(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[str]:
@@ -81,9 +97,11 @@ class Prober:
             await self.clock.sleep(self.cfg.scrape_interval_s)
 
     async def probe(self, r: Replica) -> None:
-        """One probe: GET /health, then (optionally) a 1-token completion whose latency sets healthy/degraded."""
+        """One probe: GET /health, then (optionally) a 1-token completion whose latency sets healthy/degraded.
+
+        Latency is measured on the injected clock: the completion's when there is one, else the health check's."""
         timeout = aiohttp.ClientTimeout(total=self.cfg.probe_timeout_s)
-        t0 = time.perf_counter()
+        t0 = self.clock.now()
         ok = False
         try:
             async with self.session.get(f"{r.url}/health", timeout=timeout) as resp:
@@ -91,11 +109,11 @@ class Prober:
             if ok and (not r.models or r.state == ReplicaState.UNHEALTHY):
                 r.models = frozenset(await fetch_models(self.session, r.url, self.cfg.probe_timeout_s))
             if ok and self.cfg.probe_completion and r.models:
-                t0 = time.perf_counter()
+                t0 = self.clock.now()
                 ok = await self._probe_completion(r, timeout)
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             ok = False
-        latency = time.perf_counter() - t0
+        latency = self.clock.now() - t0
         if r.id in {x.id for x in self.registry.all()}:
             self.registry.record_probe(r, ok, latency)
 
@@ -103,19 +121,25 @@ class Prober:
         """A 1-token completion. Giving up at the degraded threshold reports "slow" at once, instead of only
         after the slow replica finally answers."""
         body = {"model": sorted(r.models)[0], "prompt": "ping", "max_tokens": 1}
-        try:
-            async with asyncio.timeout(self.cfg.degraded_latency_s * 1.05):
-                async with self.session.post(f"{r.url}/v1/completions", json=body, timeout=client_timeout) as resp:
-                    await resp.read()
-                    return resp.status < 500
-        except TimeoutError:
-            return True  # answered /health but too slow to finish a token: degraded, not dead
+
+        async def complete() -> bool:
+            async with self.session.post(f"{r.url}/v1/completions", json=body, timeout=client_timeout) as resp:
+                await resp.read()
+                return resp.status < 500
+
+        finished, ok = await within(self.clock, self.cfg.degraded_latency_s * 1.05, complete())
+        # Not finished: answered /health but too slow to finish a token: degraded (the latency says so), not dead.
+        return bool(ok) if finished else True
 
     async def scrape(self, r: Replica) -> None:
+        """Read the replica's engine load from its ``/metrics``; a failed scrape only leaves the load stale (probes
+        decide health)."""
         try:
             timeout = aiohttp.ClientTimeout(total=self.cfg.probe_timeout_s)
             async with self.session.get(f"{r.url}/metrics", timeout=timeout) as resp:
                 if resp.status == 200:
                     r.load = parse_engine_load(await resp.read(), self.clock.now())
-        except (aiohttp.ClientError, TimeoutError):
-            pass  # probes decide health; a missing scrape only leaves the load stale
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("scrape of %s failed: %r", r.url, exc)
+        except MetricsParseError as exc:
+            log.warning("scrape of %s: %s", r.url, exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from llmfleet.engines import vllm_metrics as vm
+
 _LATENCY_BUCKETS = (
     0.001,
     0.005,
@@ -93,31 +95,25 @@ class EngineMetrics:
         def hist(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
             return Histogram(name, doc, labels, buckets=buckets, registry=r).labels(**self._labels)
 
-        self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
-        self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
-        self.kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
-        self.prefix_queries = counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of tokens.")
-        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of tokens.")
-        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
-        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
-        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemptions from the engine.")
+        self.running = gauge(vm.NUM_REQUESTS_RUNNING, "Number of requests in model execution batches.")
+        self.waiting = gauge(vm.NUM_REQUESTS_WAITING, "Number of requests waiting to be processed.")
+        self.kv_usage = gauge(vm.KV_CACHE_USAGE, "KV-cache usage. 1 means 100 percent usage.")
+        self.prefix_queries = counter(vm.PREFIX_CACHE_QUERIES, "Prefix cache queries, in terms of tokens.")
+        self.prefix_hits = counter(vm.PREFIX_CACHE_HITS, "Prefix cache hits, in terms of tokens.")
+        self.prompt_tokens = counter(vm.PROMPT_TOKENS, "Number of prefill tokens processed.")
+        self.generation_tokens = counter(vm.GENERATION_TOKENS, "Number of generation tokens processed.")
+        self.preemptions = counter(vm.NUM_PREEMPTIONS, "Cumulative number of preemptions from the engine.")
         self._success = Counter(
-            "vllm:request_success",
+            vm.REQUEST_SUCCESS,
             "Count of successfully processed requests.",
             [*labels, "finished_reason"],
             registry=r,
         )
-        self.ttft = hist(
-            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", _LATENCY_BUCKETS
-        )
-        self.itl = hist(
-            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", _ITL_BUCKETS
-        )
-        self.e2e = hist(
-            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", _E2E_BUCKETS
-        )
+        self.ttft = hist(vm.TIME_TO_FIRST_TOKEN, "Histogram of time to first token in seconds.", _LATENCY_BUCKETS)
+        self.itl = hist(vm.INTER_TOKEN_LATENCY, "Histogram of inter-token latency in seconds.", _ITL_BUCKETS)
+        self.e2e = hist(vm.E2E_REQUEST_LATENCY, "Histogram of e2e request latency in seconds.", _E2E_BUCKETS)
         self.queue_time = hist(
-            "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", _E2E_BUCKETS
+            vm.REQUEST_QUEUE_TIME, "Histogram of time spent in WAITING phase for request.", _E2E_BUCKETS
         )
         self.step_lateness = Histogram(
             "llmfleet_sim_step_lateness_seconds",

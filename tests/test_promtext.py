@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from llmfleet.autoscaling.promtext import HistogramTotals, MetricsParseError, counter_since, parse
+from llmfleet.promtext import HistogramTotals, MetricsParseError, counter_since, parse
 
 PAGE = """\
 # TYPE req counter
