@@ -8,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from llmfleet.autoscaling.controller import Controller
-from llmfleet.autoscaling.pipeline import Proposal, apply_tolerance, clamp, rate_limit, stabilize
+from llmfleet.autoscaling.pipeline import DecisionCode as Code
+from llmfleet.autoscaling.pipeline import Proposal, StageResult, apply_tolerance, clamp, rate_limit, stabilize
 from llmfleet.autoscaling.signals import FleetSample
 from llmfleet.clock import ManualClock
 from llmfleet.config import AutoscalerConfig
@@ -28,36 +29,42 @@ CFG = AutoscalerConfig(
     ("proposed", "current", "want"), [(10, 10, 10), (11, 10, 10), (12, 10, 12), (9, 10, 10), (8, 10, 8), (1, 0, 1)]
 )
 def test_tolerance(proposed: int, current: int, want: int) -> None:
-    assert apply_tolerance(Proposal(proposed, "", "t"), current, 0.1)[0] == want
+    r = apply_tolerance(proposed, current, 0.1)
+    assert r.replicas == want
+    assert r.code == (Code.TOLERANCE if want != proposed else None)
 
 
 def test_stabilize_up_needs_the_whole_window_breached() -> None:
     recs = ((0.0, 4), (15.0, 4), (30.0, 4), (45.0, 4), (60.0, 4))
-    assert stabilize(4, 2, recs, 60.0, CFG, panic=False) == (4, None)  # min over [0, 60] is 4 > 2
-    n, why = stabilize(4, 2, recs[1:], 60.0, CFG, panic=False)  # window not yet covered
-    assert n == 2 and why and "persist" in why
-    n, _ = stabilize(4, 2, ((0.0, 4), (15.0, 2), (30.0, 4), (60.0, 4)), 60.0, CFG, panic=False)
-    assert n == 2  # one calm sample inside the window holds it back
-    assert stabilize(4, 2, (), 0.0, CFG, panic=True) == (4, None)  # panic bypasses
+    assert stabilize(4, 2, recs, 60.0, CFG, panic=False) == StageResult(4)  # min over [0, 60] is 4 > 2
+    r = stabilize(4, 2, recs[1:], 60.0, CFG, panic=False)  # window not yet covered
+    assert (r.replicas, r.code) == (2, Code.STABILIZATION) and r.reason and "persist" in r.reason
+    r = stabilize(4, 2, ((0.0, 4), (15.0, 2), (30.0, 4), (60.0, 4)), 60.0, CFG, panic=False)
+    assert r.replicas == 2  # one calm sample inside the window holds it back
+    assert stabilize(4, 2, (), 0.0, CFG, panic=True) == StageResult(4)  # panic bypasses
 
 
 def test_stabilize_down_takes_the_max_over_its_window() -> None:
     recs = ((0.0, 3), (30.0, 2), (60.0, 2), (90.0, 2))
-    assert stabilize(2, 4, recs, 90.0, CFG, panic=False)[0] == 3
-    assert stabilize(2, 4, recs, 90.0, CFG, panic=True) == (4, "panic mode: no scale-down")
+    assert stabilize(2, 4, recs, 90.0, CFG, panic=False) == StageResult(3)
+    assert stabilize(2, 4, recs, 90.0, CFG, panic=True) == StageResult(4, Code.PANIC_HOLD, "panic mode: no scale-down")
 
 
 def test_rate_limit_and_cooldown() -> None:
-    assert rate_limit(20, 2, None, 0.0, CFG) == (6, "scale-up limited to +4 per decision")
-    assert rate_limit(20, 8, None, 0.0, CFG)[0] == 16  # +100% beats +4
-    n, why = rate_limit(3, 5, last_scale_at=100.0, now=200.0, cfg=CFG)
-    assert n == 5 and why and "cooldown" in why
-    assert rate_limit(3, 5, last_scale_at=100.0, now=300.0, cfg=CFG)[0] == 4  # one at a time
+    assert rate_limit(20, 2, None, 0.0, CFG) == StageResult(6, Code.RATE_LIMIT, "scale-up limited to +4 per decision")
+    assert rate_limit(20, 8, None, 0.0, CFG).replicas == 16  # +100% beats +4
+    assert rate_limit(7, 4, None, 0.0, CFG) == StageResult(7)  # within the step: unchanged, no code
+    r = rate_limit(3, 5, last_scale_at=100.0, now=200.0, cfg=CFG)
+    assert (r.replicas, r.code, r.reason) == (5, Code.COOLDOWN, "cooldown: 80 s left")
+    assert rate_limit(3, 5, last_scale_at=100.0, now=300.0, cfg=CFG) == StageResult(
+        4, Code.RATE_LIMIT, "scale-down limited to -1"
+    )  # one at a time
 
 
 def test_clamp() -> None:
-    assert clamp(0, CFG) == (1, "clamped to min_replicas 1")
-    assert clamp(12, CFG) == (10, "clamped to max_replicas 10")
+    assert clamp(0, CFG) == StageResult(1, Code.CLAMP_MIN, "clamped to min_replicas 1")
+    assert clamp(12, CFG) == StageResult(10, Code.CLAMP_MAX, "clamped to max_replicas 10")
+    assert clamp(5, CFG) == StageResult(5)
 
 
 class FakeProvider:
@@ -210,16 +217,58 @@ def test_decision_codes_name_the_stage_that_decided(
     proposals: list[int], current: int, cfg: dict[str, object], want: int, code: str
 ) -> None:
     d, _ = _decide(proposals, current, **cfg)
-    assert (d.replicas, d.code) == (want, code)
-    assert [s for s, _, _ in d.stages] == ["proposal", "tolerance", "stabilization", "rate_limit", "clamp"]
+    assert (d.replicas, d.label) == (want, code)
+    assert d.code == code.split(":")[0]
+    assert [s for s, _ in d.stages] == ["proposal", "tolerance", "stabilization", "rate_limit", "clamp"]
     assert d.to_json()["code"] == code and len(d.to_json()["stages"]) == 5  # type: ignore[arg-type]
+
+
+def test_codes_come_from_the_stage_results_not_their_wording(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages that word their reasons misleadingly (or in another language) still decide by their code."""
+    from llmfleet.autoscaling import pipeline
+
+    def limit(desired: int, current: int, last: float | None, now: float, cfg: AutoscalerConfig) -> StageResult:
+        return StageResult(current + 1, Code.RATE_LIMIT, "cooldown: panic mode, clamped to max_replicas 10")
+
+    monkeypatch.setattr(pipeline, "rate_limit", limit)
+    d, _ = _decide([8], 3)
+    assert (d.replicas, d.code, d.label) == (4, Code.RATE_LIMIT, "rate_limit")
+
+    def quiet(desired: int, current: int, last: float | None, now: float, cfg: AutoscalerConfig) -> StageResult:
+        return StageResult(current, Code.COOLDOWN, "attente")
+
+    monkeypatch.setattr(pipeline, "rate_limit", quiet)
+    d, _ = _decide([1], 4)
+    assert (d.replicas, d.code, d.reason) == (4, Code.COOLDOWN, "p1; attente")
+
+
+def test_a_policy_reason_that_reads_like_a_stage_does_not_change_the_code() -> None:
+    from llmfleet.autoscaling.pipeline import ControllerState, decide
+
+    c = CFG.model_copy(update={"scale_up_stabilization_s": 0, "scale_down_stabilization_s": 0})
+    props = [Proposal(5, "panic: cooldown: clamped to max_replicas", "queue")]
+    d, _ = decide(props, [], 3, ControllerState(), 1000.0, c)
+    assert (d.replicas, d.code, d.label, d.policy) == (5, Code.POLICY, "policy:queue", "queue")
+    assert d.stages[0][1] == StageResult(5, Code.POLICY, "panic: cooldown: clamped to max_replicas")
+
+
+def test_panic_code_names_the_short_window_policy() -> None:
+    from llmfleet.autoscaling.pipeline import ControllerState, decide
+
+    d, _ = decide(
+        [Proposal(3, "slow", "threshold")], [Proposal(6, "queue full", "queue")], 3, ControllerState(), 0.0, CFG
+    )
+    assert (d.code, d.label, d.policy, d.panic, d.replicas) == (Code.PANIC, "panic", "queue", True, 6)
+    assert d.stages[0][1].reason == "panic: queue full"
+    d, _ = decide([], [Proposal(2, "calm", "queue")], 3, ControllerState(), 0.0, CFG)
+    assert (d.code, d.policy, d.panic) == (Code.NO_SIGNAL, None, False)
 
 
 def test_cooldown_code_after_a_recent_scale() -> None:
     from llmfleet.autoscaling.pipeline import ControllerState
 
     d, _ = _decide([1], 4, ControllerState(last_scale_at=950.0))
-    assert (d.replicas, d.code) == (4, "cooldown") and "130 s left" in d.reason
+    assert (d.replicas, d.code) == (4, Code.COOLDOWN) and "130 s left" in d.reason
 
 
 class FailingProvider(FakeProvider):

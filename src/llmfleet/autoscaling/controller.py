@@ -8,6 +8,7 @@ shows it in ``llmfleet status``) and counted in Prometheus metrics:
 
 - ``llmfleet_autoscaler_desired_replicas`` / ``llmfleet_autoscaler_current_replicas`` (gauges)
 - ``llmfleet_autoscaler_decisions_total{direction,reason}``: every decision; ``reason`` is the decision's code
+  (:attr:`~llmfleet.autoscaling.pipeline.Decision.label`)
 - ``llmfleet_autoscaler_panic`` (1 while in panic mode), ``llmfleet_autoscaler_errors_total{stage}``
 """
 
@@ -22,7 +23,7 @@ from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from llmfleet.autoscaling.pipeline import ControllerState, Decision, decide
+from llmfleet.autoscaling.pipeline import ControllerState, Decision, DecisionCode, decide
 from llmfleet.autoscaling.policies import BUILTIN, PolicyFn
 from llmfleet.autoscaling.signals import FleetSample, SignalWindow
 from llmfleet.clock import Clock
@@ -119,8 +120,8 @@ class Controller:
         current = await self._stage("provider", self.provider.current_replicas())
         self.current_gauge.set(current)
         if self.paused:
-            decision = Decision(current, current, f"paused: {self.paused}", now, code="paused")
-            self.decisions.labels("hold", "paused").inc()
+            decision = Decision(current, current, f"paused: {self.paused}", now, code=DecisionCode.PAUSED)
+            self.decisions.labels(decision.direction, decision.label).inc()
             if self.publish is not None:
                 with contextlib.suppress(Exception):
                     await self.publish(decision)
@@ -131,10 +132,10 @@ class Controller:
         decision, self.state = decide(props, panic, current, self.state, now, self.cfg)
         self.desired_gauge.set(decision.replicas)
         self.panic_gauge.set(1 if decision.panic else 0)
-        self.decisions.labels(decision.direction, decision.code).inc()
+        self.decisions.labels(decision.direction, decision.label).inc()
         if decision.replicas != current:
             log.warning(
-                "autoscaler: %d -> %d replicas [%s]: %s", current, decision.replicas, decision.code, decision.reason
+                "autoscaler: %d -> %d replicas [%s]: %s", current, decision.replicas, decision.label, decision.reason
             )
             try:
                 await self._stage("scale", self.provider.scale_to(decision.replicas, decision.reason))
@@ -143,7 +144,7 @@ class Controller:
                 self.state = replace(self.state, last_scale_at=before.last_scale_at)
                 raise
         else:
-            log.info("autoscaler: hold at %d [%s]: %s", current, decision.code, decision.reason)
+            log.info("autoscaler: hold at %d [%s]: %s", current, decision.label, decision.reason)
         if self.publish is not None:
             with contextlib.suppress(Exception):  # status publishing must never stop the control loop
                 await self.publish(decision)

@@ -2,21 +2,59 @@
 
     per-signal proposals -> max -> tolerance -> stabilisation windows -> rate limits and cooldown -> min/max clamp
 
-Every stage returns the number it passes on and, when it changed the outcome, a reason that becomes the decision's
-visible explanation. The last stage that changed the outcome also names the decision's ``code``, a small fixed set
-fit for a metric label: ``hold`` (the winning proposal is the current size), ``policy:<name>`` (nothing limited the
-winning proposal), ``no_signal``, ``panic``,
-``tolerance``, ``stabilization``, ``panic_hold``, ``rate_limit``, ``cooldown``, ``clamp_min``, ``clamp_max``
-(and ``paused`` from the controller). The controller's memory is an explicit :class:`ControllerState` passed in and
-returned.
+Every stage returns a :class:`StageResult`: the number it passes on and, when it changed the outcome, a
+:class:`DecisionCode` naming what happened and a human-readable reason. The last stage that changed the outcome
+gives the decision its ``code``; nothing is ever recovered from the wording of a reason. The codes are a small fixed
+set fit for a metric label (:attr:`Decision.label`): ``hold`` (the winning proposal is the current size),
+``policy:<name>`` (nothing limited the winning proposal), ``no_signal``, ``panic``, ``tolerance``,
+``stabilization``, ``panic_hold``, ``rate_limit``, ``cooldown``, ``clamp_min``, ``clamp_max`` (and ``paused``
+from the controller). The controller's memory is an explicit :class:`ControllerState` passed in and returned.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field, replace
 
 from llmfleet.config import AutoscalerConfig
+
+
+class DecisionCode(enum.StrEnum):
+    """What decided the replica count: the code of the last stage that changed the outcome."""
+
+    HOLD = "hold"
+    """The winning proposal is the current size."""
+    POLICY = "policy"
+    """Nothing limited the winning proposal (labelled ``policy:<name>``)."""
+    NO_SIGNAL = "no_signal"
+    """No policy had the signal it needs: hold."""
+    PANIC = "panic"
+    """The short (panic) window's proposal won."""
+    TOLERANCE = "tolerance"
+    STABILIZATION = "stabilization"
+    PANIC_HOLD = "panic_hold"
+    """Stabilisation refused a scale-down during panic mode."""
+    RATE_LIMIT = "rate_limit"
+    COOLDOWN = "cooldown"
+    CLAMP_MIN = "clamp_min"
+    CLAMP_MAX = "clamp_max"
+    PAUSED = "paused"
+    """The controller is paused (e.g. a rollout); no stage ran."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One stage's output: the replicas it passes on and, when it changed the outcome, its code and reason."""
+
+    replicas: int
+    code: DecisionCode | None = None
+    reason: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether this stage decided (it then carries a code)."""
+        return self.code is not None
 
 
 @dataclass(frozen=True)
@@ -38,16 +76,27 @@ class Decision:
     at: float
     proposals: tuple[Proposal, ...] = ()
     panic: bool = False
-    code: str = "hold"
-    """Which stage decided (see the module docstring); the ``reason`` label of the decisions metric."""
-    stages: tuple[tuple[str, int, str | None], ...] = ()
-    """(stage, replicas after it, its reason when it changed the outcome), in pipeline order."""
+    code: DecisionCode = DecisionCode.HOLD
+    """Which stage decided (see the module docstring)."""
+    policy: str | None = None
+    """The policy whose proposal went into the pipeline (None without a signal)."""
+    stages: tuple[tuple[str, StageResult], ...] = ()
+    """(stage, its result), in pipeline order: proposal, tolerance, stabilization, rate_limit, clamp."""
 
     @property
     def direction(self) -> str:
+        """``up``, ``down`` or ``hold``."""
         return "up" if self.replicas > self.current else "down" if self.replicas < self.current else "hold"
 
+    @property
+    def label(self) -> str:
+        """The code as a metric label: ``policy:<name>`` for :attr:`DecisionCode.POLICY`, else the code itself."""
+        if self.code is DecisionCode.POLICY:
+            return f"policy:{self.policy}"
+        return self.code.value
+
     def to_json(self) -> dict[str, object]:
+        """The decision as ``llmfleet status`` and the admin API show it (``code`` is the :attr:`label`)."""
         return {
             "replicas": self.replicas,
             "current": self.current,
@@ -55,9 +104,11 @@ class Decision:
             "reason": self.reason,
             "at": round(self.at, 3),
             "panic": self.panic,
-            "code": self.code,
+            "code": self.label,
             "proposals": [{"policy": p.policy, "replicas": p.replicas, "reason": p.reason} for p in self.proposals],
-            "stages": [{"stage": s, "replicas": n, "reason": why} for s, n, why in self.stages],
+            "stages": [
+                {"stage": name, "replicas": r.replicas, "code": r.code, "reason": r.reason} for name, r in self.stages
+            ],
         }
 
 
@@ -72,101 +123,83 @@ class ControllerState:
     history: tuple[Decision, ...] = field(default=())
 
 
-def combine_max(proposals: list[Proposal], current: int) -> Proposal:
-    """The largest proposal wins (scale for the most demanding signal); no proposals: hold."""
-    if not proposals:
-        return Proposal(current, "no signal", "none")
-    return max(proposals, key=lambda p: p.replicas)
+def combine_max(proposals: list[Proposal]) -> Proposal | None:
+    """The largest proposal wins (scale for the most demanding signal); None when there is none."""
+    return max(proposals, key=lambda p: p.replicas) if proposals else None
 
 
-def apply_tolerance(p: Proposal, current: int, tolerance: float) -> tuple[int, str | None]:
+def apply_tolerance(desired: int, current: int, tolerance: float) -> StageResult:
     """Ignore changes within ``tolerance`` of current (HPA's 10%), except from zero."""
-    if current > 0 and p.replicas != current and abs(p.replicas / current - 1.0) <= tolerance + 1e-9:
-        return current, f"within tolerance ({p.replicas} vs {current}, ±{tolerance:.0%})"
-    return p.replicas, None
+    if current > 0 and desired != current and abs(desired / current - 1.0) <= tolerance + 1e-9:
+        why = f"within tolerance ({desired} vs {current}, ±{tolerance:.0%})"
+        return StageResult(current, DecisionCode.TOLERANCE, why)
+    return StageResult(desired)
 
 
 def stabilize(
     desired: int, current: int, recs: tuple[tuple[float, int], ...], now: float, cfg: AutoscalerConfig, panic: bool
-) -> tuple[int, str | None]:
+) -> StageResult:
     """Act only on what persisted: scale up to the *minimum* recommendation over the up window and down to the
-    *maximum* over the down window (each window must be covered by recommendations)."""
+    *maximum* over the down window (each window must be covered by recommendations). In panic mode scale up at
+    once and never down."""
     if desired > current:
         if panic:
-            return desired, None
+            return StageResult(desired)
         window = [n for t, n in recs if t >= now - cfg.scale_up_stabilization_s]
         covered = bool(recs) and recs[0][0] <= now - cfg.scale_up_stabilization_s
         stable = min(window) if covered and window else current
         if stable <= current:
-            return current, f"scale-up pending: breach must persist {cfg.scale_up_stabilization_s:.0f} s"
-        return stable, None
+            why = f"scale-up pending: breach must persist {cfg.scale_up_stabilization_s:.0f} s"
+            return StageResult(current, DecisionCode.STABILIZATION, why)
+        return StageResult(stable)
     if desired < current:
         if panic:
-            return current, "panic mode: no scale-down"
+            return StageResult(current, DecisionCode.PANIC_HOLD, "panic mode: no scale-down")
         window = [n for t, n in recs if t >= now - cfg.scale_down_stabilization_s]
         covered = bool(recs) and recs[0][0] <= now - cfg.scale_down_stabilization_s
         stable = max(window) if covered and window else current
         if stable >= current:
-            return current, f"scale-down pending: low load must persist {cfg.scale_down_stabilization_s:.0f} s"
-        return stable, None
-    return desired, None
+            why = f"scale-down pending: low load must persist {cfg.scale_down_stabilization_s:.0f} s"
+            return StageResult(current, DecisionCode.STABILIZATION, why)
+        return StageResult(stable)
+    return StageResult(desired)
 
 
 def rate_limit(
     desired: int, current: int, last_scale_at: float | None, now: float, cfg: AutoscalerConfig
-) -> tuple[int, str | None]:
+) -> StageResult:
     """Bound the step size; no scale-down during the cooldown after any scaling."""
     if desired > current:
         step = max(cfg.max_scale_up_step, math.ceil(current * cfg.max_scale_up_ratio))
         if desired - current > step:
-            return current + step, f"scale-up limited to +{step} per decision"
-        return desired, None
+            return StageResult(current + step, DecisionCode.RATE_LIMIT, f"scale-up limited to +{step} per decision")
+        return StageResult(desired)
     if desired < current:
         if last_scale_at is not None and now - last_scale_at < cfg.cooldown_s:
             left = cfg.cooldown_s - (now - last_scale_at)
-            return current, f"cooldown: {left:.0f} s left"
+            return StageResult(current, DecisionCode.COOLDOWN, f"cooldown: {left:.0f} s left")
         if current - desired > cfg.max_scale_down_step:
-            return current - cfg.max_scale_down_step, f"scale-down limited to -{cfg.max_scale_down_step}"
-    return desired, None
+            step = cfg.max_scale_down_step
+            return StageResult(current - step, DecisionCode.RATE_LIMIT, f"scale-down limited to -{step}")
+    return StageResult(desired)
 
 
-def clamp(desired: int, cfg: AutoscalerConfig) -> tuple[int, str | None]:
+def clamp(desired: int, cfg: AutoscalerConfig) -> StageResult:
     """Keep within [min_replicas, max_replicas]."""
     if desired > cfg.max_replicas:
-        return cfg.max_replicas, f"clamped to max_replicas {cfg.max_replicas}"
+        return StageResult(cfg.max_replicas, DecisionCode.CLAMP_MAX, f"clamped to max_replicas {cfg.max_replicas}")
     if desired < cfg.min_replicas:
-        return cfg.min_replicas, f"clamped to min_replicas {cfg.min_replicas}"
-    return desired, None
+        return StageResult(cfg.min_replicas, DecisionCode.CLAMP_MIN, f"clamped to min_replicas {cfg.min_replicas}")
+    return StageResult(desired)
 
 
-def _stages(
-    n: int,
-    current: int,
-    recs: tuple[tuple[float, int], ...],
-    now: float,
-    cfg: AutoscalerConfig,
-    panic: bool,
-    last_scale_at: float | None,
-) -> list[tuple[int, str | None]]:
-    """Stabilise, rate-limit, clamp: each stage sees the previous one's output."""
-    out = [stabilize(n, current, recs, now, cfg, panic)]
-    out.append(rate_limit(out[-1][0], current, last_scale_at, now, cfg))
-    out.append(clamp(out[-1][0], cfg))
-    return out
-
-
-_STAGES = ("stabilization", "rate_limit", "clamp")
-
-
-def stage_code(stage: str, replicas: int, why: str, cfg: AutoscalerConfig) -> str:
-    """The metric-label code of a stage that changed the outcome."""
-    if stage == "stabilization":
-        return "panic_hold" if why.startswith("panic") else "stabilization"
-    if stage == "rate_limit":
-        return "cooldown" if why.startswith("cooldown") else "rate_limit"
-    if stage == "clamp":
-        return "clamp_max" if replicas >= cfg.max_replicas else "clamp_min"
-    return stage
+def propose(best: Proposal | None, panic_best: Proposal | None, current: int, panic: bool) -> StageResult:
+    """The first stage: the winning proposal (the panic window's when in panic mode and it asks for more)."""
+    if panic and panic_best is not None and panic_best.replicas > (best.replicas if best is not None else current):
+        return StageResult(panic_best.replicas, DecisionCode.PANIC, f"panic: {panic_best.reason}")
+    if best is None:
+        return StageResult(current, DecisionCode.NO_SIGNAL, "no signal")
+    return StageResult(best.replicas, DecisionCode.POLICY, best.reason)
 
 
 def decide(
@@ -178,37 +211,47 @@ def decide(
     cfg: AutoscalerConfig,
 ) -> tuple[Decision, ControllerState]:
     """Run the pipeline. ``panic_proposals`` come from the short (panic) window."""
-    best = combine_max(proposals, current)
-    panic_best = combine_max(panic_proposals, current)
+    best, panic_best = combine_max(proposals), combine_max(panic_proposals)
     panic_until = state.panic_until
-    if current > 0 and panic_best.replicas >= cfg.panic_threshold * current:
+    if current > 0 and panic_best is not None and panic_best.replicas >= cfg.panic_threshold * current:
         panic_until = now + cfg.scale_up_stabilization_s
     panic = now < panic_until
-    code = "no_signal" if best.policy == "none" else f"policy:{best.policy}"
-    if panic and panic_best.replicas > best.replicas:
-        best = Proposal(panic_best.replicas, f"panic: {panic_best.reason}", panic_best.policy)
-        code = "panic"
-    n, why = apply_tolerance(best, current, cfg.tolerance)
-    trace: list[tuple[str, int, str | None]] = [("proposal", best.replicas, best.reason), ("tolerance", n, why)]
-    if why is not None:
-        code = "tolerance"
+    first = propose(best, panic_best, current, panic)
+    winner = panic_best if first.code is DecisionCode.PANIC else best
+    tolerance = apply_tolerance(first.replicas, current, cfg.tolerance)
     recs = tuple(
         (t, r)
         for t, r in state.recommendations
         if t >= now - max(cfg.scale_up_stabilization_s, cfg.scale_down_stabilization_s) - cfg.interval_s
     )
-    recs = (*recs, (now, n))
-    reasons = [best.reason] if why is None else [why]
-    stages = _stages(n, current, recs, now, cfg, panic, state.last_scale_at)
-    reasons += [why for _, why in stages if why]
-    for name, (value, stage_why) in zip(_STAGES, stages, strict=True):
-        trace.append((name, value, stage_why))
-        if stage_why is not None:
-            code = stage_code(name, value, stage_why, cfg)
-    n = stages[-1][0]
-    if n == current and code.startswith("policy:") and best.replicas == current:
-        code = "hold"
-    decision = Decision(n, current, "; ".join(reasons), now, tuple(proposals), panic, code, tuple(trace))
+    recs = (*recs, (now, tolerance.replicas))
+    stable = stabilize(tolerance.replicas, current, recs, now, cfg, panic)
+    limited = rate_limit(stable.replicas, current, state.last_scale_at, now, cfg)
+    clamped = clamp(limited.replicas, cfg)
+    stages = (
+        ("proposal", first),
+        ("tolerance", tolerance),
+        ("stabilization", stable),
+        ("rate_limit", limited),
+        ("clamp", clamped),
+    )
+    n = clamped.replicas
+    code = next(r.code for _, r in reversed(stages) if r.code is not None)  # the proposal stage always has one
+    if n == current and code is DecisionCode.POLICY and first.replicas == current:
+        code = DecisionCode.HOLD
+    # The proposal's reason explains the outcome unless tolerance overrode it; later stages add theirs.
+    reasons = [r.reason for name, r in stages if r.reason and not (name == "proposal" and tolerance.changed)]
+    decision = Decision(
+        n,
+        current,
+        "; ".join(reasons),
+        now,
+        tuple(proposals),
+        panic,
+        code,
+        winner.policy if winner is not None else None,
+        stages,
+    )
     new_state = replace(
         state,
         recommendations=recs,
