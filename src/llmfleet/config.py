@@ -34,6 +34,12 @@ class FaultConfig(_Section):
     degrade_per_min: float = Field(
         0.0, ge=0.0, description="Degraded mode: step time grows by this fraction per simulated minute."
     )
+    memory_leak_mib_per_min: float = Field(
+        0.0,
+        ge=0.0,
+        description="Memory leak: each simulated GPU's memory in use grows by this many MiB per simulated minute "
+        "(DCGM_FI_DEV_FB_USED), from when it is set; 0 frees it (as a restart would).",
+    )
 
 
 class SimEngineConfig(_Section):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from llmfleet.clock import ScaledClock
 from llmfleet.config import SimEngineConfig
 from llmfleet.engines.sim.faults import FaultState
+from llmfleet.engines.sim.gpu import SimGpus
 from llmfleet.engines.sim.kvcache import KVCacheManager
 from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.engines.sim.scheduler import FinishReason, Scheduler, SimRequest
@@ -41,6 +42,7 @@ class RequestHandle:
     generator: TextGenerator
     events: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
     text: str = ""
+    first_token_s: float | None = None
     last_token_s: float | None = None
 
     async def stream(self) -> AsyncIterator[TokenEvent]:
@@ -79,6 +81,19 @@ class SimEngine:
             )
         self.kv = KVCacheManager(capacity_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens)
+        self.gpus = SimGpus(perf, config.block_size, clock.now())
+        self.gpus.set_leak(faults.config.memory_leak_mib_per_min, clock.now())
+        metrics.watch_gpus(perf.gpu.name, perf.tp, self._gpu_sample)
+        metrics.set_cache_config(
+            {
+                "block_size": str(config.block_size),
+                "cache_dtype": "auto",
+                "enable_prefix_caching": str(config.enable_prefix_caching),
+                "gpu_memory_utilization": str(config.gpu_memory_utilization),
+                "num_gpu_blocks": str(capacity_blocks),
+                "num_gpu_blocks_override": str(config.num_gpu_blocks_override),
+            }
+        )
         self._handles: dict[int, RequestHandle] = {}
         self._ids = itertools.count()
         self._wakeup = asyncio.Event()
@@ -123,6 +138,11 @@ class SimEngine:
     def num_waiting(self) -> int:
         return len(self.scheduler.waiting)
 
+    def _gpu_sample(self) -> tuple[float, float, float]:
+        """(used MiB, free MiB, utilisation %) of each GPU now: what ``/metrics`` exports with DCGM's names."""
+        s = self.gpus.sample(self.kv.num_blocks - self.kv.num_free_blocks, self.clock.now())
+        return s.used_mib, s.free_mib, s.util_pct
+
     # ---- the step loop ---------------------------------------------------------------------------------
     async def _run(self) -> None:
         deadline = self.clock.now()
@@ -147,7 +167,10 @@ class SimEngine:
                 head = self.scheduler.waiting[0]
                 self._finish(self._handles[id(head)], FinishReason.ABORT)
                 continue
+            start = deadline
             deadline += self.perf.step_time_s(plan.work) * self.faults.step_time_factor(deadline)
+            self.gpus.record_busy(start, deadline)
+            self.metrics.iteration_tokens.observe(sum(n for _, n in plan.scheduled))
             self._update_gauges()
             await self.clock.sleep_until(deadline)
             self.metrics.step_lateness.observe(max(0.0, self.clock.now() - deadline))
@@ -163,6 +186,7 @@ class SimEngine:
         m = self.metrics
         m.generation_tokens.inc()
         if first:
+            handle.first_token_s = now_s
             m.ttft.observe(now_s - req.arrival_s)
             m.prompt_tokens.inc(len(req.prompt_ids))
             m.queue_time.observe((req.first_scheduled_s or now_s) - req.arrival_s)
@@ -185,7 +209,20 @@ class SimEngine:
             return
         m.e2e.observe(now_s - req.arrival_s)
         m.success(finish.value).inc()
+        self._observe_finished(handle, now_s)
         self._finish(handle, finish, piece)
+
+    def _observe_finished(self, handle: RequestHandle, now_s: float) -> None:
+        """vLLM's per-request histograms, recorded when a request finishes (prefill = scheduled to first token)."""
+        req, m = handle.req, self.metrics
+        scheduled = req.first_scheduled_s if req.first_scheduled_s is not None else req.arrival_s
+        first = handle.first_token_s if handle.first_token_s is not None else now_s
+        m.prefill_time.observe(first - scheduled)
+        m.decode_time.observe(now_s - first)
+        m.inference_time.observe(now_s - scheduled)
+        m.request_prompt_tokens.observe(len(req.prompt_ids))
+        m.request_generation_tokens.observe(len(req.output_ids))
+        m.request_max_num_generation_tokens.observe(req.max_tokens)
 
     def _finish(self, handle: RequestHandle, reason: FinishReason, piece: str = "") -> None:
         self.scheduler.finish(handle.req, reason)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from llmfleet.engines import vllm_metrics as vm
 
@@ -76,10 +80,26 @@ _E2E_BUCKETS = (
 )
 
 
+_ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def build_1_2_5_buckets(max_value: int) -> tuple[float, ...]:
+    """1, 2, 5, 10, 20, 50, ... up to ``max_value``: vLLM's buckets for token-count histograms."""
+    out: list[float] = []
+    exponent = 0
+    while True:
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10**exponent
+            if value > max_value:
+                return tuple(out)
+            out.append(value)
+        exponent += 1
+
+
 class EngineMetrics:
     """One registry per engine instance (no process-wide state), exposed at ``/metrics``."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, max_model_len: int = 131072) -> None:
         self.registry = CollectorRegistry()
         labels = ["model_name", "engine"]
         self._labels = {"model_name": model_name, "engine": "0"}
@@ -122,6 +142,70 @@ class EngineMetrics:
             registry=r,
         )
 
+        # Per-request families observed when a request finishes, and per-step token counts (vLLM v1 names).
+        tokens = build_1_2_5_buckets(max_model_len)
+        self.request_prompt_tokens = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokens)
+        self.request_generation_tokens = hist(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", tokens
+        )
+        self.request_max_num_generation_tokens = hist(
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            tokens,
+        )
+        self.prefill_time = hist(
+            "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", _E2E_BUCKETS
+        )
+        self.decode_time = hist(
+            "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", _E2E_BUCKETS
+        )
+        self.inference_time = hist(
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            _E2E_BUCKETS,
+        )
+        self.iteration_tokens = hist(
+            "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", _ITERATION_TOKEN_BUCKETS
+        )
+
     def success(self, finished_reason: str) -> Counter:
         """``vllm:request_success_total`` for one finish reason."""
         return self._success.labels(**self._labels, finished_reason=finished_reason)
+
+    def set_cache_config(self, info: Mapping[str, str]) -> None:
+        """``vllm:cache_config_info``: the KV cache's settings as labels, value 1 (as vLLM's, no ``model_name``)."""
+        g = Gauge(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            [*info, "engine"],
+            registry=self.registry,
+        )
+        g.labels(**info, engine=self._labels["engine"]).set(1)
+
+    def watch_gpus(self, gpu_name: str, count: int, sample: Callable[[], tuple[float, float, float]]) -> None:
+        """Export ``count`` GPUs with the DCGM exporter's names; ``sample()`` gives (used MiB, free MiB, util %)
+        per GPU at scrape time."""
+        self.registry.register(_DcgmCollector(gpu_name, count, sample))
+
+
+class _DcgmCollector(Collector):
+    """``DCGM_FI_DEV_FB_USED``/``FB_FREE`` (MiB) and ``DCGM_FI_DEV_GPU_UTIL`` (%), read at scrape time."""
+
+    def __init__(self, gpu_name: str, count: int, sample: Callable[[], tuple[float, float, float]]) -> None:
+        self._gpu_name = gpu_name
+        self._count = count
+        self._sample = sample
+
+    def collect(self) -> Iterator[Metric]:
+        used, free, util = self._sample()
+        labels = ["gpu", "device", "modelName"]
+        families = (
+            GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=labels),
+            GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=labels),
+            GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=labels),
+        )
+        for i in range(self._count):
+            values = [str(i), f"nvidia{i}", self._gpu_name]
+            for fam, v in zip(families, (used, free, util), strict=True):
+                fam.add_metric(values, v)
+        yield from families

@@ -114,6 +114,7 @@ class SimServer:
         except ValidationError as exc:
             msg, param = validation_message(exc)
             raise InvalidRequestError(msg, param=param) from None
+        self.engine.gpus.set_leak(new.memory_leak_mib_per_min, self.engine.clock.now())
         return web.json_response(new.model_dump())
 
     # ---- generation ------------------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ def build_engine(
     )
     clock = clock or ScaledClock(config.time_scale)
     name = config.served_model_name or perf.model.name
-    metrics = EngineMetrics(name)
+    metrics = EngineMetrics(name, max_model_len=config.max_model_len or perf.model.max_context)
     faults = FaultState(config.faults, random.Random(config.seed), clock.now())
     return SimEngine(config, perf, clock, metrics, faults)
 
