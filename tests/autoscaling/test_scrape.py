@@ -12,9 +12,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from llmfleet.appthread import AppThread, free_port
 from llmfleet.autoscaling.scrape import PrometheusSignalSource, SignalSourceError, ready_urls
+from llmfleet.autoscaling.signals import ReplicaLoad
 from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.providers.base import ReplicaInfo
+from tests.test_promtext import VLLM_PAGE
 
 
 def _serve(registry: CollectorRegistry) -> AppThread:
@@ -145,3 +147,63 @@ async def test_gateway_source_reports_p95_and_per_replica_load(
     assert second.latency_s == pytest.approx(0.4)
     assert second.latency_p95_s == pytest.approx(2.0 * (0.1 + 0.15 * 0.95))
     assert (second.waiting, second.running, second.replicas[0].kv_usage) == (2.0, 6.0, 0.4)
+
+
+def _serve_text(pages: list[str]) -> AppThread:
+    """Serves ``pages[0]`` at /metrics (the test swaps it between samples)."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=pages[0], content_type="text/plain")
+
+    def make() -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        return app
+
+    return AppThread(make, shutdown_timeout_s=1.0)
+
+
+async def test_a_real_vllm_page_gives_load_and_engine_rates() -> None:
+    """vLLM's own page (two data-parallel engines): waiting/running summed, KV usage averaged over engines."""
+    pages = [VLLM_PAGE]
+    with _serve_text(pages) as replica:
+        async with aiohttp.ClientSession() as session:
+            src = PrometheusSignalSource(session, _urls([replica.url]))
+            first = await src.sample(0.0)
+            assert first.replicas == (ReplicaLoad(replica.url, waiting=1.0, running=5.0, kv_usage=pytest.approx(0.2)),)
+            more = VLLM_PAGE.replace(
+                'engine="1",finished_reason="stop"} 10.0', 'engine="1",finished_reason="stop"} 30.0'
+            )
+            pages[0] = more
+            second = await src.sample(10.0)
+    assert second.request_rate == pytest.approx(2.0)  # 20 more finished requests in 10 s
+
+
+async def test_gateway_failures_include_requests_no_replica_answered_and_counters_reset() -> None:
+    """Both gateway-reading sources: status 0 (no upstream answered) and 5xx are failures; a restart resets."""
+    from llmfleet.autoscaling.sources import GatewaySignalSource
+
+    class Admin:
+        async def replicas(self) -> list[dict[str, object]]:
+            return []
+
+    pages = [""]
+    with _serve_text(pages) as gw:
+        async with aiohttp.ClientSession() as session:
+            admin_source = GatewaySignalSource(Admin(), session, gw.url)  # type: ignore[arg-type]
+            for src in (admin_source, PrometheusSignalSource(session, _urls([]), gw.url)):
+                pages[0] = 'llmfleet_gateway_requests_total{route="c",status="200",replica="a"} 50\n'
+                await src.sample(0.0)
+                pages[0] = (
+                    'llmfleet_gateway_requests_total{route="c",status="200",replica="a"} 56\n'
+                    'llmfleet_gateway_requests_total{route="c",status="0",replica="a"} 2\n'
+                    'llmfleet_gateway_requests_total{route="c",status="502",replica="a"} 2\n'
+                )
+                s = await src.sample(2.0)
+                assert (s.request_rate, s.error_rate) == (5.0, pytest.approx(0.4))
+                pages[0] = 'llmfleet_gateway_requests_total{route="c",status="200",replica="a"} 4\n'  # restarted
+                s = await src.sample(4.0)
+                assert (s.request_rate, s.error_rate) == (2.0, 0.0)
+                pages[0] = "not prometheus {"
+                with pytest.raises(SignalSourceError, match="invalid Prometheus text"):
+                    await src.sample(6.0)
