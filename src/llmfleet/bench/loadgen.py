@@ -15,10 +15,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from llmfleet.bench.arrivals import arrival_offsets_s
-from llmfleet.bench.client import BenchClient
 from llmfleet.bench.prompts import PromptBuilder
 from llmfleet.bench.records import RequestRecord, RunRecords
 from llmfleet.bench.spec import BenchRequest, Bounds, Load
@@ -29,12 +28,20 @@ OnRecord = Callable[[RequestRecord], None]
 _Send = Callable[[BenchRequest, float], Coroutine[Any, Any, None]]
 
 
+class RequestSender(Protocol):
+    """What the load generator sends through (:class:`~llmfleet.bench.client.BenchClient`, or a fake in tests)."""
+
+    async def send(self, req: BenchRequest, prompt: str, scheduled_s: float) -> RequestRecord:
+        """Send ``req`` with ``prompt`` now; record its timings; never raise for a failed request."""
+        ...
+
+
 class LoadGenerator:
     """Runs workloads against one client; ``rng`` draws arrival times, ``cpu_time`` reads this process's CPU."""
 
     def __init__(
         self,
-        client: BenchClient,
+        client: RequestSender,
         prompts: PromptBuilder,
         clock: Clock,
         rng: random.Random,
