@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from llmfleet import __version__
 from llmfleet.errors import ConfigError
 
 app = typer.Typer(
@@ -14,15 +16,31 @@ app = typer.Typer(
     help="Run a fleet of vLLM (or simulated) inference replicas behind one OpenAI-compatible gateway.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 engine_app = typer.Typer(help="Run a single engine replica.", no_args_is_help=True)
 app.add_typer(engine_app, name="engine")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmfleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run a fleet of vLLM (or simulated) inference replicas behind one OpenAI-compatible gateway."""
+
+
 def fail(message: str) -> None:
     """Print a clear CLI error (no traceback) and exit with status 2."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -47,6 +65,9 @@ def _register() -> None:
     import llmfleet.render.cli as render_cli
 
     render_cli.register(app)
+    import llmfleet.bench.cli as bench_cli
+
+    bench_cli.register(app)
 
 
 def main() -> None:
@@ -55,5 +76,5 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)

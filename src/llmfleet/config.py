@@ -7,6 +7,7 @@ names the offending key (``engine.max_num_seqs: Input should be greater than 0``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -608,8 +609,48 @@ def parse_fleet_config(data: dict[str, Any], source: str = "") -> FleetConfig:
         raise ConfigError(f"{source}: {msg}" if source else msg) from None
 
 
-def load_fleet_config(path: str | Path | None) -> FleetConfig:
-    """Read and validate a whole fleet.yaml (defaults for everything when ``path`` is None)."""
-    if path is None:
-        return FleetConfig()
-    return parse_fleet_config(load_yaml(path), str(path))
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, mapping by mapping; ``None`` in ``overrides`` means "not given".
+
+    CLI options are passed as ``{"fleet": {"replicas": None, "port": 9000}, ...}``: unset options keep the file's
+    value, nested mappings (``engine.faults``) are merged key by key rather than replaced.
+    """
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            out[key] = merge_overrides(current, value)
+        elif isinstance(value, Mapping):
+            out[key] = merge_overrides({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def dotted_to_nested(items: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"engine.faults.error_rate": 1.0}`` -> ``{"engine": {"faults": {"error_rate": 1.0}}}`` (``--set`` options)."""
+    out: dict[str, Any] = {}
+    for dotted, value in items.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{dotted}: {part} is set both as a value and as a section")
+            node = child
+        node[leaf] = merge_overrides(node[leaf], value) if isinstance(node.get(leaf), dict) else value
+    return out
+
+
+def load_fleet_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> FleetConfig:
+    """Read and validate a whole fleet.yaml (defaults for everything when ``path`` is None).
+
+    ``overrides`` (command-line options, see :func:`merge_overrides`) are applied before validation, so a bad
+    option and a bad file key are reported the same way, naming the dotted key.
+    """
+    data = load_yaml(path) if path is not None else {}
+    if overrides:
+        data = merge_overrides(data, overrides)
+    return parse_fleet_config(data, str(path) if path is not None else "")

@@ -66,15 +66,19 @@ async def test_rollout_rollback_and_spot_interruption_under_load(tmp_path: Path)
         stop = asyncio.Event()
         load = asyncio.create_task(_load(f"http://127.0.0.1:{port}", stop, results))
         await asyncio.sleep(0.5)
-        before = {str(r["url"]) for r in await _replicas(tmp_path)}
+        first = await _replicas(tmp_path)
+        before = {str(r["url"]) for r in first}
 
         ok = await _cli(tmp_path, "rollout", "--set", "engine.gpu=H200")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         after = await _replicas(tmp_path)
         assert len(after) == 2 and not ({str(r["url"]) for r in after} & before)
         assert all(r["state"] == "healthy" for r in after)
+        assert sorted(str(r["pool"]) for r in after) == sorted(str(r["pool"]) for r in first) == ["default", "spot"]
 
-        broken = await _cli(tmp_path, "rollout", "--set", "engine.faults={error_rate: 1.0}")
+        invalid = await _cli(tmp_path, "rollout", "--set", "engine.faults.error_rate=2.0")
+        assert invalid.returncode == 2 and "engine.faults.error_rate: Input should be less" in invalid.stderr
+        broken = await _cli(tmp_path, "rollout", "--set", "engine.faults.error_rate=1.0")
         assert broken.returncode == 2 and "rolled_back" in broken.stderr
         assert {str(r["url"]) for r in await _replicas(tmp_path)} == {str(r["url"]) for r in after}
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import typer
-import yaml
 from typer.testing import CliRunner
 
-from llmfleet.config import FleetSection, SimEngineConfig
+from llmfleet.config import load_fleet_config
+from llmfleet.engines.vllm import VLLMRuntime, render_command
 from llmfleet.planner import cli as plan_cli
 
 SEED = ["plan", "--model", "llama-3.1-8b", "--rpm", "1000", "--input-tokens", "500", "--output-tokens", "250"]
@@ -92,25 +92,53 @@ def test_out_dir_writes_plan_fleet_and_vllm_args(app: typer.Typer, tmp_path: Pat
     assert code == 0, err
     out = tmp_path / "out"
     plan = json.loads((out / "plan.json").read_text())
-    fleet = yaml.safe_load((out / "fleet.yaml").read_text())
-    assert set(fleet) == {"engine", "fleet", "vllm", "pools"}
-    engine = SimEngineConfig.model_validate(fleet["engine"])  # the keys are SimEngineConfig's
+    # Round trip: what plan writes is exactly what `llmfleet up --config` reads (the root schema, unknown keys
+    # are errors).
+    cfg = load_fleet_config(out / "fleet.yaml")
     rec = plan["recommended"]
-    assert (engine.gpu, engine.tensor_parallel_size, engine.max_num_seqs) == (
+    assert (cfg.engine.gpu, cfg.engine.tensor_parallel_size, cfg.engine.max_num_seqs) == (
         rec["gpu"], rec["gpus_per_replica"], rec["batch"]
     )  # fmt: skip
-    FleetSection.model_validate(fleet["fleet"])  # what `llmfleet up` reads
-    assert fleet["fleet"] == {
-        "replicas": rec["replicas_baseline"],
-        "min_replicas": rec["replicas_baseline"],
-        "max_replicas": rec["replicas_peak"],
-    }
-    assert fleet["vllm"]["profile"] == "production"
-    assert fleet["vllm"]["args"] == plan["launch"]["vllm_args"]
-    assert [p["name"] for p in fleet["pools"]] == ["short", "long"]
-    for pool in fleet["pools"]:
-        SimEngineConfig.model_validate(pool["engine"])
+    assert (cfg.fleet.replicas, cfg.fleet.min_replicas, cfg.fleet.max_replicas) == (
+        rec["replicas_baseline"], rec["replicas_baseline"], rec["replicas_peak"]
+    )  # fmt: skip
+    assert cfg.vllm.profile == "production" and cfg.vllm.model == plan["launch"]["vllm_args"][0]
+    # The vllm section renders the plan's `vllm serve` arguments.
+    argv, _ = render_command(cfg.vllm, VLLMRuntime("python", True, False), "127.0.0.1", 8000)
+    args = plan["launch"]["vllm_args"]
+    for flag, value in zip(args[1:], [*args[2:], ""], strict=True):
+        if flag.startswith("--"):
+            assert flag in argv, flag
+            if not value.startswith("--") and value:
+                assert argv[argv.index(flag) + 1] == value, flag
+    pools = sorted(out.glob("fleet-pool-*.yaml"))
+    assert [p.name for p in pools] == ["fleet-pool-long.yaml", "fleet-pool-short.yaml"]
+    for pool in pools:
+        load_fleet_config(pool)
+    assert "fleet-pool-short.yaml" in (out / "fleet.yaml").read_text().split("\nfleet:")[0]
     assert (out / "vllm-args.txt").read_text().startswith("meta-llama/Llama-3.1-8B-Instruct --tensor-parallel-size")
+
+
+def test_fp8_plans_keep_their_quantisation_in_the_vllm_section(app: typer.Typer, tmp_path: Path) -> None:
+    code, _, err = run(app, *SEED, "--precision", "fp8", "--kv-precision", "fp8", "--gpu", "H100",
+                       "--out-dir", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    cfg = load_fleet_config(tmp_path / "fleet.yaml")
+    assert cfg.vllm.extra_args == ["--quantization", "fp8", "--kv-cache-dtype", "fp8"]
+
+
+def test_the_table_fits_the_terminal(app: typer.Typer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_cli, "_stdout_is_tty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = run(app, *SEED, "--gpu", "H100")
+    assert code == 0 and "Recommended:" in out
+
+    def widest(text: str) -> int:  # the `vllm serve` command stays on one line to be copied
+        return max(len(line) for line in text.splitlines() if "vllm serve" not in line)
+
+    assert widest(out) <= 100
+    monkeypatch.setattr(plan_cli, "_stdout_is_tty", lambda: False)  # piped: whole rows, wider than 100
+    assert widest(run(app, *SEED, "--gpu", "H100")[1]) > 100
 
 
 def test_tokens_per_month_is_an_alternative_to_rpm(app: typer.Typer) -> None:

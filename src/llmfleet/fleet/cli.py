@@ -13,53 +13,12 @@ import typer
 import yaml
 from rich.console import Console
 
-from llmfleet.config import (
-    AutoscalerConfig,
-    FleetSection,
-    SimEngineConfig,
-    VLLMEngineConfig,
-    load_yaml,
-    validate_section,
-)
+from llmfleet.config import dotted_to_nested
 from llmfleet.errors import LLMFleetError
-from llmfleet.fleet.status import fetch_status, find_current, render
-from llmfleet.fleet.up import UpOptions, run_fleet
-
-
-def build_options(
-    config: Path | None,
-    overrides: dict[str, Any],
-    engine_overrides: dict[str, Any],
-    vllm_overrides: dict[str, Any] | None = None,
-) -> UpOptions:
-    """Merge fleet.yaml (sections ``fleet`` and ``engine``) with CLI overrides; errors name the key."""
-    data = load_yaml(config) if config else {}
-    fleet_data = {**(data.get("fleet") or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    fleet = validate_section(FleetSection, fleet_data, "fleet")
-    engine_data = {**(data.get("engine") or {}), **{k: v for k, v in engine_overrides.items() if v is not None}}
-    vllm_overrides = vllm_overrides or {}
-    sim = validate_section(SimEngineConfig, engine_data, "engine")
-    vllm_data = {**(data.get("vllm") or {}), **{k: v for k, v in vllm_overrides.items() if v is not None}}
-    vllm = validate_section(VLLMEngineConfig, vllm_data, "vllm")
-    auto_data = dict(data.get("autoscaler") or {})
-    auto_data.setdefault("min_replicas", fleet.min_replicas or fleet.replicas)
-    auto_data.setdefault("max_replicas", fleet.max_replicas or max(fleet.replicas, auto_data["min_replicas"]))
-    autoscaler = validate_section(AutoscalerConfig, auto_data, "autoscaler")
-    return UpOptions(
-        replicas=fleet.replicas,
-        engine=fleet.engine,
-        sim=sim,
-        vllm=vllm,
-        autoscaler=autoscaler,
-        spot_replicas=min(fleet.spot_replicas, fleet.replicas),
-        rollout_verify_s=fleet.rollout_verify_s,
-        time_scale=sim.time_scale if fleet.engine == "sim" else 1.0,
-        host=fleet.host,
-        port=fleet.port,
-        config_path=config,
-        run_root=Path(fleet.run_dir),
-        ready_timeout_s=fleet.ready_timeout_s,
-    )
+from llmfleet.fleet.current import find_current
+from llmfleet.fleet.options import build_options, preflight
+from llmfleet.fleet.status import fetch_status, render
+from llmfleet.fleet.up import run_fleet
 
 
 def register(app: typer.Typer) -> None:
@@ -77,7 +36,7 @@ def register(app: typer.Typer) -> None:
         enable_prefix_caching: Annotated[
             bool | None, typer.Option("--enable-prefix-caching/--no-prefix-caching", help="Engine prefix cache.")
         ] = None,
-        config: Annotated[Path | None, typer.Option(help="fleet.yaml (sections fleet, engine, gateway, ...).")] = None,
+        config: Annotated[Path | None, typer.Option(help="fleet.yaml (every section; options override it).")] = None,
         min_replicas: Annotated[int | None, typer.Option(help="Autoscaler floor (default: --replicas).")] = None,
         max_replicas: Annotated[int | None, typer.Option(help="Autoscaler ceiling (default: --replicas).")] = None,
     ) -> None:
@@ -85,21 +44,24 @@ def register(app: typer.Typer) -> None:
         opts = build_options(
             config,
             {
-                "replicas": replicas,
-                "engine": engine,
-                "port": port,
-                "min_replicas": min_replicas,
-                "max_replicas": max_replicas,
+                "fleet": {
+                    "replicas": replicas,
+                    "engine": engine,
+                    "port": port,
+                    "min_replicas": min_replicas,
+                    "max_replicas": max_replicas,
+                },
+                "engine": {
+                    "model": model if engine != "vllm" else None,
+                    "gpu": gpu,
+                    "time_scale": time_scale,
+                    "enable_prefix_caching": enable_prefix_caching,
+                },
+                "vllm": {"model": model if engine == "vllm" else None},
+                "routing": {"policy": policy},
             },
-            {
-                "model": model if engine != "vllm" else None,
-                "gpu": gpu,
-                "time_scale": time_scale,
-                "enable_prefix_caching": enable_prefix_caching,
-            },
-            {"model": model if engine == "vllm" else None},
         )
-        opts.policy = policy
+        preflight(opts)  # one line naming the key, before any process starts
         raise typer.Exit(run_fleet(opts, Console()))
 
     @app.command("status")
@@ -156,17 +118,21 @@ async def _control_call(method: str, url: str, token: str, body: dict[str, Any] 
 
 
 def _parse_sets(sets: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """``engine.faults.error_rate=1.0`` -> ``{"faults": {"error_rate": 1.0}}`` (values are YAML)."""
+    flat: dict[str, Any] = {}
     for item in sets:
         key, sep, value = item.partition("=")
-        if not sep or not key.startswith("engine."):
+        if not sep or not key.startswith("engine.") or not key.removeprefix("engine."):
             _fail(f"--set expects engine.KEY=VALUE, got {item!r}")
-        out[key.removeprefix("engine.")] = yaml.safe_load(value)
-    return out
+        try:
+            flat[key.removeprefix("engine.")] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            _fail(f"--set {key}: invalid YAML value {value!r}: {exc}")
+    return dotted_to_nested(flat)
 
 
 def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(2)
 
 

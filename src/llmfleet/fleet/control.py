@@ -17,8 +17,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from llmfleet.api.errors import error_middleware
-from llmfleet.errors import ApiError, InvalidRequestError
+from llmfleet.api.errors import Handler, error_middleware
+from llmfleet.errors import ApiError, ConfigError, InvalidRequestError
 from llmfleet.fleet.rollout import Rollout, RolloutState
 
 
@@ -27,8 +27,20 @@ class _Unauthorized(ApiError):
     type = "AuthenticationError"
 
 
+@web.middleware
+async def config_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A bad setting in a request (``engine.faults.error_rate: ...``) is the client's mistake: HTTP 400 naming the
+    key, not a 500."""
+    try:
+        return await handler(request)
+    except ConfigError as exc:
+        message = str(exc)
+        key, sep, _ = message.partition(": ")
+        raise InvalidRequestError(message, param=key if sep and " " not in key else None) from None
+
+
 class FleetControl(Protocol):
-    """What the control API needs from the running fleet (implemented by `FleetRunner`)."""
+    """What the control API needs from the running fleet (implemented by :class:`~llmfleet.fleet.actions.FleetActions`)."""
 
     async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout: ...
 
@@ -83,7 +95,7 @@ def create_control_app(fleet: FleetControl, token: str, metrics: CollectorRegist
         body = generate_latest(metrics) if metrics is not None else b""
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, config_errors])
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/rollout", post_rollout)
     app.router.add_get("/rollout", get_rollout)

@@ -81,7 +81,8 @@ class Rollout:
         n = len(self.old.replicas)
         self.status.state = RolloutState.SURGING
         new = await self.make_new()
-        fresh = [new.add(_port()) for _ in range(n)]
+        # Each new replica takes the place of an old one: same pool and capacity type (spot stays spot).
+        fresh = [new.add(_port(), r.pool, r.capacity_type) for r in self.old.replicas]
         self._event(f"surge: starting {n} new replicas")
         try:
             await new.wait_ready(fresh, self.ready_timeout_s)

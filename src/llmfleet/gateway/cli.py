@@ -11,7 +11,7 @@ import typer
 from aiohttp import web
 from rich.console import Console
 
-from llmfleet.config import GatewayConfig, RoutingConfig, load_yaml, validate_section
+from llmfleet.config import GatewayConfig, RoutingConfig, load_fleet_config, validate_section
 from llmfleet.errors import ConfigError
 from llmfleet.gateway.app import create_app
 
@@ -19,16 +19,15 @@ from llmfleet.gateway.app import create_app
 def load_gateway_config(
     config: Path | None, overrides: dict[str, Any], replicas: list[str], policy: str | None
 ) -> tuple[GatewayConfig, RoutingConfig]:
-    """fleet.yaml sections ``gateway`` and ``routing`` with CLI overrides; errors name the key."""
-    data = load_yaml(config) if config else {}
-    gw_data = dict(data.get("gateway") or {})
-    gw_data.update({k: v for k, v in overrides.items() if v is not None})
+    """Sections ``gateway`` and ``routing`` of the whole fleet.yaml (validated as one document, so a misspelt
+    section is an error too) with CLI overrides; ``--replica`` URLs are added to the file's; errors name the key."""
+    cfg = load_fleet_config(config, {"gateway": overrides, "routing": {"policy": policy}})
+    gateway = cfg.gateway
     if replicas:
-        gw_data["replicas"] = [*gw_data.get("replicas", []), *({"url": u} for u in replicas)]
-    routing_data = dict(data.get("routing") or {})
-    if policy:
-        routing_data["policy"] = policy
-    return validate_section(GatewayConfig, gw_data, "gateway"), validate_section(RoutingConfig, routing_data, "routing")
+        listed = [r.model_dump() for r in gateway.replicas]
+        data = {**gateway.model_dump(), "replicas": [*listed, *({"url": u} for u in replicas)]}
+        gateway = validate_section(GatewayConfig, data, "gateway")
+    return gateway, cfg.routing
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +43,7 @@ def register(app: typer.Typer) -> None:
         admin_token_file: Annotated[
             Path | None, typer.Option(help="Read the admin token from this file (keeps it out of `ps`).")
         ] = None,
-        config: Annotated[Path | None, typer.Option(help="fleet.yaml (sections gateway, routing).")] = None,
+        config: Annotated[Path | None, typer.Option(help="fleet.yaml (uses sections gateway, routing).")] = None,
         log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
     ) -> None:
         """Run the gateway: OpenAI API in front of replicas, with routing, health checks and failover."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,15 @@ def _fail(message: str) -> None:
     # Same output and exit status as llmfleet.cli.fail, without importing the top-level CLI module.
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(2)
+
+
+def _stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def report_console() -> Console:
+    """The terminal's width on a terminal; 200 columns when piped (files and CI logs keep whole table rows)."""
+    return Console() if _stdout_is_tty() else Console(width=200)
 
 
 def plan_command(
@@ -52,7 +62,9 @@ def plan_command(
     catalog_file: list[Path] = typer.Option([], "--catalog", help="Extra GPU/model catalog YAML (repeatable)."),
     price_file: Path | None = typer.Option(None, "--price-file", help="YAML of GPU prices overriding the catalog."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (schema llmfleet.plan/v1)."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="Write plan.json, fleet.yaml and vllm-args.txt."),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="Write plan.json, fleet.yaml (for `llmfleet up --config`) and vllm-args.txt."
+    ),
 ) -> None:
     """Size and price a fleet: which GPUs, how many, at what cost, and whether a configuration can work at all."""
     raw: dict[str, Any] = {
@@ -94,7 +106,7 @@ def plan_command(
     if as_json:
         typer.echo(json.dumps(plan_json(plan), indent=2))
     else:
-        render(plan, Console(width=200))
+        render(plan, report_console())
     problem = infeasibility(plan)
     if problem:
         _fail(problem)

@@ -1,5 +1,9 @@
-"""Artefacts for a chosen plan: ``fleet.yaml`` (for ``llmfleet up`` / the controller), ``vllm-args.txt`` and
-``plan.json``. The ``engine:`` keys are those of :class:`llmfleet.config.SimEngineConfig`."""
+"""Artefacts for a chosen plan: ``fleet.yaml`` (what ``llmfleet up --config`` reads), ``vllm-args.txt``,
+``plan.json`` and, when the mixed-pool what-if has pools, one ``fleet-pool-<name>.yaml`` per pool.
+
+Every fleet.yaml written here is a valid :class:`llmfleet.config.FleetConfig` document (a test loads each with
+:func:`llmfleet.config.load_fleet_config`); what the plan says beyond the schema goes into comments and plan.json.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,20 @@ from typing import Any
 
 import yaml
 
+from llmfleet.config import parse_fleet_config
 from llmfleet.errors import ConfigError
 from llmfleet.planner.options import Context, Option
 from llmfleet.planner.plan import Plan
-from llmfleet.planner.profiles import max_model_len, vllm_args
+from llmfleet.planner.profiles import max_model_len, served_model_id
 from llmfleet.planner.report import plan_json
+from llmfleet.planner.strategies import Pool
+
+MAX_LOCAL_REPLICAS = 64
+"""``fleet.replicas`` is capped here on one machine (``llmfleet.config.FleetSection``)."""
 
 
 def _engine(ctx: Context, o: Option) -> dict[str, Any]:
+    """Section ``engine`` (the simulated engine at the plan's GPU, precision and batch)."""
     s = o.sizing
     return {
         "gpu": s.gpu,
@@ -32,69 +42,99 @@ def _engine(ctx: Context, o: Option) -> dict[str, Any]:
 
 
 def _fleet(o: Option) -> dict[str, int]:
+    """Section ``fleet``: baseline replicas, scaling to the peak."""
     assert o.cost is not None
     c = o.cost
-    return {"replicas": c.replicas_baseline, "min_replicas": c.replicas_baseline, "max_replicas": c.replicas_peak}
+    return {
+        "replicas": min(c.replicas_baseline, MAX_LOCAL_REPLICAS),
+        "min_replicas": c.replicas_baseline,
+        "max_replicas": c.replicas_peak,
+    }
 
 
 def _vllm(ctx: Context, o: Option, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """Section ``vllm``: the launch profile and the plan's settings as typed fields (`llmfleet up --engine vllm`
+    renders ``vllm serve`` from them); arguments without a field go to ``extra_args``."""
     s = o.sizing
-    args = vllm_args(
-        ctx.profile,
-        ctx.model,
-        tensor_parallel_size=s.gpus_per_replica,
-        precision=s.precision,
-        kv_precision=s.kv_precision,
-        max_num_seqs=s.batch,
-        context_len=max_model_len(ctx.model, input_tokens, output_tokens, s.kv_capacity_tokens),
-    )
-    return {"profile": ctx.profile.name, "args": args}
-
-
-def fleet_document(plan: Plan) -> dict[str, Any]:
-    """The fleet.yaml content for the recommended option (plus ``pools:`` from the mixed-pool what-if)."""
-    rec, ctx, cfg = plan.recommended, plan.ctx, plan.config
-    if rec is None:
-        raise ConfigError("no viable plan to write a fleet.yaml for")
-    doc: dict[str, Any] = {
-        "engine": _engine(ctx, rec),
-        "fleet": _fleet(rec),
-        "vllm": _vllm(ctx, rec, cfg.input_tokens, cfg.output_tokens),
+    extra: list[str] = []
+    if s.precision == "fp8":
+        extra += ["--quantization", "fp8"]
+    if s.kv_precision == "fp8":
+        extra += ["--kv-cache-dtype", "fp8"]
+    return {
+        "model": served_model_id(ctx.model),
+        "profile": ctx.profile.name,
+        "tensor_parallel_size": s.gpus_per_replica,
+        "gpu_memory_utilization": ctx.profile.gpu_memory_utilization,
+        "max_num_seqs": s.batch,
+        "max_num_batched_tokens": ctx.profile.max_num_batched_tokens,
+        "enable_prefix_caching": ctx.profile.enable_prefix_caching,
+        "max_model_len": max_model_len(ctx.model, input_tokens, output_tokens, s.kv_capacity_tokens),
+        "extra_args": extra,
     }
-    pools = []
-    for w in plan.what_ifs:
-        if w.kind != "mixed_pool":
-            continue
-        for p in w.pools:
-            pools.append(
-                {
-                    "name": p.name,
-                    "max_output_tokens": p.max_output_tokens,
-                    "request_share": round(p.request_share, 4),
-                    "engine": _engine(ctx, p.option),
-                    "fleet": _fleet(p.option),
-                    "vllm": _vllm(ctx, p.option, p.input_tokens, p.output_tokens),
-                }
-            )
-    doc["pools"] = pools
+
+
+def _document(ctx: Context, o: Option, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    doc = {"fleet": _fleet(o), "engine": _engine(ctx, o), "vllm": _vllm(ctx, o, input_tokens, output_tokens)}
+    parse_fleet_config(doc, "planned fleet.yaml")  # a bug here must not reach the user's `llmfleet up`
     return doc
 
 
+def fleet_document(plan: Plan) -> dict[str, Any]:
+    """The fleet.yaml content for the recommended option (sections ``fleet``, ``engine``, ``vllm``)."""
+    rec, ctx, cfg = plan.recommended, plan.ctx, plan.config
+    if rec is None:
+        raise ConfigError("no viable plan to write a fleet.yaml for")
+    return _document(ctx, rec, cfg.input_tokens, cfg.output_tokens)
+
+
+def pool_documents(plan: Plan) -> dict[str, tuple[Pool, dict[str, Any]]]:
+    """The mixed-pool what-if as one fleet.yaml per pool, by pool name (empty when there is none)."""
+    out: dict[str, tuple[Pool, dict[str, Any]]] = {}
+    for w in plan.what_ifs:
+        if w.kind == "mixed_pool":
+            for p in w.pools:
+                out[p.name] = (p, _document(plan.ctx, p.option, p.input_tokens, p.output_tokens))
+    return out
+
+
+def _comment(lines: list[str]) -> str:
+    return "".join(f"# {line}\n" if line else "#\n" for line in lines)
+
+
 def fleet_yaml(plan: Plan) -> str:
-    """fleet.yaml text with a header saying where it came from."""
+    """fleet.yaml text with a header saying where it came from (`llmfleet up --config` reads it as is)."""
     rec = plan.recommended
     assert rec is not None and rec.cost is not None
-    header = (
-        f"# Generated by `llmfleet plan` for {plan.ctx.model.name} at {plan.config.baseline_rpm:,.0f} req/min "
-        f"(x{plan.config.peak_factor:g} peak): ${rec.cost.monthly_cost_usd:,.0f}/month.\n"
-        "# pools: the mixed-pool what-if (short requests to one pool, long to another); use it instead of the\n"
-        "# single engine/fleet above only if you route by output length.\n"
-    )
-    return header + yaml.safe_dump(fleet_document(plan), sort_keys=False)
+    lines = [
+        f"Generated by `llmfleet plan` for {plan.ctx.model.name} at {plan.config.baseline_rpm:,.0f} req/min "
+        f"(x{plan.config.peak_factor:g} peak): ${rec.cost.monthly_cost_usd:,.0f}/month.",
+        "Start it with `llmfleet up --config fleet.yaml` (simulated engines at this GPU's pace) or",
+        "`llmfleet up --config fleet.yaml --engine vllm` (real vLLM, section vllm). plan.json has the details.",
+    ]
+    if rec.cost.replicas_baseline > MAX_LOCAL_REPLICAS:
+        lines.append(
+            f"The plan needs {rec.cost.replicas_baseline} replicas; one machine runs at most {MAX_LOCAL_REPLICAS}."
+        )
+    pools = pool_documents(plan)
+    if pools:
+        names = ", ".join(f"fleet-pool-{n}.yaml" for n in pools)
+        lines.append(f"Mixed-pool what-if (short and long requests on separate pools): {names}.")
+    return _comment(lines) + yaml.safe_dump(fleet_document(plan), sort_keys=False)
+
+
+def _pool_yaml(pool: Pool, doc: dict[str, Any]) -> str:
+    bound = f"output <= {pool.max_output_tokens} tokens" if pool.max_output_tokens is not None else "the rest"
+    lines = [
+        f"Pool {pool.name!r} of the mixed-pool what-if from `llmfleet plan`: {pool.request_share:.0%} of requests "
+        f"({bound}, mean {pool.output_tokens} output tokens).",
+        "Only worth it if the gateway routes by output length (tiered routing on max_tokens); see docs/planner.md.",
+    ]
+    return _comment(lines) + yaml.safe_dump(doc, sort_keys=False)
 
 
 def write_outputs(plan: Plan, out_dir: Path) -> list[Path]:
-    """Write plan.json (always), fleet.yaml and vllm-args.txt (when there is a plan) into ``out_dir``."""
+    """Write plan.json (always), fleet.yaml, vllm-args.txt and the pools' fleet files (when there is a plan)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -105,4 +145,8 @@ def write_outputs(plan: Plan, out_dir: Path) -> list[Path]:
         (out_dir / "fleet.yaml").write_text(fleet_yaml(plan))
         (out_dir / "vllm-args.txt").write_text(shlex.join(plan.launch.vllm_args) + "\n")
         written += [out_dir / "fleet.yaml", out_dir / "vllm-args.txt"]
+        for name, (pool, doc) in pool_documents(plan).items():
+            path = out_dir / f"fleet-pool-{name}.yaml"
+            path.write_text(_pool_yaml(pool, doc))
+            written.append(path)
     return written

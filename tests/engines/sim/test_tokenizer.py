@@ -1,13 +1,38 @@
 from __future__ import annotations
 
 from llmfleet.api.types import ChatMessage
-from llmfleet.engines.sim.tokenizer import TextGenerator, render_chat, token_ids, tokenize
+import zlib
+
+from llmfleet.engines.sim.tokenizer import VOCAB_SIZE, TextGenerator, piece_id, render_chat, token_ids, tokenize
 
 
 def test_rule_examples() -> None:
     assert tokenize("Hello, world!") == ["Hell", "o", ",", " worl", "d", "!"]
     assert tokenize("a  b\n\nc") == ["a", "  ", "b", "\n\n", "c"]
-    assert token_ids("same text") == token_ids("same text")
+    assert tokenize(" é€x") == [" é", "€", "x"]
+
+
+def test_ids_are_crc32_of_each_piece() -> None:
+    # Fixed values: a change of the id rule changes prefix-cache hits and must be deliberate.
+    assert token_ids("Hello, world!") == [zlib.crc32(p.encode()) % VOCAB_SIZE for p in tokenize("Hello, world!")]
+    assert token_ids("Hello") == [piece_id("Hell"), piece_id("o")] == [6109, 6980]
+    assert all(0 <= i < VOCAB_SIZE for i in token_ids("The quick brown fox, 123 ünïcödé!"))
+
+
+def test_ids_follow_the_text() -> None:
+    a, b = token_ids("the same prefix then one"), token_ids("the same prefix then two")
+    assert a[:-1] == b[:-1] and a[-1] != b[-1]  # shared prefix -> shared ids (the prefix cache relies on it)
+    assert token_ids("") == []
+
+
+def test_generated_text_depends_on_seed_and_prompt() -> None:
+    def text(seed: int, prompt: list[int]) -> str:
+        gen = TextGenerator(seed=seed, prompt_ids=prompt)
+        return "".join(gen.next_piece() for _ in range(50))
+
+    assert text(1, [1, 2, 3]) == text(1, [1, 2, 3])
+    assert text(1, [1, 2, 3]) != text(2, [1, 2, 3])
+    assert text(1, [1, 2, 3]) != text(1, [1, 2, 4])
 
 
 def test_english_is_about_four_chars_per_token() -> None:

@@ -10,7 +10,7 @@ import typer
 from aiohttp import web
 from rich.console import Console
 
-from llmfleet.config import SimEngineConfig, load_yaml, validate_section
+from llmfleet.config import load_fleet_config
 from llmfleet.engines.sim.server import build_engine, create_app
 
 
@@ -54,11 +54,7 @@ def register(engine_app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
     ) -> None:
         """Run a simulated vLLM engine: vLLM's OpenAI API and /metrics, paced like the chosen GPU."""
-        data: dict[str, Any] = {}
-        if config is not None:
-            section = load_yaml(config).get("engine", {}) or {}
-            data.update(section)
-        cli_values = {
+        cli_values: dict[str, Any] = {
             "gpu": gpu,
             "model": model,
             "served_model_name": served_model_name,
@@ -72,20 +68,15 @@ def register(engine_app: typer.Typer) -> None:
             "enable_prefix_caching": enable_prefix_caching,
             "time_scale": time_scale,
             "seed": seed,
+            "faults": {
+                "error_rate": error_rate,
+                "extra_latency_ms": extra_latency_ms,
+                "crash_after_requests": crash_after_requests,
+                "degrade_per_min": degrade_per_min,
+                "hang": True if hang else None,
+            },
         }
-        data.update({k: v for k, v in cli_values.items() if v is not None})
-        faults = dict(data.get("faults", {}) or {})
-        fault_values = {
-            "error_rate": error_rate,
-            "extra_latency_ms": extra_latency_ms,
-            "crash_after_requests": crash_after_requests,
-            "degrade_per_min": degrade_per_min,
-        }
-        faults.update({k: v for k, v in fault_values.items() if v is not None})
-        if hang:
-            faults["hang"] = True
-        data["faults"] = faults
-        cfg = validate_section(SimEngineConfig, data, "engine")
+        cfg = load_fleet_config(config, {"engine": cli_values}).engine
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         engine = build_engine(cfg, catalog_files=[str(p) for p in catalog or []])
         app = create_app(cfg, engine=engine)
