@@ -21,10 +21,10 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="fleet.yaml (the sa
 OutOption = Annotated[Path, typer.Option("--out", help="Folder to write into (created; stale rendered files removed).")]
 
 
-def _write_rendered(out: Path, files: dict[str, str]) -> None:
+def _write_rendered(out: Path, files: dict[str, str], stale_glob: str | None = None) -> None:
     from llmfleet.render.yamlout import write_rendered
 
-    for path in write_rendered(out, files):
+    for path in write_rendered(out, files, stale_glob):
         typer.echo(str(path))
 
 
@@ -32,9 +32,9 @@ def _write_rendered(out: Path, files: dict[str, str]) -> None:
 def render_k8s_command(config: ConfigOption, out: OutOption) -> None:
     """Kubernetes manifests (engine pools, gateway, RBAC, ConfigMap, autoscaling, monitors): `kubectl apply -f OUT`."""
     from llmfleet.config import load_fleet_config
-    from llmfleet.render.k8s import k8s_files
+    from llmfleet.render.k8s import K8S_FILES_GLOB, k8s_files
 
-    _write_rendered(out, k8s_files(load_fleet_config(config)))
+    _write_rendered(out, k8s_files(load_fleet_config(config)), K8S_FILES_GLOB)
 
 
 @render_app.command("nginx")

@@ -31,6 +31,8 @@ from llmfleet.render.k8s_objects import CONFIG_FILE, Manifest, Names, Pool, labe
 from llmfleet.render.yamlout import dump_documents, dump_yaml
 
 RBAC_API = "rbac.authorization.k8s.io/v1"
+K8S_FILES_GLOB = "[0-9][0-9]-*.yaml"
+"""The names of rendered manifest files (a stale one is removed on the next render)."""
 
 
 def in_cluster_document(cfg: FleetConfig) -> dict[str, Any]:

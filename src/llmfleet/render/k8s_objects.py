@@ -55,6 +55,7 @@ def resolve_pools(cfg: FleetConfig) -> list[Pool]:
         hi = auto.max_replicas if "max_replicas" in explicit else cfg.fleet.max_replicas or max(cfg.fleet.replicas, lo)
         pool = DeployPoolConfig(name="default", replicas=cfg.fleet.replicas)
         return [Pool(0, pool, cfg.fleet.replicas, lo, max(hi, lo, 1), tp)]
+    _check_tiered_pools(cfg)
     out = []
     for i, p in enumerate(d.pools):
         lo = p.replicas if p.min_replicas is None else p.min_replicas
@@ -63,6 +64,19 @@ def resolve_pools(cfg: FleetConfig) -> list[Pool]:
             raise ConfigError(f"deploy.pools[{i}].max_replicas ({hi}) must be >= the floor ({lo})")
         out.append(Pool(i, p, p.replicas, lo, hi, p.gpus_per_replica or tp))
     return out
+
+
+def _check_tiered_pools(cfg: FleetConfig) -> None:
+    """Tiered routing sends requests to pools by name: every name it uses must be a rendered pool."""
+    if cfg.routing.policy != "tiered":
+        return
+    names = [p.name for p in cfg.deploy.pools]
+    tiered = cfg.routing.tiered
+    used = [(f"routing.tiered.rules[{i}].pool", r.pool) for i, r in enumerate(tiered.rules)]
+    used.append(("routing.tiered.default_pool", tiered.default_pool))
+    for key, pool in used:
+        if pool not in names:
+            raise ConfigError(f"{key}: {pool!r} is not a pool in deploy.pools ({', '.join(names)})")
 
 
 def require(value: str | None, key: str, why: str) -> str:

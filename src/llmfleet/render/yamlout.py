@@ -1,8 +1,8 @@
 """Readable YAML for rendered artefacts: block style, keys in the order built, multi-line strings as ``|`` blocks.
 
 :func:`write_rendered` writes one file per concern into a folder and removes files a previous render wrote that
-this one no longer produces (a deleted pool must not linger for ``kubectl apply -f DIR``); files without the
-header line are never touched.
+this one no longer produces (a deleted pool must not linger for ``kubectl apply -f DIR``). Only files matching the
+target's own pattern and starting with the header line are removed, so targets can share a folder.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ def dump_documents(docs: Iterable[Mapping[str, Any]]) -> str:
     return HEADER + "".join(f"---\n{dump_yaml(dict(d))}" for d in docs)
 
 
-def write_rendered(out_dir: Path, files: Mapping[str, str]) -> list[Path]:
-    """Write ``files`` (name -> text) into ``out_dir``; drop stale files an earlier render wrote there."""
+def write_rendered(out_dir: Path, files: Mapping[str, str], stale_glob: str | None = None) -> list[Path]:
+    """Write ``files`` (name -> text) into ``out_dir``; remove rendered ``stale_glob`` files not in ``files``."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for old in sorted(out_dir.iterdir()):
-            if old.is_file() and old.name not in files and old.suffix in {".yaml", ".yml", ".conf", ".cfg"}:
+        for old in sorted(out_dir.glob(stale_glob)) if stale_glob else []:
+            if old.is_file() and old.name not in files:
                 with old.open() as f:
                     first = f.readline()
                 if first == HEADER:
