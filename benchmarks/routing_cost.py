@@ -7,7 +7,6 @@ call (mean over ``calls``, best of 3 rounds). Results recorded in docs/routing.m
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import time
 
@@ -61,7 +60,7 @@ def requests(n: int, rng: random.Random) -> list[RouteRequest]:
     return out
 
 
-async def measure(label: str, overrides: dict[str, object], n_replicas: int, calls: int) -> float:
+def measure(label: str, overrides: dict[str, object], n_replicas: int, calls: int) -> float:
     rng = random.Random(0)
     data = {"policy": label, **overrides}
     cfg = validate_section(RoutingConfig, data)
@@ -72,21 +71,21 @@ async def measure(label: str, overrides: dict[str, object], n_replicas: int, cal
     for _ in range(3):
         t0 = time.perf_counter()
         for i in range(calls):
-            await policy.choose(reqs[i % len(reqs)], fleet)
+            policy.choose(reqs[i % len(reqs)], fleet)
         best = min(best, (time.perf_counter() - t0) / calls)
     return best * 1e6
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--replicas", type=int, default=10)
     parser.add_argument("--calls", type=int, default=20000)
     args = parser.parse_args()
     print(f"choose() cost, {args.replicas} replicas, ~4 KB prompts")
     for label, overrides in POLICIES:
-        us = await measure(label, overrides, args.replicas, args.calls)
+        us = measure(label, overrides, args.replicas, args.calls)
         print(f"  {label:<20} {us:7.1f} us/call")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

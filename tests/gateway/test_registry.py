@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import HealthConfig
-from llmfleet.gateway.registry import Registry
+from llmfleet.gateway.registry import Outcome, Registry
+from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.views import ReplicaState
 
 
@@ -20,12 +21,61 @@ def test_panic_routing_offers_ejected_replicas_only_when_none_is_routable() -> N
     assert reg.views("other") == []
 
 
-def test_ewma_and_passive_ejection_feed_the_views() -> None:
-    reg = Registry(HealthConfig(request_failures_to_eject=2), ManualClock(), 0.5)
+class _Recorder:
+    """Stands in for a policy's ``on_complete``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bool, float]] = []
+
+    def __call__(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
+        self.calls.append((replica_id, request.prompt_text, ok, latency_s))
+
+
+REQ = RouteRequest(model="m", endpoint="completions", prompt_text="p")
+
+
+def test_begin_end_time_attempts_on_the_injected_clock() -> None:
+    clock = ManualClock(100.0)
+    on_complete = _Recorder()
+    reg = Registry(HealthConfig(), clock, 0.5, on_complete=on_complete)
     r = reg.add("http://127.0.0.1:1", models=["m"])
-    reg.record_request(r, ok=True, latency_s=1.0)
-    reg.record_request(r, ok=True, latency_s=3.0)
-    assert r.view().latency_ewma_s == 2.0
-    reg.record_request(r, ok=False, latency_s=None)
-    reg.record_request(r, ok=False, latency_s=None)
+    a1 = reg.begin(r, REQ)
+    a2 = reg.begin(r, REQ)
+    assert reg.views("m")[0].in_flight == 2
+    clock.advance(0.25)
+    a1.first_token(clock.now())
+    a1.first_token(clock.now() + 5)  # only the first one counts
+    clock.advance(0.75)
+    reg.end(a1, Outcome.success())
+    assert r.in_flight == 1
+    assert (r.latency_ewma_s, r.ttft_ewma_s) == (1.0, 0.25)
+    clock.advance(2.0)
+    reg.end(a2, Outcome.success())  # no first token (non-streamed): TTFT unchanged
+    assert (r.latency_ewma_s, r.ttft_ewma_s) == (2.0, 0.25)  # 0.5 x 3.0 + 0.5 x 1.0
+    assert on_complete.calls == [(r.id, "p", True, 1.0), (r.id, "p", True, 3.0)]
+    assert (r.requests_total, r.failures_total, r.in_flight) == (2, 0, 0)
+    reg.end(a2, Outcome.success())  # a second end is a no-op
+    assert (r.requests_total, r.in_flight, len(on_complete.calls)) == (2, 0, 2)
+
+
+def test_failures_feed_passive_ejection_and_the_policy_but_not_the_averages() -> None:
+    clock = ManualClock()
+    on_complete = _Recorder()
+    reg = Registry(HealthConfig(request_failures_to_eject=2), clock, 0.5, on_complete=on_complete)
+    r = reg.add("http://127.0.0.1:1", models=["m"])
+    for _ in range(2):
+        a = reg.begin(r, REQ)
+        clock.advance(1.0)
+        reg.end(a, Outcome.failure("connect"))
+    assert r.latency_ewma_s is None and r.ttft_ewma_s is None
+    assert (r.requests_total, r.failures_total, r.in_flight) == (2, 2, 0)
     assert r.state == ReplicaState.UNHEALTHY
+    assert on_complete.calls == [(r.id, "p", False, 0.0)] * 2
+
+
+def test_abandoned_attempts_only_release_the_in_flight_count() -> None:
+    on_complete = _Recorder()
+    reg = Registry(HealthConfig(request_failures_to_eject=1), ManualClock(), 0.5, on_complete=on_complete)
+    r = reg.add("http://127.0.0.1:1", models=["m"])
+    reg.end(reg.begin(r, REQ), Outcome.abandoned())
+    assert (r.in_flight, r.requests_total, r.state, on_complete.calls) == (0, 0, ReplicaState.HEALTHY, [])

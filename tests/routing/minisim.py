@@ -5,12 +5,15 @@ blocks (chained block keys, like vLLM's prefix cache, evicting the tails of pref
 of ``prefill_per_block_s`` per *uncached* prompt block plus ``decode_per_token_s`` per output token. TTFT is
 queueing + prefill. Arrivals are open-loop (fixed times), so every policy sees the same offered load.
 
+One :class:`~llmfleet.clock.ManualClock` drives everything: the policy is built on it, and the gateway's own
+:class:`~llmfleet.gateway.registry.Registry` (also on it) keeps in-flight counts and TTFT/latency feedback exactly
+as in the gateway (``begin`` when a request is routed, ``end`` when it completes), with no HTTP.
+
 Run ``.venv/bin/python -m tests.routing.minisim`` to print the comparison table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import random
 from collections import OrderedDict, deque
@@ -18,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmfleet.clock import ManualClock
-from llmfleet.config import RoutingConfig
+from llmfleet.config import HealthConfig, RoutingConfig
+from llmfleet.gateway.registry import Attempt, Outcome, Registry
 from llmfleet.routing.base import RouteRequest, RoutingPolicy
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.prefix_table import block_keys
-from llmfleet.routing.views import ReplicaView
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz     "
 
@@ -51,7 +54,7 @@ class _Replica:
     cfg: SimConfig
     cache: OrderedDict[int, None] = field(default_factory=OrderedDict)
     running: int = 0
-    queue: deque[tuple[Job, float]] = field(default_factory=deque)
+    queue: deque[tuple[Job, Attempt]] = field(default_factory=deque)
     served: int = 0
 
     def cached_prefix(self, keys: list[int]) -> int:
@@ -126,21 +129,29 @@ def random_workload(seed: int = 2, **shape: Any) -> list[Job]:
     ]
 
 
-async def simulate(policy: RoutingPolicy, jobs: list[Job], cfg: SimConfig | None = None) -> SimResult:
-    """Run ``jobs`` through ``policy`` over simulated replicas; returns hit rate, TTFT and balance."""
+def simulate(policy_name: str, jobs: list[Job], cfg: SimConfig | None = None, seed: int = 0) -> SimResult:
+    """Run ``jobs`` through the policy ``policy_name`` over simulated replicas; returns hit rate, TTFT and balance.
+
+    The policy and the registry share the simulation's clock; the policy sees the registry's views.
+    """
     cfg = cfg or SimConfig()
     clock = ManualClock()
-    reps = [_Replica(f"r{i}", cfg) for i in range(cfg.replicas)]
-    events: list[tuple[float, int, int, Job]] = []  # (time, seq, replica index or -1 for arrival, job)
+    policy = make_policy(policy_name, clock, seed)
+    registry = Registry(HealthConfig(), clock, ewma_alpha=0.2, on_complete=policy.on_complete)
+    reps = [_Replica(f"http://r{i}", cfg) for i in range(cfg.replicas)]
+    index = {r.id: i for i, r in enumerate(reps)}
+    for r in reps:
+        registry.add(r.id, models=["m"])
+    events: list[tuple[float, int, int, Job, Attempt | None]] = []  # (time, seq, replica or -1: arrival, job)
     seq = 0
     for job in jobs:
-        heapq.heappush(events, (job.arrival_s, seq, -1, job))
+        heapq.heappush(events, (job.arrival_s, seq, -1, job, None))
         seq += 1
     ttfts: list[float] = []
     hit_blocks = total_blocks = 0
     now = 0.0
 
-    def start(i: int, job: Job, at: float) -> None:
+    def start(i: int, job: Job, attempt: Attempt, at: float) -> None:
         nonlocal seq, hit_blocks, total_blocks
         rep = reps[i]
         keys = block_keys("m", job.prompt, cfg.engine_block_bytes, 10_000)
@@ -150,35 +161,39 @@ async def simulate(policy: RoutingPolicy, jobs: list[Job], cfg: SimConfig | None
         total_blocks += len(keys)
         prefill_s = (len(keys) - hits) * cfg.prefill_per_block_s
         ttfts.append(at - job.arrival_s + prefill_s)
+        attempt.first_token(at + prefill_s)
         rep.running += 1
-        heapq.heappush(events, (at + prefill_s + job.out_tokens * cfg.decode_per_token_s, seq, i, job))
+        heapq.heappush(events, (at + prefill_s + job.out_tokens * cfg.decode_per_token_s, seq, i, job, attempt))
         seq += 1
 
     while events:
-        now, _, idx, job = heapq.heappop(events)
+        now, _, idx, job, done = heapq.heappop(events)
         clock.advance(now - clock.now())
-        if idx < 0:
-            views = [ReplicaView(id=r.id, url=r.id, in_flight=r.running + len(r.queue)) for r in reps]
+        if done is None:
             request = RouteRequest(model="m", endpoint="chat", prompt_text=job.prompt, max_tokens=job.out_tokens)
-            chosen = (await policy.choose(request, views)).replica.id
-            i = next(k for k, r in enumerate(reps) if r.id == chosen)
+            chosen = policy.choose(request, registry.views("m")).replica.id
+            i = index[chosen]
+            replica = registry.get(chosen)
+            assert replica is not None
+            attempt = registry.begin(replica, request)
             reps[i].served += 1
             if reps[i].running < cfg.slots:
-                start(i, job, now)
+                start(i, job, attempt, now)
             else:
-                reps[i].queue.append((job, now))
+                reps[i].queue.append((job, attempt))
         else:
             rep = reps[idx]
             rep.running -= 1
+            registry.end(done, Outcome.success())
             rep.insert(block_keys("m", job.prompt + job.answer, cfg.engine_block_bytes, 10_000))
             if rep.queue:
-                queued, _ = rep.queue.popleft()
-                start(idx, queued, now)
+                queued, queued_attempt = rep.queue.popleft()
+                start(idx, queued, queued_attempt, now)
 
     ttfts.sort()
     served = [r.served for r in reps]
     return SimResult(
-        policy=policy.name,
+        policy=policy_name,
         hit_rate=hit_blocks / total_blocks if total_blocks else 0.0,
         ttft_p50_s=ttfts[len(ttfts) // 2],
         ttft_p90_s=ttfts[int(len(ttfts) * 0.9)],
@@ -188,17 +203,17 @@ async def simulate(policy: RoutingPolicy, jobs: list[Job], cfg: SimConfig | None
     )
 
 
-def make_policy(name: str, seed: int = 0) -> RoutingPolicy:
-    """A policy from the factory with default options."""
-    return build_policy(RoutingConfig(policy=name), ManualClock(), random.Random(seed))  # type: ignore[arg-type]
+def make_policy(name: str, clock: ManualClock, seed: int = 0) -> RoutingPolicy:
+    """A policy from the factory with default options, on ``clock``."""
+    return build_policy(RoutingConfig(policy=name), clock, random.Random(seed))  # type: ignore[arg-type]
 
 
-async def _main() -> None:
+def _main() -> None:
     for label, jobs in (("shared-prefix multi-turn", shared_prefix_workload()), ("random", random_workload())):
         print(f"# {label}: {len(jobs)} requests")
         for name in ("round_robin", "least_outstanding", "power_of_two", "prefix_affinity"):
-            print((await simulate(make_policy(name), jobs)).row())
+            print(simulate(name, jobs).row())
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    _main()

@@ -24,15 +24,15 @@ def session_policy(clock: ManualClock, ttl_s: float = 60.0, max_sessions: int = 
     return SessionAffinityPolicy(LeastOutstandingPolicy(random.Random(0)), clock, ttl_s, max_sessions)
 
 
-async def test_session_sticks_then_remaps_when_replica_goes() -> None:
+def test_session_sticks_then_remaps_when_replica_goes() -> None:
     p = session_policy(ManualClock())
-    d = await p.choose(req(session_key="u1"), [rv("a", in_flight=2), rv("b")])
+    d = p.choose(req(session_key="u1"), [rv("a", in_flight=2), rv("b")])
     assert (d.replica.id, d.reason) == ("b", "session_new:least_outstanding")
-    d = await p.choose(req(session_key="u1"), [rv("a"), rv("b", in_flight=9)])
+    d = p.choose(req(session_key="u1"), [rv("a"), rv("b", in_flight=9)])
     assert (d.replica.id, d.reason) == ("b", "session_sticky")  # sticky despite load
-    d = await p.choose(req(session_key="u1"), [rv("a"), rv("b", state=ReplicaState.UNHEALTHY)])
+    d = p.choose(req(session_key="u1"), [rv("a"), rv("b", state=ReplicaState.UNHEALTHY)])
     assert (d.replica.id, d.reason) == ("a", "session_moved:least_outstanding")
-    d = await p.choose(req(session_key="u1"), [rv("a"), rv("b")])
+    d = p.choose(req(session_key="u1"), [rv("a"), rv("b")])
     assert (d.replica.id, d.reason) == ("a", "session_sticky")  # the remap sticks
 
 
@@ -44,26 +44,24 @@ async def test_session_sticks_then_remaps_when_replica_goes() -> None:
         ([rv("a", state=ReplicaState.DRAINING), rv("b", state=ReplicaState.DEGRADED)], set(), "b"),  # last resort
     ],
 )
-async def test_session_honours_health_and_exclude(
-    replicas: list[ReplicaView], exclude: set[str], expected: str
-) -> None:
+def test_session_honours_health_and_exclude(replicas: list[ReplicaView], exclude: set[str], expected: str) -> None:
     p = session_policy(ManualClock())
-    await p.choose(req(session_key="s"), [rv("a", in_flight=1), rv("b")])
-    d = await p.choose(req(session_key="s", exclude=frozenset(exclude)), replicas)
+    p.choose(req(session_key="s"), [rv("a", in_flight=1), rv("b")])
+    d = p.choose(req(session_key="s", exclude=frozenset(exclude)), replicas)
     assert d.replica.id == expected
 
 
-async def test_session_ttl_and_bound() -> None:
+def test_session_ttl_and_bound() -> None:
     clock = ManualClock()
     p = session_policy(clock, ttl_s=60.0, max_sessions=3)
-    await p.choose(req(session_key="old"), [rv("a"), rv("b", in_flight=1)])
+    p.choose(req(session_key="old"), [rv("a"), rv("b", in_flight=1)])
     clock.advance(61)
-    d = await p.choose(req(session_key="old"), [rv("a", in_flight=1), rv("b")])
+    d = p.choose(req(session_key="old"), [rv("a", in_flight=1), rv("b")])
     assert (d.replica.id, d.reason) == ("b", "session_new:least_outstanding")  # expired: placed afresh
     for k in "wxyz":
-        await p.choose(req(session_key=k), [rv("a")])
+        p.choose(req(session_key=k), [rv("a")])
     assert len(p) == 3
-    d = await p.choose(req(), [rv("a")])
+    d = p.choose(req(), [rv("a")])
     assert d.reason == "no_session:least_outstanding"
 
 
@@ -94,34 +92,34 @@ POOLS = [rv("c1", pool="cheap"), rv("f1", pool="fast"), rv("s1", pool="standard"
         (64, "x" * 20_000, "pool_cheap:least_outstanding", "c1"),  # first matching rule wins
     ],
 )
-async def test_tier_rules(max_tokens: int | None, prompt: str, expected_reason: str, expected_id: str) -> None:
+def test_tier_rules(max_tokens: int | None, prompt: str, expected_reason: str, expected_id: str) -> None:
     p = build_policy(tiered_config(), ManualClock(), random.Random(0))
-    d = await p.choose(req(prompt, max_tokens=max_tokens), POOLS)
+    d = p.choose(req(prompt, max_tokens=max_tokens), POOLS)
     assert (d.replica.id, d.reason) == (expected_id, expected_reason)
 
 
-async def test_tier_fallback_order_and_health_first() -> None:
+def test_tier_fallback_order_and_health_first() -> None:
     p = build_policy(tiered_config(fallback_order=["standard"]), ManualClock(), random.Random(0))
     replicas = [rv("c1", pool="cheap", state=ReplicaState.UNHEALTHY), rv("f1", pool="fast"), rv("s1", pool="standard")]
-    d = await p.choose(req(max_tokens=10), replicas)
+    d = p.choose(req(max_tokens=10), replicas)
     assert (d.replica.id, d.reason) == ("s1", "pool_fallback_standard:least_outstanding")
     # A degraded replica in the target pool loses to a healthy one elsewhere.
     replicas = [rv("c1", pool="cheap", state=ReplicaState.DEGRADED), rv("f1", pool="fast")]
-    d = await p.choose(req(max_tokens=10), replicas)
+    d = p.choose(req(max_tokens=10), replicas)
     assert (d.replica.id, d.reason) == ("f1", "pool_fallback_fast:least_outstanding")
 
 
-async def test_tier_without_fallback_raises() -> None:
+def test_tier_without_fallback_raises() -> None:
     p = build_policy(tiered_config(fallback=False), ManualClock(), random.Random(0))
     with pytest.raises(NoReplicaAvailable, match="pool 'cheap'"):
-        await p.choose(req(max_tokens=10), [rv("f1", pool="fast")])
+        p.choose(req(max_tokens=10), [rv("f1", pool="fast")])
 
 
-async def test_tiered_keeps_one_inner_policy_per_pool() -> None:
+def test_tiered_keeps_one_inner_policy_per_pool() -> None:
     p = build_policy(tiered_config(inner_policy="round_robin"), ManualClock(), random.Random(0))
     assert isinstance(p, TieredPolicy)
     replicas = [rv("c1", pool="cheap"), rv("c2", pool="cheap"), rv("s1", pool="standard"), rv("s2", pool="standard")]
-    got = [(await p.choose(req(max_tokens=mt), replicas)).replica.id for mt in (10, 500, 10, 500)]
+    got = [p.choose(req(max_tokens=mt), replicas).replica.id for mt in (10, 500, 10, 500)]
     assert got == ["c1", "s1", "c2", "s2"]
 
 
@@ -139,13 +137,13 @@ async def test_tiered_keeps_one_inner_policy_per_pool() -> None:
         "cost_aware",
     ],
 )
-async def test_factory_builds_every_policy_fresh(name: str) -> None:
+def test_factory_builds_every_policy_fresh(name: str) -> None:
     cfg = validate_section(RoutingConfig, {"policy": name})
     p1 = build_policy(cfg, ManualClock(), random.Random(0))
     p2 = build_policy(cfg, ManualClock(), random.Random(0))
     assert p1 is not p2
     assert p1.name == name
-    d = await p1.choose(req("some prompt " * 50, session_key="k"), [rv("a"), rv("b")])
+    d = p1.choose(req("some prompt " * 50, session_key="k"), [rv("a"), rv("b")])
     assert d.replica.id in {"a", "b"} and d.reason
     p1.on_complete(d.replica.id, req(), True, 0.1)
 
@@ -168,21 +166,21 @@ def test_config_errors_name_the_key() -> None:
         validate_section(RoutingConfig, {"prefix": {"spill_factor": 0.5}}, "routing")
 
 
-async def test_weighted_prefix_trades_cache_against_load() -> None:
+def test_weighted_prefix_trades_cache_against_load() -> None:
     cfg = validate_section(
         RoutingConfig,
         {"policy": "load_aware", "weights": {"prefix": 3.0, "kv_usage": 0.0}, "prefix": {"block_bytes": 16}},
     )
     p = build_policy(cfg, ManualClock(), random.Random(0))
     prompt = "a long shared conversation prefix " * 10
-    first = await p.choose(req(prompt), [rv("a"), rv("b", in_flight=1)])
+    first = p.choose(req(prompt), [rv("a"), rv("b", in_flight=1)])
     assert first.replica.id == "a"
     # Full match is worth 3 requests: a with 2 more in flight still wins, with 4 more it does not.
-    assert (await p.choose(req(prompt + "more"), [rv("a", in_flight=2), rv("b")])).replica.id == "a"
-    assert (await p.choose(req(prompt + "more"), [rv("a", in_flight=4), rv("b")])).replica.id == "b"
+    assert p.choose(req(prompt + "more"), [rv("a", in_flight=2), rv("b")]).replica.id == "a"
+    assert p.choose(req(prompt + "more"), [rv("a", in_flight=4), rv("b")]).replica.id == "b"
 
 
-async def test_cost_aware_prefers_the_cheapest_pool_within_the_slo() -> None:
+def test_cost_aware_prefers_the_cheapest_pool_within_the_slo() -> None:
     cfg = validate_section(
         RoutingConfig,
         {
@@ -192,10 +190,10 @@ async def test_cost_aware_prefers_the_cheapest_pool_within_the_slo() -> None:
     )
     policy = build_policy(cfg, ManualClock(), random.Random(0))
     spot, reserved = rv("r0", pool="spot"), rv("r1", pool="reserved")
-    d = await policy.choose(req(), [reserved, spot])
+    d = policy.choose(req(), [reserved, spot])
     assert (d.replica.id, d.reason) == ("r0", "cheapest_pool")
     slow_spot = rv("r0", pool="spot", ttft_ewma_s=0.9)
-    d = await policy.choose(req(), [reserved, slow_spot])
+    d = policy.choose(req(), [reserved, slow_spot])
     assert (d.replica.id, d.reason) == ("r1", "slo_spill")
     full = [rv("r0", pool="spot", in_flight=9), rv("r1", pool="reserved", in_flight=9)]
-    assert (await policy.choose(req(), full)).reason == "slo_missed_everywhere"
+    assert policy.choose(req(), full).reason == "slo_missed_everywhere"

@@ -30,110 +30,110 @@ def convo(n: int, turns: int = 1) -> str:
     return text
 
 
-async def test_miss_goes_to_least_loaded_then_hits_there() -> None:
+def test_miss_goes_to_least_loaded_then_hits_there() -> None:
     p = policy()
-    d = await p.choose(req(convo(1)), fleet(a=3, b=1, c=2))
+    d = p.choose(req(convo(1)), fleet(a=3, b=1, c=2))
     assert (d.replica.id, d.reason) == ("b", "prefix_miss_least_loaded")
     # Same prompt, b now a little busier than a and c: within the spill margin, so stay for the cache.
-    d = await p.choose(req(convo(1)), fleet(a=1, b=4, c=1))
+    d = p.choose(req(convo(1)), fleet(a=1, b=4, c=1))
     assert (d.replica.id, d.reason) == ("b", "prefix_hit")
 
 
-async def test_multi_turn_conversation_sticks() -> None:
+def test_multi_turn_conversation_sticks() -> None:
     p = policy()
-    first = await p.choose(req(convo(7, turns=1)), fleet(a=0, b=0, c=0))
+    first = p.choose(req(convo(7, turns=1)), fleet(a=0, b=0, c=0))
     for turns in (2, 3, 4):
-        d = await p.choose(req(convo(7, turns=turns)), fleet(a=1, b=1, c=1))
+        d = p.choose(req(convo(7, turns=turns)), fleet(a=1, b=1, c=1))
         assert (d.replica.id, d.reason) == (first.replica.id, "prefix_hit")
 
 
-async def test_spills_when_preferred_is_overloaded_and_remembers_the_new_place() -> None:
+def test_spills_when_preferred_is_overloaded_and_remembers_the_new_place() -> None:
     p = policy(spill_margin=4.0, spill_factor=1.25)
-    await p.choose(req(convo(1)), fleet(a=0, b=1, c=1))
-    d = await p.choose(req(convo(1)), fleet(a=9, b=2, c=3))  # 9 > 2 + 4 and 9 > 1.25 x 4.67
+    p.choose(req(convo(1)), fleet(a=0, b=1, c=1))
+    d = p.choose(req(convo(1)), fleet(a=9, b=2, c=3))  # 9 > 2 + 4 and 9 > 1.25 x 4.67
     assert (d.replica.id, d.reason) == ("b", "spill_overloaded")
     # Both now hold the prefix; with a still overloaded, b is a hit.
-    d = await p.choose(req(convo(1)), fleet(a=9, b=3, c=2))
+    d = p.choose(req(convo(1)), fleet(a=9, b=3, c=2))
     assert (d.replica.id, d.reason) == ("b", "prefix_hit")
     # a recovered and is less loaded than b: the least loaded holder of the longest prefix.
-    d = await p.choose(req(convo(1)), fleet(a=1, b=3, c=0))
+    d = p.choose(req(convo(1)), fleet(a=1, b=3, c=0))
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")
 
 
-async def test_spill_to_a_shorter_shared_prefix() -> None:
+def test_spill_to_a_shorter_shared_prefix() -> None:
     p = policy()
-    await p.choose(req(SYSTEM + "x"), fleet(a=5, b=0, c=5))  # b holds the system prompt
-    await p.choose(req(convo(1)), fleet(a=0, b=5, c=5))  # a holds conversation 1 (and the system prompt)
-    d = await p.choose(req(convo(1, turns=2)), fleet(a=20, b=2, c=1))
+    p.choose(req(SYSTEM + "x"), fleet(a=5, b=0, c=5))  # b holds the system prompt
+    p.choose(req(convo(1)), fleet(a=0, b=5, c=5))  # a holds conversation 1 (and the system prompt)
+    d = p.choose(req(convo(1, turns=2)), fleet(a=20, b=2, c=1))
     assert (d.replica.id, d.reason) == ("b", "spill_shorter_prefix")
 
 
-async def test_high_load_uses_the_relative_bound() -> None:
+def test_high_load_uses_the_relative_bound() -> None:
     p = policy(spill_margin=4.0, spill_factor=1.25)
-    await p.choose(req(convo(1)), fleet(a=0, b=1))
+    p.choose(req(convo(1)), fleet(a=0, b=1))
     # 30 > 24 + 4 but not > 1.25 x 27: at high load a few more requests on the cached replica are fine.
-    d = await p.choose(req(convo(1)), fleet(a=30, b=24))
+    d = p.choose(req(convo(1)), fleet(a=30, b=24))
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")
 
 
-async def test_never_excluded_or_degraded_when_healthy_exists() -> None:
+def test_never_excluded_or_degraded_when_healthy_exists() -> None:
     p = policy()
-    await p.choose(req(convo(1)), fleet(a=0, b=3))
-    d = await p.choose(req(convo(1), exclude=frozenset({"a"})), fleet(a=0, b=3))
+    p.choose(req(convo(1)), fleet(a=0, b=3))
+    d = p.choose(req(convo(1), exclude=frozenset({"a"})), fleet(a=0, b=3))
     assert d.replica.id == "b"
-    d = await p.choose(req(convo(1)), [rv("a", state=ReplicaState.DEGRADED), rv("b", in_flight=3)])
+    d = p.choose(req(convo(1)), [rv("a", state=ReplicaState.DEGRADED), rv("b", in_flight=3)])
     assert d.replica.id == "b"
     # Degraded a is the only one left: used as the last resort, still counted as a hit.
-    d = await p.choose(req(convo(1)), [rv("a", state=ReplicaState.DEGRADED), rv("b", state=ReplicaState.DRAINING)])
+    d = p.choose(req(convo(1)), [rv("a", state=ReplicaState.DEGRADED), rv("b", state=ReplicaState.DRAINING)])
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")
 
 
-async def test_forgets_replicas_that_disappear() -> None:
+def test_forgets_replicas_that_disappear() -> None:
     clock = ManualClock()
     p = policy(clock, forget_after_s=30.0)
-    await p.choose(req(convo(1)), fleet(a=0, b=1))
+    p.choose(req(convo(1)), fleet(a=0, b=1))
     clock.advance(10)
-    await p.choose(req("unrelated " * 30), fleet(b=0))  # a missing briefly (restart, probe blip)
+    p.choose(req("unrelated " * 30), fleet(b=0))  # a missing briefly (restart, probe blip)
     clock.advance(10)
-    d = await p.choose(req(convo(1)), fleet(a=1, b=0))
+    d = p.choose(req(convo(1)), fleet(a=1, b=0))
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")  # back within forget_after_s: still trusted
-    await p.choose(req("unrelated " * 30), fleet(b=0))
+    p.choose(req("unrelated " * 30), fleet(b=0))
     clock.advance(31)
-    await p.choose(req("unrelated " * 30), fleet(b=0))  # absent > 30 s: forgotten
-    d = await p.choose(req(convo(1)), fleet(a=1, b=0))
+    p.choose(req("unrelated " * 30), fleet(b=0))  # absent > 30 s: forgotten
+    d = p.choose(req(convo(1)), fleet(a=1, b=0))
     assert (d.replica.id, d.reason) == ("b", "prefix_miss_least_loaded")
 
 
-async def test_short_prompts_and_ties_are_deterministic_per_seed() -> None:
+def test_short_prompts_and_ties_are_deterministic_per_seed() -> None:
     replicas = fleet(a=0, b=0, c=0, d=0)
-    seq1 = [(await policy(seed=4).choose(req(f"hi {i}"), replicas)).replica.id for i in range(1)]
+    seq1 = [policy(seed=4).choose(req(f"hi {i}"), replicas).replica.id for i in range(1)]
     p1, p2 = policy(seed=4), policy(seed=4)
-    s1 = [(await p1.choose(req(f"hi {i}"), replicas)).replica.id for i in range(40)]
-    s2 = [(await p2.choose(req(f"hi {i}"), replicas)).replica.id for i in range(40)]
+    s1 = [p1.choose(req(f"hi {i}"), replicas).replica.id for i in range(40)]
+    s2 = [p2.choose(req(f"hi {i}"), replicas).replica.id for i in range(40)]
     assert s1 == s2 and len(set(s1)) > 1 and len(seq1) == 1
 
 
-async def test_cold_start_colocates_by_first_block_whatever_the_seed() -> None:
+def test_cold_start_colocates_by_first_block_whatever_the_seed() -> None:
     replicas = fleet(a=0, b=0, c=0, d=0, e=0)
-    picks = {(await policy(seed=s).choose(req(convo(3)), replicas)).replica.id for s in range(10)}
+    picks = {policy(seed=s).choose(req(convo(3)), replicas).replica.id for s in range(10)}
     assert len(picks) == 1
 
 
-async def test_memory_is_bounded() -> None:
+def test_memory_is_bounded() -> None:
     p = policy(table_size=200)
     replicas = fleet(a=0, b=0, c=0)
     for i in range(300):
-        await p.choose(req(convo(i, turns=2)), replicas)
+        p.choose(req(convo(i, turns=2)), replicas)
         assert len(p.table) <= 200
 
 
-async def test_hot_shared_prefix_does_not_pile_on_one_replica() -> None:
+def test_hot_shared_prefix_does_not_pile_on_one_replica() -> None:
     """200 new conversations share a system prompt; none completes (load only grows). The bound must spread them."""
     p = policy(spill_margin=4.0, spill_factor=1.25)
     in_flight: Counter[str] = Counter({k: 0 for k in "abcdefgh"})
     reasons: Counter[str] = Counter()
     for i in range(200):
-        d = await p.choose(req(convo(i)), [rv(k, in_flight=v) for k, v in in_flight.items()])
+        d = p.choose(req(convo(i)), [rv(k, in_flight=v) for k, v in in_flight.items()])
         in_flight[d.replica.id] += 1
         reasons[d.reason.split("/")[0]] += 1
     mean = sum(in_flight.values()) / len(in_flight)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.routing.minisim import SimConfig, SimResult, make_policy, random_workload, shared_prefix_workload, simulate
+from tests.routing.minisim import SimConfig, SimResult, random_workload, shared_prefix_workload, simulate
 
 
-async def compare(jobs_kind: str, cfg: SimConfig, **shape: object) -> tuple[SimResult, SimResult]:
+def compare(jobs_kind: str, cfg: SimConfig, **shape: object) -> tuple[SimResult, SimResult]:
     jobs = shared_prefix_workload(**shape) if jobs_kind == "shared" else random_workload(**shape)  # type: ignore[arg-type]
-    lo = await simulate(make_policy("least_outstanding"), jobs, cfg)
-    pa = await simulate(make_policy("prefix_affinity"), jobs, cfg)
+    lo = simulate("least_outstanding", jobs, cfg)
+    pa = simulate("prefix_affinity", jobs, cfg)
     print(f"\n{jobs_kind}\n{lo.row()}\n{pa.row()}")
     assert lo.completed == pa.completed == len(jobs)
     assert abs(pa.makespan_s - lo.makespan_s) <= 0.02 * lo.makespan_s  # same throughput
@@ -24,8 +24,8 @@ async def compare(jobs_kind: str, cfg: SimConfig, **shape: object) -> tuple[SimR
         (SimConfig(replicas=8, slots=4, cache_blocks=1500), {"conversations": 240, "system_prompts": 1}),  # hot prefix
     ],
 )
-async def test_shared_prefix_multi_turn_beats_least_outstanding(cfg: SimConfig, shape: dict[str, object]) -> None:
-    lo, pa = await compare("shared", cfg, **shape)
+def test_shared_prefix_multi_turn_beats_least_outstanding(cfg: SimConfig, shape: dict[str, object]) -> None:
+    lo, pa = compare("shared", cfg, **shape)
     assert pa.hit_rate >= lo.hit_rate + 0.15
     assert pa.ttft_p90_s <= 0.8 * lo.ttft_p90_s
     assert pa.ttft_p50_s <= lo.ttft_p50_s
@@ -36,8 +36,8 @@ async def test_shared_prefix_multi_turn_beats_least_outstanding(cfg: SimConfig, 
     ("cfg", "shape"),
     [(SimConfig(), {}), (SimConfig(replicas=8, slots=4, cache_blocks=1500), {"conversations": 240})],
 )
-async def test_random_workload_no_worse(cfg: SimConfig, shape: dict[str, object]) -> None:
-    lo, pa = await compare("random", cfg, **shape)
+def test_random_workload_no_worse(cfg: SimConfig, shape: dict[str, object]) -> None:
+    lo, pa = compare("random", cfg, **shape)
     assert pa.hit_rate == lo.hit_rate == 0.0
     assert pa.ttft_p90_s <= 1.05 * lo.ttft_p90_s
     assert pa.ttft_p50_s <= 1.05 * lo.ttft_p50_s

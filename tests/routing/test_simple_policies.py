@@ -23,42 +23,42 @@ def make(name: str, seed: int = 0) -> RoutingPolicy:
     return build_policy(RoutingConfig(policy=name), ManualClock(), random.Random(seed))  # type: ignore[arg-type]
 
 
-async def picks(policy: RoutingPolicy, replicas: list[ReplicaView], n: int, **kw: object) -> list[str]:
-    return [(await policy.choose(req(**kw), replicas)).replica.id for _ in range(n)]  # type: ignore[arg-type]
+def picks(policy: RoutingPolicy, replicas: list[ReplicaView], n: int, **kw: object) -> list[str]:
+    return [policy.choose(req(**kw), replicas).replica.id for _ in range(n)]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", SIMPLE)
-async def test_never_picks_excluded_or_unroutable(name: str) -> None:
+def test_never_picks_excluded_or_unroutable(name: str) -> None:
     replicas = [rv("a"), rv("b", state=ReplicaState.UNHEALTHY), rv("c"), rv("d", state=ReplicaState.DRAINING)]
-    got = await picks(make(name), replicas, 40, exclude=frozenset({"a"}))
+    got = picks(make(name), replicas, 40, exclude=frozenset({"a"}))
     assert set(got) == {"c"}
 
 
 @pytest.mark.parametrize("name", SIMPLE)
-async def test_degraded_only_when_nothing_better(name: str) -> None:
+def test_degraded_only_when_nothing_better(name: str) -> None:
     # The degraded replica is idle and the healthy one busy: still the healthy one.
     replicas = [rv("deg", state=ReplicaState.DEGRADED), rv("ok", in_flight=50, ttft_ewma_s=5.0)]
-    assert set(await picks(make(name), replicas, 20)) == {"ok"}
+    assert set(picks(make(name), replicas, 20)) == {"ok"}
     # Healthy one already tried: the degraded one is the last resort.
-    assert set(await picks(make(name), replicas, 5, exclude=frozenset({"ok"}))) == {"deg"}
+    assert set(picks(make(name), replicas, 5, exclude=frozenset({"ok"}))) == {"deg"}
 
 
 @pytest.mark.parametrize("name", SIMPLE)
-async def test_no_candidate_raises(name: str) -> None:
+def test_no_candidate_raises(name: str) -> None:
     with pytest.raises(NoReplicaAvailable, match="no routable replica"):
-        await make(name).choose(req(), [rv("a", state=ReplicaState.UNHEALTHY)])
+        make(name).choose(req(), [rv("a", state=ReplicaState.UNHEALTHY)])
     with pytest.raises(NoReplicaAvailable):
-        await make(name).choose(req(), [])
+        make(name).choose(req(), [])
 
 
 @pytest.mark.parametrize("name", SIMPLE)
-async def test_deterministic_for_a_seed(name: str) -> None:
+def test_deterministic_for_a_seed(name: str) -> None:
     replicas = [rv(c, in_flight=i % 2) for i, c in enumerate("abcdef")]
-    assert await picks(make(name, 5), replicas, 30) == await picks(make(name, 5), replicas, 30)
+    assert picks(make(name, 5), replicas, 30) == picks(make(name, 5), replicas, 30)
 
 
-async def test_round_robin_cycles() -> None:
-    assert await picks(make("round_robin"), [rv("a"), rv("b"), rv("c")], 6) == list("abcabc")
+def test_round_robin_cycles() -> None:
+    assert picks(make("round_robin"), [rv("a"), rv("b"), rv("c")], 6) == list("abcabc")
 
 
 @pytest.mark.parametrize(
@@ -69,45 +69,45 @@ async def test_round_robin_cycles() -> None:
         ({"a": 1, "b": 5}, {"a": 0.0}, "b"),  # zero weight is guarded, not a division error
     ],
 )
-async def test_least_outstanding_table(loads: dict[str, int], weights: dict[str, float], expected: str) -> None:
+def test_least_outstanding_table(loads: dict[str, int], weights: dict[str, float], expected: str) -> None:
     replicas = [rv(k, in_flight=v, weight=weights.get(k, 1.0)) for k, v in loads.items()]
-    decision = await make("least_outstanding").choose(req(), replicas)
+    decision = make("least_outstanding").choose(req(), replicas)
     assert (decision.replica.id, decision.reason) == (expected, "least_outstanding")
 
 
-async def test_least_outstanding_spreads_ties() -> None:
-    got = Counter(await picks(make("least_outstanding"), [rv(c) for c in "abcd"], 400))
+def test_least_outstanding_spreads_ties() -> None:
+    got = Counter(picks(make("least_outstanding"), [rv(c) for c in "abcd"], 400))
     assert set(got) == set("abcd") and min(got.values()) > 60
 
 
-async def test_power_of_two_never_picks_the_worst_of_many() -> None:
+def test_power_of_two_never_picks_the_worst_of_many() -> None:
     replicas = [rv("hot", in_flight=100)] + [rv(f"r{i}", in_flight=i) for i in range(5)]
-    got = Counter(await picks(make("power_of_two"), replicas, 300))
+    got = Counter(picks(make("power_of_two"), replicas, 300))
     assert "hot" not in got
     assert got["r0"] > got["r4"]  # lower load wins more often
-    assert (await make("power_of_two").choose(req(), [rv("solo")])).reason == "power_of_two"
+    assert make("power_of_two").choose(req(), [rv("solo")]).reason == "power_of_two"
 
 
-async def test_latency_ewma_prefers_fast_and_explores_unknown() -> None:
+def test_latency_ewma_prefers_fast_and_explores_unknown() -> None:
     policy = LatencyEwmaPolicy(random.Random(0), explore_probability=0.0)
     fast, slow = rv("fast", ttft_ewma_s=0.1), rv("slow", ttft_ewma_s=1.0)
-    d = await policy.choose(req(), [slow, fast])
+    d = policy.choose(req(), [slow, fast])
     assert (d.replica.id, d.reason) == ("fast", "latency_ewma")
     # Load matters: 0.1 x (20 + 1) > 1.0 x 1.
-    d = await policy.choose(req(), [slow, rv("fast", ttft_ewma_s=0.1, in_flight=20)])
+    d = policy.choose(req(), [slow, rv("fast", ttft_ewma_s=0.1, in_flight=20)])
     assert d.replica.id == "slow"
     # Unknown latency is optimistic (best known): an idle new replica beats a busy known one.
-    d = await policy.choose(req(), [rv("new"), rv("fast", ttft_ewma_s=0.1, in_flight=1)])
+    d = policy.choose(req(), [rv("new"), rv("fast", ttft_ewma_s=0.1, in_flight=1)])
     assert (d.replica.id, d.reason) == ("new", "latency_unknown")
     # Falls back to the end-to-end ewma when TTFT is unknown.
-    d = await policy.choose(req(), [rv("x", latency_ewma_s=2.0), rv("y", latency_ewma_s=0.5)])
+    d = policy.choose(req(), [rv("x", latency_ewma_s=2.0), rv("y", latency_ewma_s=0.5)])
     assert d.replica.id == "y"
 
 
-async def test_latency_ewma_exploration_rate() -> None:
+def test_latency_ewma_exploration_rate() -> None:
     policy = LatencyEwmaPolicy(random.Random(1), explore_probability=0.2)
     reasons = Counter(
-        [(await policy.choose(req(), [rv("a", ttft_ewma_s=0.1), rv("b", ttft_ewma_s=9.0)])).reason for _ in range(1000)]
+        [policy.choose(req(), [rv("a", ttft_ewma_s=0.1), rv("b", ttft_ewma_s=9.0)]).reason for _ in range(1000)]
     )
     assert 150 < reasons["latency_explore"] < 250
 
@@ -125,9 +125,9 @@ async def test_latency_ewma_exploration_rate() -> None:
         ([rv("a", in_flight=4), rv("b", in_flight=3)], "b"),
     ],
 )
-async def test_load_aware_table(replicas: list[ReplicaView], expected: str) -> None:
+def test_load_aware_table(replicas: list[ReplicaView], expected: str) -> None:
     policy = build_load_aware(ScorerWeightsConfig(), ManualClock(0.0), random.Random(0))
-    d = await policy.choose(req(), replicas)
+    d = policy.choose(req(), replicas)
     assert (d.replica.id, d.reason) == (expected, "load_aware")
 
 

@@ -22,10 +22,14 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code if code else status}}
 
 
+def error_payload(exc: ApiError) -> dict[str, object]:
+    """The JSON body for ``exc`` (an HTTP error response, or an SSE error event once a stream has started)."""
+    return error_body(exc.message, type_=exc.type, status=exc.status, param=exc.param, code=exc.code)
+
+
 def error_response(exc: ApiError) -> web.Response:
     """An aiohttp response for ``exc``."""
-    body = error_body(exc.message, type_=exc.type, status=exc.status, param=exc.param, code=exc.code)
-    return web.json_response(body, status=exc.status)
+    return web.json_response(error_payload(exc), status=exc.status)
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str | None]:

@@ -51,8 +51,10 @@ class Gateway:
         self.clock = clock or WallClock()
         self.rng = rng or random.Random()
         self.metrics = GatewayMetrics()
-        self.registry = Registry(config.health, self.clock, config.ewma_alpha, self._on_transition)
         self.policy = build_policy(routing, self.clock, self.rng)
+        self.registry = Registry(
+            config.health, self.clock, config.ewma_alpha, self._on_transition, on_complete=self.policy.on_complete
+        )
         self.draining = False
         self.autoscaler_status: dict[str, Any] | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -151,7 +153,9 @@ class Gateway:
             stream=typed.stream,
         )
         path = "/v1/chat/completions" if route == "chat" else "/v1/completions"
-        return ProxyRequest(route=route, path=path, body=body, raw=raw, typed=typed, route_request=rr)
+        return ProxyRequest(
+            route=route, path=path, body=body, raw=raw, typed=typed, route_request=rr, started=self.clock.now()
+        )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "completions")
@@ -188,6 +192,7 @@ class Gateway:
         counts: dict[str, int] = {s.value: 0 for s in ReplicaState}
         for r in self.registry.all():
             counts[r.state.value] += 1
+            self.metrics.child(self.metrics.in_flight, r.id).set(r.in_flight)
         for s, n in counts.items():
             self.metrics.replicas.labels(s).set(n)
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

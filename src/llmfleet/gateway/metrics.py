@@ -48,7 +48,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "llmfleet_gateway_in_flight", "Requests outstanding per replica.", ["replica"], registry=r
+            "llmfleet_gateway_in_flight",
+            "Requests outstanding per replica (read from the registry at scrape time).",
+            ["replica"],
+            registry=r,
         )
         self.retries = Counter(
             "llmfleet_gateway_retries", "Upstream attempts retried on another replica.", ["reason"], registry=r
@@ -85,6 +88,11 @@ class GatewayMetrics:
         if c is None:
             c = self._children[key] = metric.labels(*labels)
         return c
+
+    def observe_usage(self, usage: dict[str, Any]) -> None:
+        """Count an OpenAI ``usage`` object's prompt and completion tokens."""
+        self.child(self.tokens, "prompt").inc(usage.get("prompt_tokens") or 0)
+        self.child(self.tokens, "completion").inc(usage.get("completion_tokens") or 0)
 
     def set_state(self, replica: str, state: ReplicaState) -> None:
         for s in ReplicaState:

@@ -1,18 +1,29 @@
-"""The gateway's mutable bookkeeping of replicas; routing policies only ever see frozen :class:`ReplicaView`s."""
+"""The gateway's mutable bookkeeping of replicas; routing policies only ever see frozen :class:`ReplicaView`s.
+
+The registry owns every piece of feedback the policies read: in-flight counts (:meth:`Registry.begin` /
+:meth:`Registry.end`), latency and TTFT averages, request outcomes for passive health, and the policy's
+``on_complete`` callback, all timed on the one injected clock. The proxy only reports attempts; a simulator can
+drive the same object without any HTTP.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
 from llmfleet.errors import InvalidRequestError
 from llmfleet.health import HealthTracker, Transition
+from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.views import EngineLoad, ReplicaState, ReplicaView
 
 log = logging.getLogger(__name__)
+
+OnComplete = Callable[[str, RouteRequest, bool, float], None]
+"""``RoutingPolicy.on_complete``: (replica id, request, ok, latency in seconds)."""
 
 
 @dataclass(eq=False)
@@ -77,6 +88,50 @@ class Replica:
         }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt on a replica ended.
+
+    ``ok``: the replica answered (latency and TTFT feed its averages); ``failed``: a connect error, timeout, 5xx or
+    a stream cut short (``reason`` says which; it counts against the replica's health); ``abandoned``: the
+    attempt ended without a verdict on the replica (the client went away, a client error passed through): only
+    the in-flight count changes.
+    """
+
+    kind: Literal["ok", "failed", "abandoned"]
+    reason: str = ""
+
+    @classmethod
+    def success(cls) -> Outcome:
+        return cls("ok", "ok")
+
+    @classmethod
+    def failure(cls, reason: str) -> Outcome:
+        return cls("failed", reason)
+
+    @classmethod
+    def abandoned(cls) -> Outcome:
+        return cls("abandoned", "abandoned")
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One request outstanding on one replica, from :meth:`Registry.begin` to :meth:`Registry.end`."""
+
+    replica: Replica
+    request: RouteRequest
+    started_at: float
+    """Registry clock time when the attempt began."""
+    first_token_at: float | None = None
+    """Registry clock time of the first content chunk (streams); its TTFT is measured from ``started_at``."""
+    ended: bool = False
+
+    def first_token(self, now: float) -> None:
+        """Note the first content chunk at clock time ``now`` (later calls are ignored)."""
+        if self.first_token_at is None:
+            self.first_token_at = now
+
+
 def normalize_url(url: str) -> str:
     url = url.strip().rstrip("/")
     if url.endswith("/v1"):
@@ -87,7 +142,11 @@ def normalize_url(url: str) -> str:
 
 
 class Registry:
-    """Replicas by id; the state change callback feeds metrics and logs."""
+    """Replicas by id and the feedback policies read.
+
+    ``on_transition`` (health state changes) feeds metrics and logs; ``on_complete`` is the routing policy's
+    feedback hook, invoked from :meth:`end` only.
+    """
 
     def __init__(
         self,
@@ -95,12 +154,14 @@ class Registry:
         clock: Clock,
         ewma_alpha: float,
         on_transition: Callable[[Replica, Transition], None] | None = None,
+        on_complete: OnComplete | None = None,
     ) -> None:
         self.health_config = health
         self.clock = clock
         self.alpha = ewma_alpha
         self._replicas: dict[str, Replica] = {}
         self._on_transition = on_transition
+        self._on_complete = on_complete
 
     def __len__(self) -> int:
         return len(self._replicas)
@@ -175,16 +236,37 @@ class Registry:
             if self._on_transition is not None:
                 self._on_transition(r, t)
 
-    def record_request(self, r: Replica, ok: bool, latency_s: float | None, ttft_s: float | None = None) -> None:
+    def begin(self, r: Replica, request: RouteRequest) -> Attempt:
+        """Count a new attempt of ``request`` on ``r`` as in flight; end it with :meth:`end`."""
+        r.in_flight += 1
+        return Attempt(r, request, self.clock.now())
+
+    def end(self, attempt: Attempt, outcome: Outcome) -> None:
+        """Close ``attempt``: in-flight count, then (unless abandoned) latency/TTFT averages, request totals, passive
+        health, and the policy's ``on_complete``. Ending an attempt twice is a no-op, so cleanup paths may overlap.
+        """
+        if attempt.ended:
+            return
+        attempt.ended = True
+        r = attempt.replica
+        r.in_flight -= 1
+        if outcome.kind == "abandoned":
+            return
+        now = self.clock.now()
+        ok = outcome.kind == "ok"
+        latency_s = now - attempt.started_at
         r.requests_total += 1
-        if not ok:
-            r.failures_total += 1
-        a = self.alpha
-        if ok and latency_s is not None:
+        if ok:
+            a = self.alpha
             r.latency_ewma_s = latency_s if r.latency_ewma_s is None else a * latency_s + (1 - a) * r.latency_ewma_s
-        if ok and ttft_s is not None:
-            r.ttft_ewma_s = ttft_s if r.ttft_ewma_s is None else a * ttft_s + (1 - a) * r.ttft_ewma_s
-        self._transition(r, r.health.observe_request(ok, self.clock.now()))
+            if attempt.first_token_at is not None:
+                ttft_s = attempt.first_token_at - attempt.started_at
+                r.ttft_ewma_s = ttft_s if r.ttft_ewma_s is None else a * ttft_s + (1 - a) * r.ttft_ewma_s
+        else:
+            r.failures_total += 1
+        self._transition(r, r.health.observe_request(ok, now))
+        if self._on_complete is not None:
+            self._on_complete(r.id, attempt.request, ok, latency_s if ok else 0.0)
 
     def record_probe(self, r: Replica, ok: bool, latency_s: float) -> None:
         self._transition(r, r.health.observe_probe(ok, latency_s, self.clock.now()))

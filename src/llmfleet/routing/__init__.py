@@ -1,4 +1,4 @@
-"""Routing policies: one narrow async interface (:class:`~llmfleet.routing.base.RoutingPolicy`), one module per
+"""Routing policies: one narrow synchronous interface (:class:`~llmfleet.routing.base.RoutingPolicy`), one module per
 policy. Adding a policy never edits the request path.
 
 The gateway and the simulator use only :func:`build_policy` and the types re-exported here.

@@ -7,7 +7,9 @@ degraded ones is *not* assumed) and returns a :class:`RouteDecision` with the ch
 ``llmfleet_routing_decisions_total`` metric, so keep them to a small fixed set per policy.
 
 Policies are pure over their inputs plus their own bounded internal state (e.g. a prefix table), take an injected
-clock and ``random.Random`` where they need them, and never do I/O.
+clock and ``random.Random`` where they need them, and never do I/O. ``choose`` is therefore synchronous: the gateway
+calls it inline and a simulator calls it on its own clock. ``on_complete`` is invoked from one place, the gateway's
+registry, when an attempt on a replica ends (see ``Registry.end``).
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ class RoutingPolicy(Protocol):
 
     name: str
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         """Pick one of ``replicas`` (never one whose id is in ``request.exclude``); raise
         :class:`NoReplicaAvailable` when none will do."""
         ...
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
-        """Feedback after a request ends (policies that learn use it; others ignore it)."""
+        """Feedback after an attempt on ``replica_id`` ends: ``ok`` and its latency in seconds (0.0 when it failed).
+
+        Called by the registry only (policies that learn use it; others ignore it)."""
         ...

@@ -27,17 +27,17 @@ class CostAwarePolicy:
         ttft_ok = r.ttft_ewma_s is None or r.ttft_ewma_s * 1000 <= self.config.slo_ttft_ms
         return ttft_ok and outstanding_load(r) < self.config.max_outstanding_per_replica
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         prices = self.config.pool_prices
         pools = sorted({r.pool for r in cands}, key=lambda p: (prices.get(p, float("inf")), p))
         for i, pool in enumerate(pools):
             good = [r for r in cands if r.pool == pool and self._meets_slo(r)]
             if good:
-                d = await self.inner.choose(request, good)
+                d = self.inner.choose(request, good)
                 return RouteDecision(d.replica, "cheapest_pool" if i == 0 else "slo_spill")
         # Nobody meets the SLO: the least loaded replica anywhere is the best we can do.
-        d = await self.inner.choose(request, cands)
+        d = self.inner.choose(request, cands)
         return RouteDecision(d.replica, "slo_missed_everywhere")
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:

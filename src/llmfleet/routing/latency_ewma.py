@@ -30,7 +30,7 @@ class LatencyEwmaPolicy:
         self._explore_probability = explore_probability
         self._inner = WeightedPolicy("latency_ewma", [(LatencyScorer(prefer_ttft), 1.0)], rng)
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         if len(cands) > 1 and self._explore_probability > 0 and self._rng.random() < self._explore_probability:
             return RouteDecision(cands[self._rng.randrange(len(cands))], "latency_explore")

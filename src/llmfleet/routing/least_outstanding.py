@@ -22,7 +22,7 @@ class LeastOutstandingPolicy:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         return RouteDecision(pick_lowest(cands, in_flight_load, self._rng), "least_outstanding")
 

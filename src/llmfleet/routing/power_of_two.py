@@ -22,7 +22,7 @@ class PowerOfTwoPolicy:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         n = len(cands)
         if n == 1:

@@ -47,7 +47,7 @@ class PrefixAffinityPolicy:
         self.table = PrefixTable(config.table_size, config.replicas_per_block)
         self._members = Membership(clock, config.forget_after_s)
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         cfg = self.config
         gen = self._members.sync(request.model, replicas)

@@ -17,7 +17,7 @@ class RoundRobinPolicy:
     def __init__(self) -> None:
         self._next = 0
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         i = self._next % len(cands)
         self._next = i + 1

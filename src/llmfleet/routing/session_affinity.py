@@ -36,10 +36,10 @@ class SessionAffinityPolicy:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         key = request.session_key
         if not key:
-            d = await self._inner.choose(request, replicas)
+            d = self._inner.choose(request, replicas)
             return RouteDecision(d.replica, f"no_session:{d.reason}")
         now = self._clock.now()
         self._expire(now)
@@ -52,7 +52,7 @@ class SessionAffinityPolicy:
                     self._sessions[key] = (rid, now)
                     self._sessions.move_to_end(key)
                     return RouteDecision(r, "session_sticky")
-        d = await self._inner.choose(request, replicas)
+        d = self._inner.choose(request, replicas)
         self._sessions[key] = (d.replica.id, now)
         self._sessions.move_to_end(key)
         while len(self._sessions) > self._max_sessions:

@@ -47,7 +47,7 @@ class TieredPolicy:
                 return rule.pool
         return self.config.default_pool
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         target = self.target_pool(request)
         by_pool: dict[str, list[ReplicaView]] = {}
@@ -64,7 +64,7 @@ class TieredPolicy:
         inner = self._inner.get(pool)
         if inner is None:
             inner = self._inner[pool] = self._make_inner()
-        d = await inner.choose(request, by_pool[pool])
+        d = inner.choose(request, by_pool[pool])
         prefix = "pool" if pool == target else "pool_fallback"
         return RouteDecision(d.replica, f"{prefix}_{pool}:{d.reason}")
 

@@ -31,7 +31,7 @@ class WeightedPolicy:
         """The active (non-zero weight) terms."""
         return list(self._terms)
 
-    async def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
+    def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
         chosen = self.pick(request, cands)
         return RouteDecision(chosen, self._reason)

@@ -1,0 +1,317 @@
+"""The SSE relay: one streamed response to the client, carried by one or more upstream segments.
+
+Chunks are relayed as they arrive. :func:`track_chunk` (pure) keeps what reached the client — the text, the
+content chunks (counted as tokens), the first ``id``/``created`` and the usage — so that when a replica dies
+mid-stream the relay can *resume* on another replica (:func:`~llmfleet.gateway.resume.resume_body`) and the client
+sees one stream: the resumed segment keeps the original ``id``/``created``, its opening role chunk is dropped, and
+its final usage is rewritten to cover the whole stream. When the token budget was already delivered the stream ends
+with a synthetic ``finish_reason: length``; when resuming is impossible, with an OpenAI-style error event and
+``[DONE]``.
+
+Opening segments (routing, retries, failover) is the proxy's job, reached through the :class:`Upstream` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from llmfleet.api.errors import error_payload
+from llmfleet.clock import Clock
+from llmfleet.config import GatewayConfig
+from llmfleet.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
+from llmfleet.gateway.metrics import GatewayMetrics
+from llmfleet.gateway.registry import Attempt, Outcome
+from llmfleet.gateway.resume import resume_body
+
+log = logging.getLogger(__name__)
+_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: bytes) -> bytes:
+    """One SSE ``data:`` event."""
+    return b"data: " + payload + b"\n\n"
+
+
+@dataclass
+class StreamState:
+    """What has reached the client so far, for resumption and a consistent final usage."""
+
+    include_usage: bool
+    """The client asked for the usage chunk (the gateway always asks upstream, and hides it otherwise)."""
+    chat: bool
+    id: str | None = None
+    created: int | None = None
+    parts: list[str] = field(default_factory=list)
+    """Text delivered, chunk by chunk."""
+    delivered: int = 0
+    """Content chunks delivered (counted as tokens)."""
+    delivered_before_segment: int = 0
+    """``delivered`` when the current (resumed) segment began."""
+    finished: bool = False
+    """A chunk carried a ``finish_reason`` or an error: the stream may end."""
+    resumed: bool = False
+    resumes: int = 0
+    usage: dict[str, Any] | None = None
+    first_at: float | None = None
+    last_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one upstream ``data:`` payload amounts to."""
+
+    out: bytes | None
+    """The event to send to the client; None: drop it."""
+    token: bool = False
+    """A content chunk (delivered text; counted as one token)."""
+    usage: dict[str, Any] | None = None
+    """The usage it carried, as sent to the client (rewritten after a resume)."""
+
+
+def track_chunk(payload: bytes, st: StreamState) -> Chunk:
+    """Account for one upstream SSE payload in ``st`` and say what to send the client. Pure apart from ``st``."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return Chunk(sse(payload))
+    if not isinstance(obj, dict):
+        return Chunk(sse(payload))
+    if "error" in obj:
+        st.finished = True
+        return Chunk(sse(payload))
+    if st.id is None:
+        st.id, st.created = obj.get("id"), obj.get("created")
+    choices = obj.get("choices")
+    if not choices:
+        usage = obj.get("usage")
+        if usage:
+            if st.resumed:
+                before = st.delivered_before_segment
+                usage = dict(usage)
+                usage["prompt_tokens"] = max(0, (usage.get("prompt_tokens") or 0) - before)
+                usage["completion_tokens"] = (usage.get("completion_tokens") or 0) + before
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                obj["usage"] = usage
+            st.usage = usage
+        return Chunk(_encode(obj, payload, st) if st.include_usage else None, usage=usage or None)
+    choice = choices[0]
+    if st.chat:
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if st.resumed and "role" in delta and not text and not choice.get("finish_reason"):
+            return Chunk(None)  # the resumed segment's opening role chunk: the client already had one
+    else:
+        text = choice.get("text")
+    if text:
+        st.parts.append(text)
+        st.delivered += 1
+    if choice.get("finish_reason"):
+        st.finished = True
+    return Chunk(_encode(obj, payload, st), token=bool(text))
+
+
+def _encode(obj: dict[str, Any], payload: bytes, st: StreamState) -> bytes:
+    if st.resumed:
+        obj["id"], obj["created"] = st.id, st.created
+        return sse(_DUMPS(obj).encode())
+    return sse(payload)
+
+
+def synthetic_finish(st: StreamState, reason: str) -> bytes:
+    """A final chunk with ``finish_reason`` and no text, for a stream whose budget was met before its replica died."""
+    base: dict[str, Any] = {"id": st.id, "created": st.created}
+    if st.chat:
+        chunk = {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
+        }
+    else:
+        chunk = {**base, "object": "text_completion", "choices": [{"index": 0, "text": "", "finish_reason": reason}]}
+    return sse(_DUMPS(chunk).encode())
+
+
+def error_event(message: str) -> bytes:
+    """An OpenAI-style error event (502, as :class:`~llmfleet.errors.UpstreamError`)."""
+    return sse(_DUMPS(error_payload(UpstreamError(message))).encode())
+
+
+@dataclass(eq=False)
+class Segment:
+    """One upstream stream: the attempt it belongs to, the open response and its first non-empty line."""
+
+    attempt: Attempt
+    response: aiohttp.ClientResponse
+    first: bytes
+
+
+class Upstream(Protocol):
+    """How the relay reaches replicas for one client stream (implemented by the proxy's attempt loop)."""
+
+    async def open(self, body: bytes) -> Segment:
+        """A new segment on a replica not tried yet for this stream; raises :class:`ServiceUnavailableError`,
+        :class:`UpstreamError` or :class:`GatewayTimeoutError` when none starts it."""
+        ...
+
+    def end(self, segment: Segment, outcome: Outcome) -> None:
+        """Settle ``segment``'s attempt (registry feedback and request metrics)."""
+        ...
+
+
+class StreamRequest(Protocol):
+    """What the relay needs to know about the client's request."""
+
+    @property
+    def route(self) -> str: ...
+
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+    @property
+    def started(self) -> float:
+        """Clock time the request arrived."""
+        ...
+
+    @property
+    def max_tokens(self) -> int | None: ...
+
+    @property
+    def include_usage(self) -> bool: ...
+
+
+class StreamRelay:
+    """Relays a stream to the client over as many segments as it takes; see the module docstring."""
+
+    def __init__(self, config: GatewayConfig, metrics: GatewayMetrics, clock: Clock) -> None:
+        self.cfg = config
+        self.metrics = metrics
+        self.clock = clock
+
+    async def run(
+        self, request: web.Request, req: StreamRequest, segment: Segment, upstream: Upstream
+    ) -> web.StreamResponse:
+        """Send ``segment`` (already open with HTTP 200) and its successors to the client."""
+        st = StreamState(include_usage=req.include_usage, chat=req.route == "chat")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            await resp.prepare(request)
+        except BaseException:
+            segment.response.close()
+            upstream.end(segment, Outcome.abandoned())
+            raise
+        current: Segment | None = segment
+        while current is not None:
+            seg = current
+            try:
+                result = await self._relay_segment(seg, resp, st, req)
+            except ConnectionResetError:  # the client went away: drop the upstream request too
+                seg.response.close()
+                upstream.end(seg, Outcome.abandoned())
+                return resp
+            except BaseException:
+                seg.response.close()
+                upstream.end(seg, Outcome.abandoned())
+                raise
+            if result == "done":
+                seg.response.release()
+                upstream.end(seg, Outcome.success())
+                self.metrics.child(self.metrics.latency, req.route).observe(self.clock.now() - req.started)
+                return resp
+            seg.response.close()
+            upstream.end(seg, Outcome.failure(result))
+            current = await self._resume(req, st, resp, upstream)
+        return resp
+
+    async def _relay_segment(self, seg: Segment, resp: web.StreamResponse, st: StreamState, req: StreamRequest) -> str:
+        """Relay one upstream segment. Returns ``done`` or the failure reason."""
+        line: bytes | None = seg.first
+        content = seg.response.content
+        idle = self.cfg.idle_stream_timeout_s
+        while True:
+            if line is None:
+                try:
+                    async with asyncio.timeout(idle):
+                        line = await content.readline()
+                except TimeoutError:
+                    return "idle_timeout"
+                except (aiohttp.ClientError, ConnectionError):
+                    return "disconnect"
+            if not line:
+                return "done" if st.finished else "disconnect"
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    if not st.finished:
+                        return "truncated"
+                    await resp.write(_DONE)
+                    return "done"
+                chunk = track_chunk(payload, st)
+                if chunk.token:
+                    self._observe_token(seg, st, req)
+                if chunk.usage is not None:
+                    self.metrics.observe_usage(chunk.usage)
+                if chunk.out is not None:
+                    await resp.write(chunk.out)
+            line = None
+
+    def _observe_token(self, seg: Segment, st: StreamState, req: StreamRequest) -> None:
+        now = self.clock.now()
+        seg.attempt.first_token(now)
+        if st.first_at is None:
+            st.first_at = now
+            self.metrics.child(self.metrics.ttft, req.route).observe(now - req.started)
+        elif st.last_at is not None:
+            self.metrics.itl.observe(now - st.last_at)
+        st.last_at = now
+
+    async def _resume(
+        self, req: StreamRequest, st: StreamState, resp: web.StreamResponse, upstream: Upstream
+    ) -> Segment | None:
+        """The next segment on another replica, or None after ending the client's stream."""
+        limit = req.max_tokens
+        if limit is not None and st.delivered >= limit:
+            await _write_final(resp, synthetic_finish(st, "length"))
+            self.metrics.resumes.labels("completed_locally").inc()
+            return None
+        body = resume_body(req.body, st.chat, "".join(st.parts), st.delivered, limit)
+        if body is None or st.resumes >= self.cfg.max_resumes:
+            why = "the request cannot be continued from text" if body is None else "resume budget exhausted"
+            await _write_final(resp, error_event(f"upstream replica failed mid-stream and {why}"))
+            self.metrics.resumes.labels("impossible").inc()
+            return None
+        try:
+            seg = await upstream.open(_DUMPS(body).encode())
+        except (ServiceUnavailableError, UpstreamError, GatewayTimeoutError) as exc:
+            await _write_final(resp, error_event(f"upstream replica failed mid-stream; resuming failed: {exc.message}"))
+            self.metrics.resumes.labels("failed").inc()
+            return None
+        if seg.response.status != 200:
+            status = seg.response.status
+            seg.response.close()
+            upstream.end(seg, Outcome.abandoned())
+            await _write_final(resp, error_event(f"resuming the stream was refused (HTTP {status})"))
+            self.metrics.resumes.labels("failed").inc()
+            return None
+        st.resumes += 1
+        st.resumed = True
+        st.delivered_before_segment = st.delivered
+        self.metrics.resumes.labels("ok").inc()
+        log.info("stream resumed on %s after %d tokens", seg.attempt.replica.id, st.delivered)
+        return seg
+
+
+async def _write_final(resp: web.StreamResponse, event: bytes) -> None:
+    """``event`` then ``[DONE]``; a client that already left is not an error."""
+    try:
+        await resp.write(event)
+        await resp.write(_DONE)
+    except ConnectionResetError:
+        pass
