@@ -7,6 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 import llmfleet.engines.vllm_cli as vllm_cli
+from llmfleet.engines.vllm import VLLMRuntime
 
 
 @pytest.fixture
@@ -35,9 +36,7 @@ def test_dry_run_without_vllm_prints_the_command_and_installs_nothing(
 def test_dry_run_with_a_given_interpreter_probes_it(app: typer.Typer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vllm_cli, "ensure_vllm_env", lambda *a, **k: pytest.fail("must not install"))
     monkeypatch.setattr(vllm_cli, "find_vllm_python", lambda: "/usr/bin/python3")
-    monkeypatch.setattr(
-        vllm_cli.VLLMRuntime, "probe", classmethod(lambda cls, python: cls(python, True, False))
-    )
+    monkeypatch.setattr(VLLMRuntime, "probe", classmethod(lambda cls, python: cls(python, True, False)))
     r = CliRunner().invoke(app, ["engine", "vllm", "--model", "m", "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "/usr/bin/vllm serve m" in r.stdout and "not installed" not in r.stderr

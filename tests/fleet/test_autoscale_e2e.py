@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -42,7 +43,7 @@ async def _load(url: str, concurrency: int, stop: asyncio.Event, results: list[i
         await asyncio.gather(*(worker(s) for _ in range(concurrency)))
 
 
-async def _status(tmp: Path) -> dict[str, object]:
+async def _status(tmp: Path) -> dict[str, Any]:
     out = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "llmfleet", "status", "--json"],
@@ -90,13 +91,13 @@ async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: P
         doc = await _status(tmp_path)
         auto = doc["autoscaler"]
         assert isinstance(auto, dict) and auto["replicas"] == 3
-        served = [r["requests_total"] for r in doc["replicas"]]  # type: ignore[union-attr, index]
+        served = [r["requests_total"] for r in doc["replicas"]]
         current = json.loads((tmp_path / ".llmfleet" / "current.json").read_text())
         async with aiohttp.ClientSession() as s, s.get(f"{current['control_url']}/metrics") as r:
             assert "llmfleet_autoscaler_desired_replicas 3.0" in await r.text()
         await asyncio.sleep(1.0)
         doc = await _status(tmp_path)
-        assert all(r["requests_total"] > 0 for r in doc["replicas"])  # type: ignore[union-attr, index]
+        assert all(r["requests_total"] > 0 for r in doc["replicas"])
         step_stop.set()
         await step
         down_after = await _wait_replicas(tmp_path, 1, 40)

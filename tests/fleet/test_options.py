@@ -30,9 +30,7 @@ def test_cli_options_override_the_file_and_autoscaler_bounds_follow_the_fleet(tm
 
 
 def test_the_gateway_gets_exactly_what_up_validated(tmp_path: Path) -> None:
-    opts = _opts(
-        tmp_path, "fleet: {port: 9100}\nrouting: {policy: round_robin}\n", routing={"policy": "power_of_two"}
-    )
+    opts = _opts(tmp_path, "fleet: {port: 9100}\nrouting: {policy: round_robin}\n", routing={"policy": "power_of_two"})
     doc = opts.gateway_document()
     again = parse_fleet_config(yaml.safe_load(yaml.safe_dump(doc)))
     assert (again.gateway.port, again.routing.policy) == (9100, "power_of_two")

@@ -40,7 +40,7 @@ async def config_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 class FleetControl(Protocol):
-    """What the control API needs from the running fleet (implemented by :class:`~llmfleet.fleet.actions.FleetActions`)."""
+    """What the control API needs from the running fleet (:class:`~llmfleet.fleet.actions.FleetActions`)."""
 
     async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout: ...
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from llmfleet.api.types import ChatMessage
 import zlib
 
+from llmfleet.api.types import ChatMessage
 from llmfleet.engines.sim.tokenizer import VOCAB_SIZE, TextGenerator, piece_id, render_chat, token_ids, tokenize
 
 
