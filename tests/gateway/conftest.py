@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from llmfleet.appthread import AppThread, free_port
+from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig, RoutingConfig, SimEngineConfig
 from llmfleet.engines.sim.background import SimServerThread
 from llmfleet.gateway.app import GATEWAY_KEY, Gateway, create_app
@@ -27,12 +28,14 @@ class GatewayThread(AppThread):
         return self.app[GATEWAY_KEY]
 
 
-def start_gateway(replicas: list[str], routing: dict[str, Any] | None = None, **overrides: Any) -> GatewayThread:
+def start_gateway(
+    replicas: list[str], routing: dict[str, Any] | None = None, clock: Clock | None = None, **overrides: Any
+) -> GatewayThread:
     health = {"probe_interval_s": 0.5, "scrape_interval_s": 0.5, **overrides.pop("health", {})}
     cfg = GatewayConfig.model_validate(
         {"replicas": [{"url": u} for u in replicas], "admin_token": TOKEN, "health": health, **overrides}
     )
-    return GatewayThread(lambda: create_app(cfg, RoutingConfig.model_validate(routing or {}))).start()
+    return GatewayThread(lambda: create_app(cfg, RoutingConfig.model_validate(routing or {}), clock)).start()
 
 
 @pytest.fixture
