@@ -147,7 +147,8 @@ def summarize(run: RunRecords, slo: Slo) -> dict[str, Any]:
         "usage_reported_fraction": sum(r.usage_reported for r in ok) / len(ok) if ok else 0.0,
     }
     summary["warnings"] = warnings(summary)
-    summary["timeline"] = timeline(run, nice_bucket_s(duration_s))
+    # About 30 buckets, but wide enough for ~5 requests each so that percentiles per bucket mean something.
+    summary["timeline"] = timeline(run, nice_bucket_s(duration_s, min(30, max(5, len(run.records) // 5))))
     return summary
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 44
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 46, 44
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(s * mag for s in (1, 2, 2.5, 5, 10) if raw <= s * mag)
     start = math.floor(lo / step) * step
-    ticks = []
-    t = start
-    while t < hi + step * 0.5:
-        ticks.append(round(t, 12))
-        t += step
+    ticks = [round(start, 12)]
+    while ticks[-1] < hi - step * 1e-9:
+        ticks.append(round(start + len(ticks) * step, 12))
     return ticks
 
 
@@ -110,14 +108,15 @@ def _svg(width: int, height: int, body: list[str]) -> str:
 
 
 def _legend(names: list[tuple[str, str]], width: int) -> list[str]:
+    """One row under the title, left to right, so it never covers the data."""
     if len(names) < 2:
         return []
     out = []
-    y = _TOP + 4
+    x = float(_LEFT)
     for name, color in names:
-        out.append(f'<rect x="{width - _RIGHT - 130}" y="{y - 8}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{width - _RIGHT - 115}" y="{y + 1}" class="legend">{escape(name)}</text>')
-        y += 15
+        out.append(f'<rect x="{x:.0f}" y="26" width="10" height="10" fill="{color}"/>')
+        out.append(f'<text x="{x + 14:.0f}" y="35" class="legend">{escape(name)}</text>')
+        x += 24 + 6.5 * len(name)
     return out
 
 
