@@ -1,0 +1,203 @@
+"""One simulation run from typed options: build the engine model, the fleet, the control plane and the workload on
+one event loop, run it to the end, and return the results JSON. :func:`compare` runs several variants (routing or
+autoscaling policies) over the same seeded workload."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from llmfleet.autoscaling.policies import PolicyFn, model_based
+from llmfleet.config import FleetConfig
+from llmfleet.errors import ConfigError
+from llmfleet.perfmodel.catalog import load_catalog
+from llmfleet.perfmodel.model import PerfModel
+from llmfleet.simulator.control import Autoscaling, Prober, Scraper, SimProvider
+from llmfleet.simulator.core import EventLoop, SimClock
+from llmfleet.simulator.events import Disruption, Disruptor
+from llmfleet.simulator.fleet import Fleet, ReplicaKind
+from llmfleet.simulator.replica import EngineSpec
+from llmfleet.simulator.results import Recorder, Slo
+from llmfleet.simulator.stepcost import StepCost
+from llmfleet.simulator.workload import TraceWorkload, Workload, WorkloadSpec, spec_summary
+
+ROUTING_POLICIES = (
+    "round_robin",
+    "least_outstanding",
+    "power_of_two",
+    "latency_ewma",
+    "load_aware",
+    "prefix_affinity",
+    "session_affinity",
+    "tiered",
+    "cost_aware",
+)
+AUTOSCALING_POLICIES = ("threshold", "target_ratio", "queue", "model")
+ENGINE_LOAD_POLICIES = frozenset({"load_aware", "cost_aware"})
+Progress = Callable[[float, int], None]
+"""Called now and then with (simulated seconds done, requests arrived)."""
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """Everything one run needs; the CLI fills it from options and fleet.yaml."""
+
+    config: FleetConfig
+    replicas: int
+    duration_s: float
+    workload: WorkloadSpec | None = None
+    trace: Path | None = None
+    max_requests: int | None = None
+    seed: int = 0
+    cell_size: int | None = None
+    autoscale: bool = False
+    startup_s: float = 180.0
+    regions: int = 1
+    spot_fraction: float = 0.0
+    spot_interruptions_per_hour: float = 0.0
+    events: tuple[Disruption, ...] = ()
+    slo: Slo = field(default_factory=Slo)
+    label: str = ""
+    probes: bool = True
+
+
+def build_engine(config: FleetConfig) -> tuple[PerfModel, EngineSpec]:
+    """The performance model and engine settings from ``engine`` (catalog names are checked here)."""
+    e = config.engine
+    catalog = load_catalog()
+    perf = PerfModel(catalog.gpu(e.gpu), catalog.model(e.model), e.precision, e.precision if e.precision == "fp8"
+                     else "bf16", e.tensor_parallel_size)  # fmt: skip
+    blocks = e.num_gpu_blocks_override or perf.kv_capacity_blocks(e.gpu_memory_utilization, e.block_size)
+    if blocks < 1:
+        raise ConfigError(f"engine: {perf.model.name} does not fit on {perf.tp} x {perf.gpu.name}: no KV cache left")
+    spec = EngineSpec(blocks * e.block_size, e.max_num_seqs, e.max_num_batched_tokens, e.block_size,
+                      e.enable_prefix_caching)  # fmt: skip
+    return perf, spec
+
+
+def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Run one simulation and return its results (see :meth:`Recorder.to_json`)."""
+    wall0 = time.perf_counter()
+    cfg = opts.config
+    perf, spec = build_engine(cfg)
+    cost = StepCost(perf)
+    price = perf.gpu.price
+    on_demand = ReplicaKind(spec, cost, perf.tp, price.on_demand_usd_per_hour)
+    spot = replace(on_demand, spot=True, pool="spot", usd_per_gpu_hour=price.spot_usd_per_hour or price.on_demand_usd_per_hour)
+    rng = random.Random(opts.seed)
+    clock = SimClock()
+    loop = EventLoop(clock)
+    timeline_step_s = max(1.0, opts.duration_s / 400)
+    rec = Recorder(opts.slo, timeline_step_s)
+    workload: Workload | TraceWorkload
+    if opts.trace is not None:
+        workload = TraceWorkload(opts.trace, opts.duration_s, opts.max_requests)
+    else:
+        workload = Workload(opts.workload or WorkloadSpec(), random.Random(rng.random()), opts.duration_s,
+                            opts.max_requests)  # fmt: skip
+    fleet = Fleet(loop, cfg.routing, cfg.gateway, rec, random.Random(rng.random()), opts.cell_size, workload.follow_up)
+    lost_regions: set[int] = set()
+
+    def kind_for(i: int) -> tuple[ReplicaKind, int]:
+        regions = [g for g in range(opts.regions) if g not in lost_regions] or [0]
+        is_spot = opts.spot_fraction > 0 and (i % 1000) < round(opts.spot_fraction * 1000)
+        return (spot if is_spot else on_demand), regions[i % len(regions)]
+
+    provider = SimProvider(fleet, kind_for, opts.startup_s, cfg.autoscaler.drain_timeout_s)
+    initial = opts.replicas
+    if opts.autoscale:
+        a = cfg.autoscaler
+        initial = min(max(initial, a.min_replicas), a.max_replicas)
+    provider.desired = initial
+    provider.add(initial, startup_s=0.0)
+    if opts.probes:
+        Prober(fleet, cfg.gateway.health).start(loop)
+    if cfg.routing.policy in ENGINE_LOAD_POLICIES:
+        Scraper(fleet, cfg.gateway.health.scrape_interval_s).start(loop)
+    if opts.autoscale:
+        extra: dict[str, PolicyFn] = {}
+        if "model" in cfg.autoscaler.policies:
+            a = cfg.autoscaler
+            extra["model"] = model_based(perf, a.model_input_tokens, a.model_output_tokens,
+                                         cfg.engine.gpu_memory_utilization, cfg.engine.max_num_seqs)  # fmt: skip
+        Autoscaling(fleet, provider, cfg.autoscaler, rec, extra).start(loop)
+    Disruptor(fleet, random.Random(rng.random()), provider.reconcile, lost_regions,
+              opts.spot_interruptions_per_hour).start(loop, list(opts.events))  # fmt: skip
+
+    arrivals = workload.arrivals()
+
+    def feed() -> None:
+        # Arrivals are pulled lazily, a batch at a time, so a million requests never sit in the heap at once.
+        for _ in range(256):
+            req = next(arrivals, None)
+            if req is None:
+                return
+            loop.at(req.arrival_s, lambda req=req: fleet.arrive(req))  # type: ignore[misc]
+        loop.at(req.arrival_s, feed)
+
+    feed()
+
+    def sample() -> None:
+        rec.sample_fleet(clock.now())
+        if progress is not None:
+            progress(clock.now(), rec.arrivals)
+        if clock.now() + timeline_step_s <= opts.duration_s:
+            loop.after(timeline_step_s, sample)
+
+    loop.at(0.0, sample)
+    loop.run(until=opts.duration_s)
+    # Drain: no new arrivals, but let requests in flight finish (bounded, so an overloaded fleet still ends).
+    drain_until = opts.duration_s + max(600.0, opts.duration_s * 0.1)
+    while fleet.in_flight > 0 and clock.now() < drain_until:
+        loop.run(until=min(drain_until, clock.now() + 10.0))
+    end = clock.now()
+    rec.finish(end)
+    extra_json = {
+        "engine": {
+            "gpu": perf.gpu.name,
+            "model": perf.model.name,
+            "tensor_parallel_size": perf.tp,
+            "kv_capacity_tokens": spec.kv_capacity_tokens,
+            "max_num_seqs": spec.max_num_seqs,
+            "max_num_batched_tokens": spec.max_num_batched_tokens,
+            "enable_prefix_caching": spec.enable_prefix_caching,
+        },
+        "routing_policy": cfg.routing.policy,
+        "autoscaling": list(cfg.autoscaler.policies) if opts.autoscale else None,
+        "initial_replicas": initial,
+        "cell_size": opts.cell_size,
+        "seed": opts.seed,
+        "workload": {"trace": str(opts.trace)} if opts.trace else spec_summary(opts.workload or WorkloadSpec()),
+        "events_processed": loop.processed,
+    }
+    return rec.to_json(opts.label or cfg.routing.policy, opts.duration_s, time.perf_counter() - wall0, extra_json)
+
+
+def variants(opts: SimOptions, names: list[str]) -> list[SimOptions]:
+    """One :class:`SimOptions` per ``--compare`` name: a routing policy, or an autoscaling policy (which turns
+    autoscaling on with that policy alone)."""
+    out = []
+    for name in names:
+        if name in ROUTING_POLICIES:
+            routing = opts.config.routing.model_copy(update={"policy": name})
+            out.append(replace(opts, config=opts.config.model_copy(update={"routing": routing}), label=name))
+        elif name in AUTOSCALING_POLICIES:
+            auto = opts.config.autoscaler.model_copy(update={"policies": [name]})
+            out.append(
+                replace(opts, config=opts.config.model_copy(update={"autoscaler": auto}), autoscale=True, label=name)
+            )
+        else:
+            raise ConfigError(
+                f"--compare: {name!r} is neither a routing policy ({', '.join(ROUTING_POLICIES)}) nor an autoscaling "
+                f"policy ({', '.join(AUTOSCALING_POLICIES)})"
+            )
+    return out
+
+
+def compare(opts: SimOptions, names: list[str], progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Run every variant of :func:`variants` with the same seed and workload."""
+    return [run(v, progress) for v in variants(opts, names)]
