@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,14 +48,28 @@ class StreamState:
     include_usage: bool
     """The client asked for the usage chunk (the gateway always asks upstream, and hides it otherwise)."""
     chat: bool
+    want_token_ids: bool = False
+    """The client itself asked for ``return_token_ids`` (else the ids the gateway asked for are stripped)."""
+    want_continuous_usage: bool = False
+    """The client itself asked for usage on every chunk (else it is stripped)."""
     id: str | None = None
     created: int | None = None
     parts: list[str] = field(default_factory=list)
     """Text delivered, chunk by chunk."""
     delivered: int = 0
-    """Content chunks delivered (counted as tokens)."""
+    """Tokens delivered: exact when the engine reported token ids or usage per chunk (``exact``), else the
+    content chunks (corrected with the engine's ``/tokenize`` before a resume)."""
+    exact: bool = True
+    token_ids: list[int] | None = field(default_factory=list)
+    """The generated token ids delivered, in order; None once a token-bearing chunk came without them."""
+    prompt_ids: list[int] | None = None
+    """The client's prompt as token ids, when the first segment reported them."""
+    prompt_tokens: int | None = None
+    """The client's prompt length in tokens, from the first segment."""
     delivered_before_segment: int = 0
     """``delivered`` when the current (resumed) segment began."""
+    segment_reported: int = 0
+    """``completion_tokens`` of the current segment's last per-chunk usage."""
     finished: bool = False
     """A chunk carried a ``finish_reason`` or an error: the stream may end."""
     resumed: bool = False
@@ -70,10 +85,42 @@ class Chunk:
 
     out: bytes | None
     """The event to send to the client; None: drop it."""
-    token: bool = False
-    """A content chunk (delivered text; counted as one token)."""
+    tokens: int = 0
+    """Generated tokens it carried (vLLM packs several into one chunk under load)."""
     usage: dict[str, Any] | None = None
-    """The usage it carried, as sent to the client (rewritten after a resume)."""
+    """The final usage it carried, as sent to the client (rewritten after a resume)."""
+
+    @property
+    def token(self) -> bool:
+        """It carried at least one generated token."""
+        return self.tokens > 0
+
+
+def upstream_stream_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The body sent upstream for a client stream: the gateway always asks for the final usage, per-chunk usage
+    and the token ids (vLLM's ``continuous_usage_stats`` and ``return_token_ids``; engines that ignore them are
+    counted by text and ``/tokenize``), and strips from the client's stream what the client did not ask for."""
+    out = dict(body)
+    opts = body.get("stream_options")
+    out["stream_options"] = {
+        **(opts if isinstance(opts, dict) else {}),
+        "include_usage": True,
+        "continuous_usage_stats": True,
+    }
+    out["return_token_ids"] = True
+    return out
+
+
+def new_state(body: dict[str, Any], chat: bool, include_usage: bool) -> StreamState:
+    """The state of a fresh client stream for request ``body``."""
+    opts = body.get("stream_options")
+    continuous = bool(opts.get("continuous_usage_stats")) if isinstance(opts, dict) else False
+    return StreamState(
+        include_usage=include_usage,
+        chat=chat,
+        want_token_ids=bool(body.get("return_token_ids")),
+        want_continuous_usage=continuous,
+    )
 
 
 def track_chunk(payload: bytes, st: StreamState) -> Chunk:
@@ -89,20 +136,21 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
         return Chunk(sse(payload))
     if st.id is None:
         st.id, st.created = obj.get("id"), obj.get("created")
+    changed = st.resumed
+    if st.resumed:
+        obj["id"], obj["created"] = st.id, st.created
     choices = obj.get("choices")
     if not choices:
         usage = obj.get("usage")
         if usage:
-            if st.resumed:
-                before = st.delivered_before_segment
-                usage = dict(usage)
-                usage["prompt_tokens"] = max(0, (usage.get("prompt_tokens") or 0) - before)
-                usage["completion_tokens"] = (usage.get("completion_tokens") or 0) + before
-                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                obj["usage"] = usage
+            usage = _stream_usage(usage, st)
+            obj["usage"] = usage
             st.usage = usage
-        return Chunk(_encode(obj, payload, st) if st.include_usage else None, usage=usage or None)
+            changed = True
+        return Chunk(_encode(obj, payload, changed) if st.include_usage else None, usage=usage or None)
     choice = choices[0]
+    if not st.resumed:
+        _note_prompt(obj, choice, st)
     if st.chat:
         delta = choice.get("delta") or {}
         text = delta.get("content")
@@ -110,19 +158,88 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
             return Chunk(None)  # the resumed segment's opening role chunk: the client already had one
     else:
         text = choice.get("text")
+    n = _count(obj, choice, text, st)
     if text:
         st.parts.append(text)
-        st.delivered += 1
+    st.delivered += n
     if choice.get("finish_reason"):
         st.finished = True
-    return Chunk(_encode(obj, payload, st), token=bool(text))
+    changed = _strip(obj, choice, st) or changed
+    return Chunk(_encode(obj, payload, changed), tokens=n)
 
 
-def _encode(obj: dict[str, Any], payload: bytes, st: StreamState) -> bytes:
-    if st.resumed:
-        obj["id"], obj["created"] = st.id, st.created
-        return sse(_DUMPS(obj).encode())
-    return sse(payload)
+def _note_prompt(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -> None:
+    """The client's prompt (ids and length) from the first segment's chunks."""
+    ids = obj.get("prompt_token_ids") if st.chat else choice.get("prompt_token_ids")
+    if isinstance(ids, list) and st.prompt_ids is None:
+        st.prompt_ids = ids
+        st.prompt_tokens = len(ids)
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int) and st.prompt_tokens is None:
+        st.prompt_tokens = usage["prompt_tokens"]
+
+
+def _count(obj: dict[str, Any], choice: dict[str, Any], text: str | None, st: StreamState) -> int:
+    """Tokens in one chunk: by the engine's cumulative per-chunk usage, else its token ids, else 1 per text chunk
+    (inexact: vLLM packs tokens into one chunk under load and some tokens decode to no text)."""
+    ids = choice.get("token_ids")
+    usage = obj.get("usage")
+    reported = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if isinstance(reported, int):
+        n = max(0, reported - st.segment_reported)
+        st.segment_reported = max(reported, st.segment_reported)
+    elif isinstance(ids, list):
+        n = len(ids)
+    else:
+        n = 1 if text else 0
+        if n:
+            st.exact = False
+    if st.token_ids is not None:
+        if isinstance(ids, list) and len(ids) == n:
+            st.token_ids.extend(ids)
+        elif n:
+            st.token_ids = None
+    return n
+
+
+def _strip(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -> bool:
+    """Remove what the gateway asked for and the client did not; rewrite per-chunk usage after a resume."""
+    changed = False
+    if not st.want_token_ids:
+        for holder, key in ((choice, "token_ids"), (choice, "prompt_token_ids"), (obj, "prompt_token_ids")):
+            if key in holder:
+                del holder[key]
+                changed = True
+    if "usage" in obj:
+        if not st.want_continuous_usage:
+            del obj["usage"]
+            changed = True
+        elif st.resumed and isinstance(obj["usage"], dict):
+            obj["usage"] = _stream_usage(obj["usage"], st)
+            changed = True
+    return changed
+
+
+def _stream_usage(usage: dict[str, Any], st: StreamState) -> dict[str, Any]:
+    """Usage as the client must see it: its own prompt, and every token it was sent over all segments."""
+    if not st.resumed:
+        return usage
+    out = dict(usage)
+    segment = out.get("completion_tokens") or 0
+    prompt = st.prompt_tokens
+    if prompt is None:  # the first segment never said: the resumed prompt held the delivered tokens
+        prompt = max(0, (out.get("prompt_tokens") or 0) - st.delivered_before_segment)
+    out["prompt_tokens"] = prompt
+    out["completion_tokens"] = segment + st.delivered_before_segment
+    out["total_tokens"] = prompt + out["completion_tokens"]
+    return out
+
+
+def _encode(obj: dict[str, Any], payload: bytes, changed: bool) -> bytes:
+    """The upstream payload as is, or re-encoded (keeping the stream's first ``id``/``created``) when changed."""
+    if not changed:
+        return sse(payload)
+    return sse(_DUMPS(obj).encode())
 
 
 def synthetic_finish(st: StreamState, reason: str) -> bytes:
@@ -165,6 +282,10 @@ class Upstream(Protocol):
         """Settle ``segment``'s attempt (registry feedback and request metrics)."""
         ...
 
+    async def tokenize(self, payload: dict[str, Any]) -> list[int] | None:
+        """Token ids of ``payload`` (a ``/tokenize`` body) from a live replica of the model; None when none can."""
+        ...
+
 
 class StreamRequest(Protocol):
     """What the relay needs to know about the client's request."""
@@ -199,7 +320,7 @@ class StreamRelay:
         self, request: web.Request, req: StreamRequest, segment: Segment, upstream: Upstream
     ) -> web.StreamResponse:
         """Send ``segment`` (already open with HTTP 200) and its successors to the client."""
-        st = StreamState(include_usage=req.include_usage, chat=req.route == "chat")
+        st = new_state(req.body, req.route == "chat", req.include_usage)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
             await resp.prepare(request)
@@ -281,7 +402,16 @@ class StreamRelay:
             await _write_final(resp, synthetic_finish(st, "length"))
             self.metrics.resumes.labels("completed_locally").inc()
             return None
-        body = resume_body(req.body, st.chat, "".join(st.parts), st.delivered, limit)
+        if not st.exact:
+            await self._recount(req, st, upstream)
+            if limit is not None and st.delivered >= limit:
+                await _write_final(resp, synthetic_finish(st, "length"))
+                self.metrics.resumes.labels("completed_locally").inc()
+                return None
+        ids = None
+        if not st.chat and st.prompt_ids is not None and st.token_ids is not None:
+            ids = st.prompt_ids + st.token_ids
+        body = resume_body(req.body, st.chat, "".join(st.parts), st.delivered, limit, ids)
         if body is None or st.resumes >= self.cfg.max_resumes:
             why = "the request cannot be continued from text" if body is None else "resume budget exhausted"
             await _write_final(resp, error_event(f"upstream replica failed mid-stream and {why}"))
@@ -303,9 +433,39 @@ class StreamRelay:
         st.resumes += 1
         st.resumed = True
         st.delivered_before_segment = st.delivered
+        st.segment_reported = 0
         self.metrics.resumes.labels("ok").inc()
         log.info("stream resumed on %s after %d tokens", seg.attempt.replica.id, st.delivered)
         return seg
+
+    async def _recount(self, req: StreamRequest, st: StreamState, upstream: Upstream) -> None:
+        """Correct a chunk-based count with the engine's ``/tokenize`` of the delivered text (engines that report
+        neither token ids nor usage per chunk); keeps the estimate when no replica can tokenize."""
+        ids = await upstream.tokenize({"model": req.body.get("model"), "prompt": "".join(st.parts), **_NO_SPECIAL})
+        if ids is not None:
+            st.delivered, st.exact = len(ids), True
+            st.token_ids = None  # a re-tokenization is not what was generated: resume from text
+
+
+_NO_SPECIAL = {"add_special_tokens": False}
+
+
+async def tokenize_on(
+    session: aiohttp.ClientSession, urls: Sequence[str], payload: dict[str, Any], timeout_s: float
+) -> list[int] | None:
+    """Token ids of ``payload`` from the first of ``urls`` whose ``POST /tokenize`` answers; None when none does."""
+    for url in urls:
+        try:
+            async with asyncio.timeout(timeout_s), session.post(url + "/tokenize", json=payload) as r:
+                if r.status != 200:
+                    continue
+                data = await r.json()
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            continue
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if isinstance(tokens, list):
+            return [int(t) for t in tokens]
+    return None
 
 
 async def _write_final(resp: web.StreamResponse, event: bytes) -> None:

@@ -1,6 +1,8 @@
 """How a stream that lost its replica continues elsewhere: the request body that asks another replica for the rest.
 
-Completions: the original prompt plus the text already sent. Chat: the messages plus a partial assistant message
+Completions: the prompt's token ids plus the generated ids already sent, when the engine reported them (so the
+continuation extends exactly the token sequence the dead replica had), else the original prompt plus the text
+already sent. Chat: the messages plus a partial assistant message
 (appended to the last one when the client was itself continuing one), with ``continue_final_message: true`` and
 ``add_generation_prompt: false``. ``max_tokens`` (or ``max_completion_tokens``) shrinks by the tokens delivered.
 """
@@ -11,15 +13,26 @@ from typing import Any
 
 
 def resume_body(
-    body: dict[str, Any], chat: bool, sent_text: str, delivered: int, max_tokens: int | None
+    body: dict[str, Any],
+    chat: bool,
+    sent_text: str,
+    delivered: int,
+    max_tokens: int | None,
+    token_ids: list[int] | None = None,
 ) -> dict[str, Any] | None:
-    """The continuation request, or None when the request cannot be continued from text (token-id prompts)."""
+    """The continuation request, or None when it cannot be continued (a token-id prompt without ``token_ids``).
+
+    ``token_ids`` (completions): the prompt's ids followed by the generated ids delivered."""
     out = dict(body)
     out["stream"] = True
-    out["stream_options"] = {"include_usage": True}
+    out["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+    out["return_token_ids"] = True
     if max_tokens is not None:
         out["max_completion_tokens" if "max_completion_tokens" in out else "max_tokens"] = max_tokens - delivered
     if not chat:
+        if token_ids is not None:
+            out["prompt"] = token_ids
+            return out
         prompt = out.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]

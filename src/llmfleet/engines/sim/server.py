@@ -2,7 +2,10 @@
 
 Responses follow vLLM's shapes (ids ``cmpl-``/``chatcmpl-``, ``stop_reason``, SSE chunks ending in
 ``data: [DONE]``, a usage chunk with ``choices: []`` when ``stream_options.include_usage`` is set, chat streams that
-open with a role delta). The sim returns one token per SSE chunk.
+open with a role delta). vLLM's stream extras are honoured: ``return_token_ids`` (each chunk's ``token_ids``, the
+prompt's ids on the first chunk) and ``stream_options.continuous_usage_stats`` (cumulative usage on every chunk).
+The sim streams one token per SSE chunk unless the ``coalesce_tokens`` fault makes it pack several into one, as a
+loaded vLLM does.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from llmfleet.api.errors import error_middleware, validation_message
 from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_request
 from llmfleet.clock import ScaledClock
 from llmfleet.config import SimEngineConfig
-from llmfleet.engines.sim.engine import RequestHandle, SimEngine
+from llmfleet.engines.sim.engine import RequestHandle, SimEngine, TokenEvent
 from llmfleet.engines.sim.faults import FaultState
 from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.engines.sim.tokenizer import render_chat, token_ids
@@ -172,7 +175,9 @@ class SimServer:
             return {**base, "choices": [choice]}
 
         if req.stream:
-            return await self._stream(request, handle, base, chunk, req.include_usage, opener=None)
+            opts = _StreamExtras.of(req)
+            opts.prompt_ids = ids
+            return await self._stream(request, handle, base, chunk, req.include_usage, opener=None, extras=opts)
         text, finish = await self._collect(handle)
         choice = {
             "index": 0,
@@ -222,7 +227,9 @@ class SimServer:
                     {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
                 ],
             }
-            return await self._stream(request, handle, base, chunk, req.include_usage, opener=opener)
+            opts = _StreamExtras.of(req)
+            opts.prompt_ids = ids
+            return await self._stream(request, handle, base, chunk, req.include_usage, opener=opener, extras=opts)
         text, finish = await self._collect(handle)
         message = {"role": "assistant", "content": text, "tool_calls": []}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
@@ -248,15 +255,25 @@ class SimServer:
         chunk: Callable[[str, str | None], dict[str, Any]],
         include_usage: bool,
         opener: dict[str, Any] | None,
+        extras: _StreamExtras,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        per_chunk = self.faults.config.coalesce_tokens
         try:
             await resp.prepare(request)
             if opener is not None:
-                await resp.write(_sse(opener))
-            template = _ChunkTemplate(chunk)
-            async for ev in handle.stream():
-                await resp.write(template.render(ev.piece, ev.finish_reason))
+                await resp.write(_sse(extras.decorate(opener, handle, 0, first=True, chat=True)))
+            if per_chunk == 1 and not extras.any:
+                template = _ChunkTemplate(chunk)
+                async for ev in handle.stream():
+                    await resp.write(template.render(ev.piece, ev.finish_reason))
+            else:
+                sent = 0
+                first = opener is None
+                async for piece, finish, n in _coalesced(handle, lambda: self.faults.config.coalesce_tokens):
+                    obj = extras.decorate(chunk(piece, finish), handle, sent, first=first, chat=opener is not None, n=n)
+                    sent, first = sent + n, False
+                    await resp.write(_sse(obj))
             if include_usage:
                 await resp.write(_sse({**base, "choices": [], "usage": _usage(handle)}))
             await resp.write(b"data: [DONE]\n\n")
@@ -282,6 +299,61 @@ class _ChunkTemplate:
         if finish is None:
             return self._head + _DUMPS(piece).encode() + self._tail
         return _sse(self._make(piece, finish))
+
+
+class _StreamExtras:
+    """What a streamed request asked for beyond the OpenAI basics (vLLM's ``return_token_ids`` and
+    ``stream_options.continuous_usage_stats``), and how each chunk shows it."""
+
+    def __init__(self, token_ids: bool, continuous_usage: bool) -> None:
+        self.token_ids = token_ids
+        self.continuous_usage = continuous_usage
+        self.prompt_ids: list[int] = []
+
+    @classmethod
+    def of(cls, req: CompletionRequest | ChatCompletionRequest) -> _StreamExtras:
+        opts = req.stream_options
+        return cls(bool(getattr(req, "return_token_ids", False)), bool(getattr(opts, "continuous_usage_stats", False)))
+
+    @property
+    def any(self) -> bool:
+        return self.token_ids or self.continuous_usage
+
+    def decorate(
+        self, obj: dict[str, Any], handle: RequestHandle, sent: int, *, first: bool, chat: bool, n: int = 0
+    ) -> dict[str, Any]:
+        """``obj`` (one chunk carrying tokens ``sent .. sent + n`` of the output) with the extras asked for."""
+        if self.token_ids:
+            if obj["choices"]:
+                obj["choices"][0]["token_ids"] = handle.req.output_ids[sent : sent + n]
+            if first:
+                if chat:
+                    obj["prompt_token_ids"] = self.prompt_ids
+                else:
+                    obj["choices"][0]["prompt_token_ids"] = self.prompt_ids
+        if self.continuous_usage:
+            p, c = len(self.prompt_ids), sent + n
+            obj["usage"] = {"prompt_tokens": p, "total_tokens": p + c, "completion_tokens": c}
+        return obj
+
+
+async def _coalesced(handle: RequestHandle, per_chunk: Callable[[], int]) -> AsyncIterator[tuple[str, str | None, int]]:
+    """The request's events packed into chunks of up to ``per_chunk()`` tokens: (text, finish reason, tokens).
+
+    Every event carries one generated token except an abort's finish event (an empty piece that was never made).
+    """
+    pieces: list[str] = []
+    n = 0
+    async for ev in handle.stream():
+        pieces.append(ev.piece)
+        n += _tokens_in(ev)
+        if ev.finish_reason is not None or n >= per_chunk():
+            yield "".join(pieces), ev.finish_reason, n
+            pieces, n = [], 0
+
+
+def _tokens_in(ev: TokenEvent) -> int:
+    return 0 if ev.finish_reason == "abort" else 1
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
