@@ -5,6 +5,9 @@
   (a chunked stream of JSON event lines, fed by :meth:`FakeKubeAPI.emit`, honouring ``resourceVersion`` and
   ``timeoutSeconds``; a version older than ``gone_below`` gets an ``ERROR`` event with code 410, as a real server
   answers a compacted version).
+- ``GET``/``PUT /apis/coordination.k8s.io/v1/namespaces/NS/leases/NAME`` and ``POST .../leases`` (leader election:
+  a create of an existing Lease is ``409 AlreadyExists``, an update carrying a stale ``resourceVersion`` is
+  ``409 Conflict``, as a real server answers).
 
 Runs on its own loop (``AppThread``); call :meth:`FakeKubeAPI.call` from tests to act on that loop.
 """
@@ -67,6 +70,9 @@ class FakeKubeAPI:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._watchers: list[asyncio.Queue[dict[str, Any] | None]] = []
         self.thread: AppThread | None = None
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.lease_writes: list[tuple[str, str | None]] = []
+        """(method, holderIdentity) of every accepted Lease create/update, in order."""
 
     # ---- driving the fake from tests --------------------------------------------------------------------
     def call(self, fn: Callable[[], T]) -> T:
@@ -185,12 +191,50 @@ class FakeKubeAPI:
             self._watchers.remove(queue)
         return resp
 
+    # ---- leases -----------------------------------------------------------------------------------------------
+    async def _get_lease(self, request: web.Request) -> web.Response:
+        self.requests.append(("GET", request.path, dict(request.query)))
+        lease = self.leases.get(request.match_info["name"])
+        if request.match_info["ns"] != self.namespace or lease is None:
+            return web.json_response(_status(404, "NotFound", "leases.coordination.k8s.io not found"), status=404)
+        return web.json_response(lease)
+
+    async def _write_lease(self, request: web.Request, obj: dict[str, Any]) -> web.Response:
+        self.version += 1
+        obj = {**obj, "apiVersion": "coordination.k8s.io/v1", "kind": "Lease"}
+        obj["metadata"] = {**obj.get("metadata", {}), "namespace": self.namespace, "resourceVersion": str(self.version)}
+        self.leases[obj["metadata"]["name"]] = obj
+        self.lease_writes.append((request.method, (obj.get("spec") or {}).get("holderIdentity")))
+        return web.json_response(obj, status=201 if request.method == "POST" else 200)
+
+    async def _create_lease(self, request: web.Request) -> web.Response:
+        self.requests.append(("POST", request.path, dict(request.query)))
+        obj = await request.json()
+        if obj["metadata"]["name"] in self.leases:
+            return web.json_response(_status(409, "AlreadyExists", "leases already exists"), status=409)
+        return await self._write_lease(request, obj)
+
+    async def _replace_lease(self, request: web.Request) -> web.Response:
+        self.requests.append(("PUT", request.path, dict(request.query)))
+        obj = await request.json()
+        current = self.leases.get(request.match_info["name"])
+        if current is None:
+            return web.json_response(_status(404, "NotFound", "leases.coordination.k8s.io not found"), status=404)
+        if obj.get("metadata", {}).get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            msg = "Operation cannot be fulfilled on leases: the object has been modified"
+            return web.json_response(_status(409, "Conflict", msg), status=409)
+        return await self._write_lease(request, obj)
+
     def app(self) -> web.Application:
         app = web.Application()
         scale = "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale"
         app.router.add_get(scale, self._get_scale)
         app.router.add_patch(scale, self._patch_scale)
         app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", self._slices)
+        leases = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+        app.router.add_post(leases, self._create_lease)
+        app.router.add_get(leases + "/{name}", self._get_lease)
+        app.router.add_put(leases + "/{name}", self._replace_lease)
         return app
 
 

@@ -283,7 +283,6 @@ def _options(help_text: str) -> set[str]:
     return {w.strip("│,[]") for w in help_text.split() if w.strip("│,[]").startswith("--")}
 
 
-@pytest.mark.xfail(reason="issue #12 part 2: `gateway --discover` and `llmfleet autoscaler` are not built yet")
 def test_the_commands_the_manifests_run_exist() -> None:
     objs = objects(parse_fleet_config(SEED))
     for name in ("llmfleet-gateway", "llmfleet-autoscaler-h100"):

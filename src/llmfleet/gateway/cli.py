@@ -11,23 +11,49 @@ import typer
 from aiohttp import web
 from rich.console import Console
 
-from llmfleet.config import GatewayConfig, RoutingConfig, load_fleet_config, validate_section
+from llmfleet.config import (
+    FleetConfig,
+    GatewayConfig,
+    GatewayDiscoveryConfig,
+    RoutingConfig,
+    load_fleet_config,
+    validate_section,
+)
 from llmfleet.errors import ConfigError
 from llmfleet.gateway.app import create_app
 
 
 def load_gateway_config(
-    config: Path | None, overrides: dict[str, Any], replicas: list[str], policy: str | None
+    config: Path | None,
+    overrides: dict[str, Any],
+    replicas: list[str],
+    policy: str | None,
+    discover: list[str] | None = None,
 ) -> tuple[GatewayConfig, RoutingConfig]:
     """Sections ``gateway`` and ``routing`` of the whole fleet.yaml (validated as one document, so a misspelt
-    section is an error too) with CLI overrides; ``--replica`` URLs are added to the file's; errors name the key."""
+    section is an error too) with CLI overrides; ``--replica`` URLs and ``--discover`` targets are added to the
+    file's; errors name the key (or the option)."""
+    gateway, routing, _ = load_gateway_fleet(config, overrides, replicas, policy, discover or [])
+    return gateway, routing
+
+
+def load_gateway_fleet(
+    config: Path | None, overrides: dict[str, Any], replicas: list[str], policy: str | None, discover: list[str]
+) -> tuple[GatewayConfig, RoutingConfig, FleetConfig]:
+    """:func:`load_gateway_config` plus the whole document (discovery reads its ``kubernetes`` section)."""
     cfg = load_fleet_config(config, {"gateway": overrides, "routing": {"policy": policy}})
     gateway = cfg.gateway
-    if replicas:
+    if replicas or discover:
         listed = [r.model_dump() for r in gateway.replicas]
-        data = {**gateway.model_dump(), "replicas": [*listed, *({"url": u} for u in replicas)]}
+        found = [d.model_dump() for d in gateway.discovery]
+        found += [validate_section(GatewayDiscoveryConfig, d, "--discover").model_dump() for d in discover]  # type: ignore[arg-type]
+        data = {
+            **gateway.model_dump(),
+            "replicas": [*listed, *({"url": u} for u in replicas)],
+            "discovery": found,
+        }
         gateway = validate_section(GatewayConfig, data, "gateway")
-    return gateway, cfg.routing
+    return gateway, cfg.routing, cfg
 
 
 def register(app: typer.Typer) -> None:
@@ -38,12 +64,28 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
         host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
         replica: Annotated[list[str] | None, typer.Option(help="Replica base URL (repeatable).")] = None,
+        discover: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="Follow a Kubernetes Service's ready endpoints, k8s:NAMESPACE/SERVICE (repeatable; "
+                "the API server is found like kubectl finds it, or from the `kubernetes` section)."
+            ),
+        ] = None,
         policy: Annotated[str | None, typer.Option(help="Routing policy (default least_outstanding).")] = None,
         admin_token: Annotated[str | None, typer.Option(help="Bearer token that enables /admin.")] = None,
         admin_token_file: Annotated[
             Path | None, typer.Option(help="Read the admin token from this file (keeps it out of `ps`).")
         ] = None,
         config: Annotated[Path | None, typer.Option(help="fleet.yaml (uses sections gateway, routing).")] = None,
+        keys_file: Annotated[
+            Path | None, typer.Option(help="API keys file (`llmfleet keys add`): the OpenAI routes then need a key.")
+        ] = None,
+        redis_url: Annotated[
+            str | None, typer.Option(help="redis://HOST:PORT/DB shared with other gateways (limits, cache).")
+        ] = None,
+        cache: Annotated[
+            str | None, typer.Option(help="Response cache for deterministic requests: off, memory or redis.")
+        ] = None,
         log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
     ) -> None:
         """Run the gateway: OpenAI API in front of replicas, with routing, health checks and failover."""
@@ -52,18 +94,36 @@ def register(app: typer.Typer) -> None:
                 admin_token = admin_token_file.read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"--admin-token-file: {exc}") from None
-        gw_cfg, routing = load_gateway_config(
-            config, {"port": port, "host": host, "admin_token": admin_token}, replica or [], policy
+        gw_cfg, routing, fleet = load_gateway_fleet(
+            config,
+            {
+                "port": port,
+                "host": host,
+                "admin_token": admin_token,
+                "auth": {"keys_file": str(keys_file)} if keys_file else None,
+                "redis_url": redis_url,
+                "cache": {"backend": cache} if cache else None,  # keeps the file's `cache: memory` shorthand
+            },
+            replica or [],
+            policy,
+            discover or [],
         )
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        app = create_app(gw_cfg, routing)
+        if gw_cfg.discovery:
+            from llmfleet.gateway.discovery import discovery_context, kubernetes_watches
+
+            watches = kubernetes_watches(gw_cfg.discovery, fleet.kubernetes)  # config errors before serving
+            app.cleanup_ctx.append(discovery_context(watches, gw_cfg.drain_grace_s))
+        found = "".join(f", discovering {d.target}" for d in gw_cfg.discovery)
         Console(stderr=True).print(
             f"[bold green]llmfleet gateway[/] http://{gw_cfg.host}:{gw_cfg.port}/v1, policy {routing.policy}, "
-            f"{len(gw_cfg.replicas)} replica(s); admin API {'on' if gw_cfg.admin_token else 'off'}",
+            f"{len(gw_cfg.replicas)} replica(s){found}; admin API {'on' if gw_cfg.admin_token else 'off'}",
             highlight=False,
         )
         loop = _fast_event_loop()
         web.run_app(
-            create_app(gw_cfg, routing),
+            app,
             host=gw_cfg.host,
             port=gw_cfg.port,
             print=None,

@@ -60,7 +60,7 @@ def api_client_from_config(cfg: KubernetesProviderConfig) -> Any:
     return client.ApiClient(conf)
 
 
-def _api_error(what: str, exc: BaseException) -> ProviderError:
+def api_error(what: str, exc: BaseException) -> ProviderError:
     """Translate the client's exceptions into a one-line :class:`ProviderError`."""
     status = getattr(exc, "status", None)
     if status is not None:
@@ -151,7 +151,7 @@ class KubernetesProvider:
         try:
             return await asyncio.to_thread(fn, *args, _request_timeout=self.cfg.request_timeout_s, **kwargs)
         except Exception as exc:  # the client raises ApiException, urllib3 and socket errors; all mean the same here
-            raise _api_error(what, exc) from None
+            raise api_error(what, exc) from None
 
     # ---- discovery ------------------------------------------------------------------------------------------
     @property
@@ -215,7 +215,7 @@ class KubernetesProvider:
                 self.cfg.namespace, label_selector=self.selector, _request_timeout=self.cfg.request_timeout_s
             )
         except Exception as exc:
-            raise _api_error(f"list endpointslices {self.cfg.namespace} {self.selector}", exc) from None
+            raise api_error(f"list endpointslices {self.cfg.namespace} {self.selector}", exc) from None
         with self._lock:
             self._slices = {
                 s.metadata.name: s for s in result.items or [] if s.metadata is not None and s.metadata.name
