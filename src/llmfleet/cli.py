@@ -68,6 +68,12 @@ def _register() -> None:
     import llmfleet.bench.cli as bench_cli
 
     bench_cli.register(app)
+    import llmfleet.gateway.keys_cli as keys_cli
+
+    keys_cli.register(app)
+    import llmfleet.controller.cli as controller_cli
+
+    controller_cli.register(app)
 
 
 def main() -> None:

@@ -267,6 +267,35 @@ class GatewayReplicaConfig(_Section):
     weight: float = Field(1.0, gt=0, description="Relative capacity.")
 
 
+class GatewayAuthConfig(_Section):
+    """API keys on the OpenAI routes (section ``gateway.auth``; keys are managed with ``llmfleet keys``)."""
+
+    keys_file: str | None = Field(
+        None, description="Keys file written by `llmfleet keys add`; when set, every OpenAI route needs a key."
+    )
+    reload_interval_s: float = Field(1.0, gt=0, description="How often the keys file's mtime is checked.")
+    assumed_max_tokens: int = Field(
+        256, ge=1, description="Tokens reserved against tpm for a request that sets no max_tokens."
+    )
+
+
+class GatewayCacheConfig(_Section):
+    """Response cache for deterministic requests (section ``gateway.cache``; the shorthand ``cache: memory`` works)."""
+
+    backend: Literal["off", "memory", "redis"] = Field(
+        "off", description="off, memory (per gateway) or redis (shared by gateways; needs gateway.redis_url)."
+    )
+    ttl_s: float = Field(300.0, gt=0, description="An entry is served for this long after it was stored.")
+    max_entries: int = Field(4096, ge=1, description="memory: bounded LRU of this many responses ...")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="memory: ... and of this many bytes in all.")
+    max_entry_bytes: int = Field(1024 * 1024, ge=256, description="Larger responses are not cached.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"backend": data} if isinstance(data, str) else data
+
+
 class GatewayConfig(_Section):
     """The OpenAI-compatible gateway (section ``gateway``)."""
 
@@ -285,6 +314,22 @@ class GatewayConfig(_Section):
     drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     ewma_alpha: float = Field(0.2, gt=0, le=1, description="Smoothing of per-replica latency averages.")
     health: HealthConfig = Field(default_factory=HealthConfig)
+    auth: GatewayAuthConfig = Field(default_factory=GatewayAuthConfig)
+    cache: GatewayCacheConfig = Field(default_factory=GatewayCacheConfig)
+    redis_url: str | None = Field(
+        None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="redis://HOST:PORT/DB shared by several gateways: limits, cache, prefix affinity.",
+    )
+    redis_timeout_s: float = Field(0.25, gt=0, description="Redis connect/call timeout; slower means unavailable.")
+    redis_retry_interval_s: float = Field(2.0, gt=0, description="After a Redis failure, local state this long.")
+    redis_key_prefix: str = Field("llmfleet:", description="Prefix of every Redis key (several fleets, one Redis).")
+
+    @model_validator(mode="after")
+    def _cache_needs_redis(self) -> GatewayConfig:
+        if self.cache.backend == "redis" and not self.redis_url:
+            raise ValueError("cache.backend redis needs gateway.redis_url (--redis-url)")
+        return self
 
 
 # --- real vLLM (owner: lead) -------------------------------------------------------------------------------------

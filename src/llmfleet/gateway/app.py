@@ -18,6 +18,8 @@ from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_r
 from llmfleet.clock import Clock, WallClock
 from llmfleet.config import GatewayConfig, RoutingConfig
 from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from llmfleet.gateway.auth import RateLimitError
+from llmfleet.gateway.front_door import build_front_door
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.prober import Prober, fetch_models
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
@@ -60,6 +62,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.proxy: Proxy | None = None
         self.prober: Prober | None = None
+        self.front = build_front_door(config, self.clock, self.metrics.registry)  # keys, limits, cache
 
     def _on_transition(self, r: Replica, t: Transition) -> None:
         self.metrics.set_state(r.id, t.new)
@@ -89,6 +92,7 @@ class Gateway:
             await self.prober.stop()
         if self.session is not None:
             await self.session.close()
+        await self.front.close()
 
     async def add_replica(self, url: str, pool: str = "default", weight: float = 1.0) -> Replica:
         """Register a replica; it takes traffic once its models are known (fetched now, else by the prober)."""
@@ -166,13 +170,16 @@ class Gateway:
     async def _handle(self, request: web.Request, route: str) -> web.StreamResponse:
         assert self.proxy is not None
         try:
+            who = self.front.authenticate(request)
             req = await self._parse(request, route)
+            reservation = await self.front.admit(who, req)
+        except RateLimitError as exc:
+            self.metrics.requests.labels(route, "429", "none").inc()
+            return exc.response()
         except ApiError as exc:
             self.metrics.requests.labels(route, str(exc.status), "none").inc()
             raise
-        if req.typed.stream:
-            return await self.proxy.stream(request, req)
-        return await self.proxy.forward(req)
+        return await self.front.handle(request, req, who, reservation, self.proxy)
 
     async def models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "owned_by": "llmfleet"} for m in sorted(self.registry.models())]

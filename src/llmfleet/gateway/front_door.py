@@ -1,0 +1,133 @@
+"""The gateway's front door for the OpenAI routes: keys, limits and the response cache around the proxy.
+
+:func:`build_front_door` wires, from :class:`~llmfleet.config.GatewayConfig`, the shared state (when
+``redis_url`` is set), :class:`~llmfleet.gateway.auth.AccessControl` and the
+:class:`~llmfleet.gateway.cache.ResponseCache`. The request path calls :meth:`FrontDoor.authenticate`,
+:meth:`FrontDoor.admit` and :meth:`FrontDoor.handle`; nothing here knows about replicas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from llmfleet.api.types import CompletionRequest
+from llmfleet.clock import Clock
+from llmfleet.config import GatewayConfig
+from llmfleet.errors import ApiError, ConfigError
+from llmfleet.gateway.auth import AccessControl, Principal, estimate_prompt_tokens, usage_from_body
+from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, Upstreamed, cache_key
+from llmfleet.gateway.keys import KeyRing
+from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, Reservation
+from llmfleet.gateway.proxy import ProxyRequest
+from llmfleet.gateway.shared_state import SharedState
+
+PRINCIPAL = "llmfleet.principal"
+"""Key under which the caller's :class:`Principal` (name, priority) is stored on the aiohttp request."""
+
+
+class Forwarder(Protocol):
+    """The proxy as the front door uses it."""
+
+    async def forward(self, req: ProxyRequest) -> web.Response: ...
+
+    async def stream(self, request: web.Request, req: ProxyRequest) -> web.StreamResponse: ...
+
+
+class FrontDoor:
+    """Authentication, admission by per-key limits, and the response cache, in front of the proxy."""
+
+    def __init__(self, access: AccessControl, cache: ResponseCache | None, shared: SharedState | None) -> None:
+        self.access = access
+        self.cache = cache
+        self.shared = shared
+
+    def authenticate(self, request: web.Request) -> Principal:
+        """The caller (401 when keys are required and missing); also stored on ``request`` under :data:`PRINCIPAL`."""
+        who = self.access.authenticate(request.headers)
+        request[PRINCIPAL] = who
+        return who
+
+    async def admit(self, who: Principal, req: ProxyRequest) -> Reservation:
+        """Take ``req`` from ``who``'s limits (429 :class:`~llmfleet.gateway.auth.RateLimitError` over them)."""
+        typed = req.typed
+        ids = None
+        prompt_list = typed.prompt if isinstance(typed, CompletionRequest) and isinstance(typed.prompt, list) else []
+        if prompt_list and all(isinstance(p, int) for p in prompt_list):
+            ids = len(prompt_list)
+        prompt = estimate_prompt_tokens(req.route_request.prompt_text, ids)
+        return await self.access.admit(who, prompt, req.max_tokens)
+
+    async def handle(
+        self, request: web.Request, req: ProxyRequest, who: Principal, reservation: Reservation, proxy: Forwarder
+    ) -> web.StreamResponse:
+        """Answer ``req`` from the cache or through ``proxy``, then account it to ``who``."""
+        status, usage, generated = 500, None, True
+        try:
+            key = cache_key(req.route, req.body) if self.cache is not None else None
+            if self.cache is not None and key is not None:
+                served = await self.cache.serve(
+                    request, key, req.route, req.typed.stream, req.include_usage, lambda: _fetch(proxy, req)
+                )
+                status, usage, generated = served.status, served.usage, served.result == "miss"
+                return served.response
+            if req.typed.stream:
+                resp = await proxy.stream(request, req)
+                status = resp.status  # the relay does not hand the usage back: the reservation stands
+                return resp
+            fwd = await proxy.forward(req)
+            status = fwd.status
+            usage = usage_from_body(fwd.body) if isinstance(fwd.body, bytes) and status == 200 else None
+            return fwd
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            await self.access.finish(who, reservation, status, usage, generated=generated)
+
+    async def close(self) -> None:
+        """Close the Redis connection, if any."""
+        if self.shared is not None:
+            await self.shared.close()
+
+
+async def _fetch(proxy: Forwarder, req: ProxyRequest) -> Upstreamed:
+    """One non-streamed upstream call for a cacheable request (a streamed client gets it replayed)."""
+    body: dict[str, Any] = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
+    upstream = dataclasses.replace(req, body=body, raw=json.dumps(body, separators=(",", ":")).encode())
+    resp = await proxy.forward(upstream)
+    data = resp.body if isinstance(resp.body, bytes) else b""
+    return Upstreamed(resp.status, data)
+
+
+def build_front_door(config: GatewayConfig, clock: Clock, registry: CollectorRegistry) -> FrontDoor:
+    """Wire keys, limits, cache and shared state from ``config`` (a bad keys file is a ConfigError naming it)."""
+    shared = None
+    if config.redis_url:
+        shared = SharedState(
+            config.redis_url,
+            clock,
+            registry,
+            timeout_s=config.redis_timeout_s,
+            retry_interval_s=config.redis_retry_interval_s,
+            key_prefix=config.redis_key_prefix,
+        )
+    auth = config.auth
+    if auth.keys_file and not Path(auth.keys_file).is_file():
+        raise ConfigError(f"gateway.auth.keys_file: {auth.keys_file} does not exist (create it: llmfleet keys add)")
+    keyring = KeyRing(auth.keys_file, clock, auth.reload_interval_s) if auth.keys_file else None
+    limiter = Limiter(LocalLimitStore(clock), RedisLimitStore(shared) if shared is not None else None)
+    access = AccessControl(keyring, limiter, registry, auth.assumed_max_tokens)
+    c = config.cache
+    cache = None
+    backend: Literal["off", "memory", "redis"] = c.backend
+    if backend != "off":
+        local = MemoryCache(clock, c.ttl_s, c.max_entries, c.max_bytes, c.max_entry_bytes)
+        store = RedisCache(shared, local) if backend == "redis" and shared is not None else local
+        cache = ResponseCache(store, registry, local)
+    return FrontDoor(access, cache, shared)
