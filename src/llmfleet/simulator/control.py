@@ -233,8 +233,12 @@ class Autoscaling:
             decision = run_sync(self.controller.step())
             if decision.replicas != decision.current:
                 self.recorder.decisions.append(
-                    {"t": round(decision.at, 1), "from": decision.current, "to": decision.replicas,
-                     "code": decision.label}
+                    {
+                        "t": round(decision.at, 1),
+                        "from": decision.current,
+                        "to": decision.replicas,
+                        "code": decision.label,
+                    }
                 )
             loop.after(self.cfg.interval_s, tick)
 

@@ -23,6 +23,7 @@ from llmfleet.config import GatewayConfig, RoutingConfig
 from llmfleet.gateway.registry import Attempt, Outcome, Registry
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 from llmfleet.routing.factory import build_policy
+from llmfleet.routing.views import ReplicaView
 from llmfleet.simulator.core import EventLoop, SimClock
 from llmfleet.simulator.replica import EngineSpec, ReplicaModel, Seq
 from llmfleet.simulator.results import Recorder
@@ -31,6 +32,22 @@ from llmfleet.simulator.workload import SimRequest
 
 log = logging.getLogger(__name__)
 MODEL = "sim"
+
+
+_PROMPT_BLIND = frozenset({"round_robin", "least_outstanding", "power_of_two", "latency_ewma"})
+
+
+def _reads_prompt(routing: RoutingConfig) -> bool:
+    """Whether the policy looks at the prompt text (building it costs time; the others never read it)."""
+    inner = {"session_affinity": routing.session.inner_policy, "cost_aware": routing.cost.inner_policy}
+    policy = inner.get(routing.policy, routing.policy)
+    if policy == "load_aware":
+        return routing.weights.prefix > 0
+    return policy not in _PROMPT_BLIND
+
+
+def _no_wake(plan_id: int) -> None:
+    """Placeholder until the replica is ready."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,8 @@ class SimReplica:
     ended_s: float | None = None
     alive: bool = True
     draining: bool = False
+    wake_handler: Callable[[int], None] = _no_wake
+    """``wake_handler(plan_id)``: wake the model if that plan is still current (set when the replica is ready)."""
 
     @property
     def serving(self) -> bool:
@@ -85,10 +104,11 @@ class Cell:
         self.index = index
         self.policy = policy
         self.ids: list[str] = []
-        self.views: list = []  # ReplicaView, refreshed on every change of the replica's bookkeeping
+        self.views: list[ReplicaView] = []
+        """Refreshed on every change of a replica's bookkeeping, so no view is rebuilt per request."""
         self.pos: dict[str, int] = {}
 
-    def add(self, rid: str, view: object) -> None:
+    def add(self, rid: str, view: ReplicaView) -> None:
         self.pos[rid] = len(self.ids)
         self.ids.append(rid)
         self.views.append(view)
@@ -131,6 +151,7 @@ class Fleet:
         self._counter = 0
         self._bpt = text_bytes_per_token
         self._text_cap = routing.prefix.block_bytes * routing.prefix.max_blocks
+        self._needs_text = _reads_prompt(routing)
         self.in_flight = 0
 
     # ---- replicas ---------------------------------------------------------------------------------------
@@ -167,6 +188,7 @@ class Fleet:
         r.ready_s = now
         r.model = ReplicaModel(r.kind.cost, r.kind.spec, self._first_token, self._finished)
         r.model.t = now
+        r.wake_handler = lambda plan_id: self._wake(r, plan_id)
         reg = self.registry.add(r.id, pool=r.kind.pool, models=[MODEL])
         cell = self._pick_cell()
         r.cell = cell.index
@@ -257,7 +279,7 @@ class Fleet:
         route = RouteRequest(
             model=MODEL,
             endpoint="chat",
-            prompt_text=self._text(req),
+            prompt_text=self._text(req) if self._needs_text else "",
             max_tokens=req.output_tokens,
             session_key=req.session_id,
             stream=True,
@@ -279,7 +301,12 @@ class Fleet:
         route = f.route
         if f.tried:
             route = RouteRequest(
-                route.model, route.endpoint, route.prompt_text, route.max_tokens, route.session_key, True,
+                route.model,
+                route.endpoint,
+                route.prompt_text,
+                route.max_tokens,
+                route.session_key,
+                True,
                 frozenset(f.tried),
             )
         try:
@@ -314,16 +341,15 @@ class Fleet:
         self._schedule(r, model.submit(seq, self.clock.now()))
 
     def _schedule(self, r: SimReplica, when: float | None) -> None:
-        if when is None or r.model is None:
-            return
+        if when is not None and r.model is not None:
+            self.loop.call_at(when, r.wake_handler, r.model.plan_id)
+
+    def _wake(self, r: SimReplica, plan_id: int) -> None:
         model = r.model
-        plan = model.plan_id
-
-        def wake() -> None:
-            if model.plan_id == plan and r.alive:
-                self._schedule(r, model.wake(self.clock.now()))
-
-        self.loop.at(when, wake)
+        if model is not None and model.plan_id == plan_id and r.alive:
+            when = model.wake(self.clock._now)
+            if when is not None:
+                self.loop.call_at(when, r.wake_handler, model.plan_id)
 
     def _first_token(self, seq: Seq, t: float) -> None:
         f: Flight = seq.job
@@ -344,7 +370,7 @@ class Fleet:
         if self.follow_up is not None:
             nxt = self.follow_up(f.req, t)
             if nxt is not None:
-                self.loop.at(nxt.arrival_s, lambda: self.arrive(nxt))
+                self.loop.call_at(nxt.arrival_s, self.arrive, nxt)
 
     def _attempt_failed(self, f: Flight, reason: str) -> None:
         if f.attempt is not None:

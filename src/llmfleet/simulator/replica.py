@@ -44,21 +44,21 @@ class Seq:
     """One request's state inside a replica. ``job`` is the caller's object, handed back in callbacks."""
 
     __slots__ = (
-        "job",
-        "prompt",
-        "remaining",
-        "prefix_key",
-        "prefix_tokens",
-        "session_key",
-        "state",
-        "prefill_left",
-        "held",
-        "pinned",
-        "join_d",
-        "join_ctx",
+        "cached_tokens",
         "d_end",
         "emitted",
-        "cached_tokens",
+        "held",
+        "job",
+        "join_ctx",
+        "join_d",
+        "pinned",
+        "prefill_left",
+        "prefix_key",
+        "prefix_tokens",
+        "prompt",
+        "remaining",
+        "session_key",
+        "state",
     )
 
     def __init__(

@@ -26,6 +26,14 @@ class Slo:
     e2e_s: float | None = None
 
 
+def _quantiles_ms(values: array[float], points: int = 101) -> list[float]:
+    """``points`` evenly spaced quantiles (p0..p100) in ms: enough to draw a CDF, small enough for the JSON."""
+    if not values:
+        return []
+    s = sorted(values)
+    return [round(percentile(s, 100 * i / (points - 1)) * 1000, 3) for i in range(points)]
+
+
 def _stats_ms(values: array[float]) -> dict[str, float | None]:
     if not values:
         return dict.fromkeys(STATS)
@@ -164,6 +172,7 @@ class Recorder:
             "cost_per_million_output_tokens_usd": round(self.cost_usd / self.output_tokens * 1e6, 4)
             if self.output_tokens
             else None,
+            "quantiles_ms": {"ttft": _quantiles_ms(self.ttft), "e2e": _quantiles_ms(self.e2e)},
             "replicas_over_time": [{"t": round(t, 1), "ready": a, "billed": b} for t, a, b in self.timeline],
             "replica_events": self.events,
             "autoscaler_decisions": self.decisions,
@@ -171,4 +180,3 @@ class Recorder:
             "wall_s": round(wall_s, 3),
             **extra,
         }
-

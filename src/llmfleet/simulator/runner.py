@@ -4,6 +4,7 @@ autoscaling policies) over the same seeded workload."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -69,8 +70,12 @@ def build_engine(config: FleetConfig) -> tuple[PerfModel, EngineSpec]:
     """The performance model and engine settings from ``engine`` (catalog names are checked here)."""
     e = config.engine
     catalog = load_catalog()
-    perf = PerfModel(catalog.gpu(e.gpu), catalog.model(e.model), e.precision, e.precision if e.precision == "fp8"
-                     else "bf16", e.tensor_parallel_size)  # fmt: skip
+    perf = PerfModel(
+        catalog.gpu(e.gpu),
+        catalog.model(e.model),
+        precision=e.precision,  # type: ignore[arg-type]  # checked by the catalog when used, as the sim engine does
+        tp=e.tensor_parallel_size,
+    )
     blocks = e.num_gpu_blocks_override or perf.kv_capacity_blocks(e.gpu_memory_utilization, e.block_size)
     if blocks < 1:
         raise ConfigError(f"engine: {perf.model.name} does not fit on {perf.tp} x {perf.gpu.name}: no KV cache left")
@@ -87,24 +92,29 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
     cost = StepCost(perf)
     price = perf.gpu.price
     on_demand = ReplicaKind(spec, cost, perf.tp, price.on_demand_usd_per_hour)
-    spot = replace(on_demand, spot=True, pool="spot", usd_per_gpu_hour=price.spot_usd_per_hour or price.on_demand_usd_per_hour)
+    spot = replace(
+        on_demand, spot=True, pool="spot", usd_per_gpu_hour=price.spot_usd_per_hour or price.on_demand_usd_per_hour
+    )
     rng = random.Random(opts.seed)
     clock = SimClock()
     loop = EventLoop(clock)
-    timeline_step_s = max(1.0, opts.duration_s / 400)
-    rec = Recorder(opts.slo, timeline_step_s)
     workload: Workload | TraceWorkload
     if opts.trace is not None:
-        workload = TraceWorkload(opts.trace, opts.duration_s, opts.max_requests)
+        workload = TraceWorkload(opts.trace, opts.duration_s if opts.duration_s != float("inf") else None,
+                                 opts.max_requests)  # fmt: skip
+        duration_s = min(opts.duration_s, workload.duration_s + 1e-6)
     else:
-        workload = Workload(opts.workload or WorkloadSpec(), random.Random(rng.random()), opts.duration_s,
+        duration_s = opts.duration_s
+        workload = Workload(opts.workload or WorkloadSpec(), random.Random(rng.random()), duration_s,
                             opts.max_requests)  # fmt: skip
+    timeline_step_s = max(1.0, duration_s / 400)
+    rec = Recorder(opts.slo, timeline_step_s)
     fleet = Fleet(loop, cfg.routing, cfg.gateway, rec, random.Random(rng.random()), opts.cell_size, workload.follow_up)
     lost_regions: set[int] = set()
 
     def kind_for(i: int) -> tuple[ReplicaKind, int]:
         regions = [g for g in range(opts.regions) if g not in lost_regions] or [0]
-        is_spot = opts.spot_fraction > 0 and (i % 1000) < round(opts.spot_fraction * 1000)
+        is_spot = math.floor((i + 1) * opts.spot_fraction) > math.floor(i * opts.spot_fraction)  # spread evenly
         return (spot if is_spot else on_demand), regions[i % len(regions)]
 
     provider = SimProvider(fleet, kind_for, opts.startup_s, cfg.autoscaler.drain_timeout_s)
@@ -131,13 +141,15 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
     arrivals = workload.arrivals()
 
     def feed() -> None:
+        last = clock.now()
         # Arrivals are pulled lazily, a batch at a time, so a million requests never sit in the heap at once.
         for _ in range(256):
             req = next(arrivals, None)
             if req is None:
                 return
-            loop.at(req.arrival_s, lambda req=req: fleet.arrive(req))  # type: ignore[misc]
-        loop.at(req.arrival_s, feed)
+            loop.call_at(req.arrival_s, fleet.arrive, req)
+            last = req.arrival_s
+        loop.at(last, feed)
 
     feed()
 
@@ -145,13 +157,13 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
         rec.sample_fleet(clock.now())
         if progress is not None:
             progress(clock.now(), rec.arrivals)
-        if clock.now() + timeline_step_s <= opts.duration_s:
+        if clock.now() + timeline_step_s <= duration_s:
             loop.after(timeline_step_s, sample)
 
     loop.at(0.0, sample)
-    loop.run(until=opts.duration_s)
+    loop.run(until=duration_s)
     # Drain: no new arrivals, but let requests in flight finish (bounded, so an overloaded fleet still ends).
-    drain_until = opts.duration_s + max(600.0, opts.duration_s * 0.1)
+    drain_until = duration_s + max(600.0, duration_s * 0.1)
     while fleet.in_flight > 0 and clock.now() < drain_until:
         loop.run(until=min(drain_until, clock.now() + 10.0))
     end = clock.now()
@@ -174,7 +186,7 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
         "workload": {"trace": str(opts.trace)} if opts.trace else spec_summary(opts.workload or WorkloadSpec()),
         "events_processed": loop.processed,
     }
-    return rec.to_json(opts.label or cfg.routing.policy, opts.duration_s, time.perf_counter() - wall0, extra_json)
+    return rec.to_json(opts.label or cfg.routing.policy, duration_s, time.perf_counter() - wall0, extra_json)
 
 
 def variants(opts: SimOptions, names: list[str]) -> list[SimOptions]:

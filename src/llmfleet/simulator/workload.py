@@ -48,6 +48,10 @@ class SimRequest:
     """Further turns of this session after this one (multi-turn workloads)."""
 
 
+_FIXED_512 = LengthDistribution("fixed", 512)
+_FIXED_128 = LengthDistribution("fixed", 128)
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
     """A parsed SPEC (see the module docstring)."""
@@ -55,8 +59,8 @@ class WorkloadSpec:
     rate: float = 10.0
     arrivals: str = "poisson"
     burstiness: float = 1.0
-    input: LengthDistribution = LengthDistribution("fixed", 512)
-    output: LengthDistribution = LengthDistribution("fixed", 128)
+    input: LengthDistribution = _FIXED_512
+    output: LengthDistribution = _FIXED_128
     diurnal: float = 0.0
     period_s: float = 86400.0
     peak_s: float = 14 * 3600.0
@@ -137,8 +141,10 @@ def _apply(out: WorkloadSpec, key: str, value: str, where: str) -> WorkloadSpec:
     if key == "burstiness":
         b = _number(value, where, 1e-3)
         return replace(out, burstiness=b)
-    if key in ("input", "output"):
-        return replace(out, **{key: parse_length(value, where)})
+    if key == "input":
+        return replace(out, input=parse_length(value, where))
+    if key == "output":
+        return replace(out, output=parse_length(value, where))
     if key == "diurnal":
         return replace(out, diurnal=_number(value, where, 0.0, 1.0))
     if key == "period":
@@ -197,8 +203,7 @@ class Workload:
         """First requests (and first turns of sessions), in arrival order."""
         spec, rng = self.spec, self.rng
         t = 0.0
-        n = 0
-        for gap in self._gaps():
+        for n, gap in enumerate(self._gaps()):
             if t >= self.duration_s or (self.max_requests is not None and n >= self.max_requests):
                 return
             n_in, n_out = spec.input.sample(rng), spec.output.sample(rng)
@@ -208,7 +213,6 @@ class Workload:
             index = self._new_index()
             sid = f"s{index}" if spec.turns > 1 else None
             yield SimRequest(index, t, ptok + n_in, n_out, pid, ptok, sid, 0, spec.turns - 1)
-            n += 1
             t += gap / max(spec.rate_at(t), 1e-9)
 
     def follow_up(self, previous: SimRequest, finished_s: float) -> SimRequest | None:
