@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmfleet.errors import ConfigError
 
@@ -40,6 +40,12 @@ class FaultConfig(_Section):
         ge=0.0,
         description="Memory leak: each simulated GPU's memory in use grows by this many MiB per simulated minute "
         "(DCGM_FI_DEV_FB_USED), from when it is set; 0 frees it (as a restart would).",
+    )
+    coalesce_tokens: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Tokens per streamed SSE chunk: >1 coalesces them as a loaded vLLM does (chunks < tokens).",
     )
 
 
@@ -147,6 +153,9 @@ class PrefixAffinityConfig(_Section):
         4.0, ge=0.0, description="Spill when the preferred replica's load exceeds the least loaded by more than this"
     )
     spill_factor: float = Field(1.25, ge=1.0, description="... and exceeds this factor times the mean load.")
+    engine_load_max_age_s: float = Field(
+        5.0, gt=0.0, description="Count the engine's scraped running + waiting only while the scrape is this fresh."
+    )
     forget_after_s: float = Field(30.0, gt=0.0, description="Forget a replica absent from the candidates this long.")
 
 
@@ -209,7 +218,9 @@ class CostAwareConfig(_Section):
 class RoutingConfig(_Section):
     """How the gateway picks a replica (section ``routing`` of fleet.yaml)."""
 
-    policy: RoutingPolicyName = Field("least_outstanding", description="The routing policy.")
+    policy: RoutingPolicyName = Field(
+        "prefix_affinity", description="The routing policy (default: prefix and load aware, see docs/routing.md)."
+    )
     weights: ScorerWeightsConfig = Field(default_factory=ScorerWeightsConfig)
     prefix: PrefixAffinityConfig = Field(default_factory=PrefixAffinityConfig)
     session: SessionAffinityConfig = Field(default_factory=SessionAffinityConfig)
@@ -267,6 +278,40 @@ class GatewayReplicaConfig(_Section):
     weight: float = Field(1.0, gt=0, description="Relative capacity.")
 
 
+class GatewayDiscoveryConfig(_Section):
+    """A Kubernetes Service whose EndpointSlices the gateway follows (``gateway.discovery[]``).
+
+    Written as a mapping or as the shorthand ``k8s:NAMESPACE/SERVICE`` (the form ``--discover`` takes). The API
+    server is found like kubectl finds it (in-cluster service account, else KUBECONFIG / ~/.kube/config) unless
+    the ``kubernetes`` section sets ``api_url``, ``kubeconfig`` or ``context``.
+    """
+
+    kind: Literal["k8s"] = Field("k8s", description="k8s: the ready endpoints of a Kubernetes Service.")
+    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace of the Service.")
+    service: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Service name.")
+    pool: str | None = Field(
+        None, min_length=1, description="Pool of its replicas (default: slice label llmfleet.io/pool, else default)."
+    )
+    port_name: str | None = Field(None, description="EndpointSlice port to use (default: the first port).")
+    weight: float = Field(1.0, gt=0, description="Relative capacity of each replica.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, str):
+            return data
+        kind, sep, rest = data.partition(":")
+        namespace, slash, service = rest.partition("/")
+        if not sep or kind != "k8s" or not slash or not namespace or not service or "/" in service:
+            raise ValueError(f"expected k8s:NAMESPACE/SERVICE, got {data!r}")
+        return {"kind": kind, "namespace": namespace, "service": service}
+
+    @property
+    def target(self) -> str:
+        """The shorthand form, ``k8s:NAMESPACE/SERVICE``."""
+        return f"{self.kind}:{self.namespace}/{self.service}"
+
+
 class GatewayAuthConfig(_Section):
     """API keys on the OpenAI routes (section ``gateway.auth``; keys are managed with ``llmfleet keys``)."""
 
@@ -302,12 +347,38 @@ class GatewayConfig(_Section):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
     replicas: list[GatewayReplicaConfig] = Field(default_factory=list, description="Initial replicas.")
+    discovery: list[GatewayDiscoveryConfig] = Field(
+        default_factory=list, description="Services whose ready endpoints join as replicas (k8s:NAMESPACE/SERVICE)."
+    )
     admin_token: str | None = Field(None, description="Bearer token for /admin; admin is disabled without one.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     connect_timeout_s: float = Field(2.0, gt=0, description="Upstream TCP connect timeout.")
     first_byte_timeout_s: float = Field(60.0, gt=0, description="Upstream time to response headers/first chunk.")
-    idle_stream_timeout_s: float = Field(30.0, gt=0, description="Longest silence inside an upstream stream.")
-    request_timeout_s: float = Field(600.0, gt=0, description="Whole non-streamed upstream request.")
+    idle_stream_timeout_s: float = Field(
+        30.0, gt=0, description="Longest silence between upstream chunks (streams, and non-streamed bodies)."
+    )
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="Whole non-streamed request, all attempts together (first byte included)."
+    )
+    body_read_timeout_s: float = Field(30.0, gt=0, description="Longest time to receive a client's request body.")
+    max_json_depth: int = Field(32, ge=2, description="Deepest nesting accepted in a request body.")
+    max_json_keys: int = Field(4096, ge=16, description="Most keys (all objects together) in a request body.")
+    max_prompt_tokens: int = Field(131_072, ge=1, description="Longest token-id (or list) prompt.")
+    max_prompt_chars: int = Field(1_000_000, ge=1, description="Longest prompt text (all chat messages together).")
+    vocab_sizes: dict[str, int] = Field(
+        default_factory=dict, description="Vocabulary size per model: token-id prompts must lie in [0, size)."
+    )
+    max_in_flight_per_replica: int = Field(
+        256, ge=1, description="Admission: outstanding requests per routable replica before new ones get 429."
+    )
+    overload_retry_after_s: float = Field(1.0, gt=0, description="Retry-After on 429/503 from admission.")
+    overload_fraction: float = Field(
+        0.8, gt=0, le=1, description="Above this share of admission capacity, upstream timeouts are not retried."
+    )
+    retry_budget_ratio: float = Field(0.2, ge=0, description="Retries may be this share of recent requests ...")
+    retry_budget_min: int = Field(10, ge=0, description="... plus this many, per retry_budget_window_s.")
+    retry_budget_window_s: float = Field(10.0, gt=0, description="Window of the retry budget.")
+    error_log_interval_s: float = Field(10.0, ge=0, description="At most one log record per kind of error this often.")
     max_attempts: int = Field(3, ge=1, description="Upstream attempts per request (first try + retries).")
     retry_backoff_s: float = Field(0.02, ge=0, description="Base retry delay (jittered, doubling).")
     max_resumes: int = Field(2, ge=0, description="Times one stream may be resumed on another replica.")
@@ -623,6 +694,127 @@ class DeployConfig(_Section):
         return self
 
 
+# --- pre-production validation (owner: validate; `llmfleet validate`) ---------------------------------------------
+
+ValidateCheckName = Literal["throughput", "latency", "failover", "scaling", "cost", "memory", "error_recovery"]
+VALIDATE_CHECKS: tuple[ValidateCheckName, ...] = (
+    "throughput",
+    "latency",
+    "failover",
+    "scaling",
+    "cost",
+    "memory",
+    "error_recovery",
+)
+"""The seven checks of the seed's pre-production checklist, in the order `llmfleet validate` runs them."""
+
+
+class ValidateThroughputConfig(_Section):
+    """``throughput``: ``concurrency`` requests in flight; sustained output tokens/s (seed: 3,000-3,500 on an H100)."""
+
+    concurrency: int = Field(100, ge=1, description="Requests in flight (closed loop; seed: 100).")
+    requests: int = Field(200, ge=1, description="Requests sent in all.")
+    input_tokens: int = Field(512, ge=1, description="Prompt length.")
+    output_tokens: int = Field(256, ge=1, description="Output length (max_tokens, ignore_eos).")
+    min_output_tokens_per_s: float = Field(3000.0, gt=0, description="Target: at least this many output tokens/s.")
+
+
+class ValidateLatencyConfig(_Section):
+    """``latency``: TTFT/e2e percentiles under load (seed: p99 500-800 ms for 1K-token prompts)."""
+
+    concurrency: int = Field(16, ge=1, description="Requests in flight (closed loop).")
+    requests: int = Field(96, ge=1, description="Requests sent in all.")
+    input_tokens: int = Field(1024, ge=1, description="Prompt length (seed: 1K tokens).")
+    output_tokens: int = Field(128, ge=1, description="Output length.")
+    max_ttft_p99_ms: float = Field(800.0, gt=0, description="Target: TTFT p99 at most this.")
+
+
+class ValidateFailoverConfig(_Section):
+    """``failover``: kill a replica mid-request (seed: < 2 s interruption), no failed request, the replica back."""
+
+    concurrency: int = Field(8, ge=1, description="Streams in flight when the replica is killed.")
+    output_tokens: int = Field(256, ge=2, description="Output length (long enough to be cut mid-stream).")
+    input_tokens: int = Field(128, ge=1, description="Prompt length.")
+    max_interruption_s: float = Field(2.0, gt=0, description="Target: longest stall of a stream across the kill.")
+    max_failed_requests: int = Field(0, ge=0, description="Target: failed requests at most this.")
+    recovery_timeout_s: float = Field(
+        60.0, gt=0, description="The killed replica must be back and routable within this many wall seconds."
+    )
+
+
+class ValidateScalingConfig(_Section):
+    """``scaling``: a step to ``factor`` x traffic must trigger a scale-up decision within ``max_trigger_s``."""
+
+    base_concurrency: int | None = Field(
+        None, ge=1, description="Baseline requests in flight (default: half the queue target of the fleet)."
+    )
+    factor: float = Field(3.0, gt=1, description="Traffic step (seed: 3x).")
+    base_s: float = Field(30.0, ge=0, description="Baseline duration before the step (fleet seconds).")
+    max_trigger_s: float = Field(30.0, gt=0, description="Target: scale-up decided within this (fleet seconds).")
+    observe_s: float = Field(90.0, gt=0, description="How long to watch after the step (fleet seconds).")
+    input_tokens: int = Field(256, ge=1, description="Prompt length.")
+    output_tokens: int = Field(128, ge=1, description="Output length.")
+
+
+class ValidateCostConfig(_Section):
+    """``cost``: GPU-hours over a window, extrapolated to a day, against the planner's projection for the load."""
+
+    window_s: float = Field(
+        86400.0, gt=0, description="Measured window in fleet seconds (seed: 24 h; compress with --time-scale)."
+    )
+    rate_per_s: float = Field(2.0, gt=0, description="Offered load (Poisson requests/s, fleet time).")
+    input_tokens: int = Field(512, ge=1, description="Prompt length.")
+    output_tokens: int = Field(128, ge=1, description="Output length.")
+    tolerance: float = Field(0.2, gt=0, description="Target: measured within this fraction of the projection.")
+
+
+class ValidateMemoryConfig(_Section):
+    """``memory``: a soak under steady load; GPU memory, replica RSS and latency must not creep up."""
+
+    soak_s: float = Field(
+        28800.0, gt=0, description="Soak length in fleet seconds (seed: 8 h; compress with --time-scale)."
+    )
+    concurrency: int = Field(8, ge=1, description="Requests in flight during the soak.")
+    input_tokens: int = Field(256, ge=1, description="Prompt length.")
+    output_tokens: int = Field(64, ge=1, description="Output length.")
+    max_gpu_memory_growth: float = Field(
+        0.05, gt=0, description="Target: GPU memory growth extrapolated to 8 h, as a fraction of GPU memory."
+    )
+    max_rss_growth: float = Field(0.25, gt=0, description="Target: replica RSS, last third vs first third.")
+    max_latency_growth: float = Field(0.25, gt=0, description="Target: e2e p50, last third vs first third.")
+
+
+class ValidateErrorRecoveryConfig(_Section):
+    """``error_recovery``: inject request timeouts and load failures into one replica; the fleet degrades gracefully."""
+
+    phase_s: float = Field(20.0, gt=0, description="Fleet seconds per injected fault (timeouts, then failures).")
+    concurrency: int = Field(8, ge=1, description="Requests in flight.")
+    input_tokens: int = Field(128, ge=1, description="Prompt length.")
+    output_tokens: int = Field(32, ge=1, description="Output length.")
+    timeout_delay_ms: float = Field(
+        0.0, ge=0, description="Injected delay per request (0: longer than the gateway's first-byte timeout)."
+    )
+    max_error_rate: float = Field(0.001, ge=0, le=1, description="Target: client-visible error rate (seed: < 0.1%).")
+    recovery_timeout_s: float = Field(
+        30.0, gt=0, description="The faulty replica must be routable again within this many wall seconds."
+    )
+
+
+class ValidateConfig(_Section):
+    """`llmfleet validate` (section ``validate``): which checks run, their loads and targets (the seed's defaults)."""
+
+    checks: list[ValidateCheckName] = Field(
+        default_factory=lambda: list(VALIDATE_CHECKS), description="Checks to run, in this order."
+    )
+    throughput: ValidateThroughputConfig = Field(default_factory=ValidateThroughputConfig)
+    latency: ValidateLatencyConfig = Field(default_factory=ValidateLatencyConfig)
+    failover: ValidateFailoverConfig = Field(default_factory=ValidateFailoverConfig)
+    scaling: ValidateScalingConfig = Field(default_factory=ValidateScalingConfig)
+    cost: ValidateCostConfig = Field(default_factory=ValidateCostConfig)
+    memory: ValidateMemoryConfig = Field(default_factory=ValidateMemoryConfig)
+    error_recovery: ValidateErrorRecoveryConfig = Field(default_factory=ValidateErrorRecoveryConfig)
+
+
 # --- the whole fleet.yaml ----------------------------------------------------------------------------------------
 
 
@@ -642,6 +834,13 @@ class FleetConfig(_Section):
     kubernetes: KubernetesProviderConfig | None = Field(None, description="Only when the fleet runs on Kubernetes.")
     deploy: DeployConfig = Field(
         default_factory=DeployConfig, description="Kubernetes manifests and the L7 tier (`llmfleet render`)."
+    )
+    validation: ValidateConfig = Field(
+        default_factory=ValidateConfig,
+        # Written ``validate:`` in fleet.yaml; the attribute has another name because BaseModel.validate exists.
+        validation_alias=AliasChoices("validate", "validation"),
+        serialization_alias="validate",
+        description="Pre-production checks and their targets (section ``validate``; `llmfleet validate`).",
     )
 
 

@@ -113,10 +113,24 @@ def test_short_prompts_and_ties_are_deterministic_per_seed() -> None:
     assert s1 == s2 and len(set(s1)) > 1 and len(seq1) == 1
 
 
-def test_cold_start_colocates_by_first_block_whatever_the_seed() -> None:
-    replicas = fleet(a=0, b=0, c=0, d=0, e=0)
-    picks = {policy(seed=s).choose(req(convo(3)), replicas).replica.id for s in range(10)}
-    assert len(picks) == 1
+def test_idle_fleet_spreads_new_conversations_and_sequential_requests() -> None:
+    """Every replica idle (sequential requests): new conversations go round the fleet, not onto one replica, and
+    each one's later turns come back to where it started."""
+    p = policy()
+    replicas = fleet(a=0, b=0, c=0, d=0)
+    first = [p.choose(req(f"conversation {i} " * 20), replicas).replica.id for i in range(8)]
+    assert Counter(first) == {"a": 2, "b": 2, "c": 2, "d": 2}
+    again = [p.choose(req(f"conversation {i} " * 20 + "next turn"), replicas) for i in range(8)]
+    assert [d.replica.id for d in again] == first and {d.reason for d in again} == {"prefix_hit"}
+
+
+def test_a_stale_engine_scrape_does_not_count_as_load() -> None:
+    clock = ManualClock()
+    p = policy(clock, engine_load_max_age_s=5.0)
+    replicas = [rv("a", running=9, scraped_at=clock.now()), rv("b", in_flight=1)]
+    assert p.choose(req("x " * 100), replicas).replica.id == "b"  # fresh: a is busy
+    clock.advance(6)
+    assert p.choose(req("y " * 100), replicas).replica.id == "a"  # stale: a's requests have long finished
 
 
 def test_memory_is_bounded() -> None:

@@ -42,3 +42,14 @@ def test_random_workload_no_worse(cfg: SimConfig, shape: dict[str, object]) -> N
     assert pa.ttft_p90_s <= 1.05 * lo.ttft_p90_s
     assert pa.ttft_p50_s <= 1.05 * lo.ttft_p50_s
     assert pa.balance <= lo.balance + 0.05
+
+
+def test_the_default_policy_is_prefix_aware_and_beats_least_outstanding_on_conversations() -> None:
+    """A user who changes nothing gets the affinity policy, and it keeps its edge on multi-turn conversations."""
+    from llmfleet.config import RoutingConfig
+
+    default = RoutingConfig().policy
+    jobs = shared_prefix_workload()
+    lo = simulate("least_outstanding", jobs, SimConfig())
+    df = simulate(default, jobs, SimConfig())
+    assert df.hit_rate >= lo.hit_rate + 0.15 and df.ttft_p90_s <= 0.8 * lo.ttft_p90_s

@@ -79,6 +79,15 @@ def outstanding_load(replica: ReplicaView) -> float:
     return n / weight_of(replica)
 
 
+def fresh_outstanding_load(replica: ReplicaView, now: float, max_age_s: float) -> float:
+    """:func:`outstanding_load`, counting the engine's scraped running + waiting only while the scrape is at most
+    ``max_age_s`` old: a stale scrape would keep a replica looking busy after its requests finished."""
+    scraped = replica.load.scraped_at
+    if scraped is None or now - scraped > max_age_s:
+        return in_flight_load(replica)
+    return outstanding_load(replica)
+
+
 def pick_lowest(items: Sequence[_T], key: Callable[[_T], float], rng: random.Random) -> _T:
     """The item with the lowest ``key``; ties broken by ``rng`` (deterministic for a seeded rng)."""
     best: list[_T] = []

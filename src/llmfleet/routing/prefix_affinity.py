@@ -7,13 +7,16 @@ For each request the prompt's chained block keys are looked up in a bounded :cla
   (typically a shared system prompt) is not;
 * ``spill_overloaded``: every holder is overloaded: the least loaded replica instead;
 * ``prefix_miss_least_loaded``: nothing remembered: the least loaded replica (not a hash of the prompt: hashing
-  alone piles hot prefixes onto one replica). Ties among equally loaded replicas are broken by rendezvous hashing
-  of the first block, so related requests arriving at an idle fleet colocate.
+  alone piles hot prefixes onto one replica). Ties among equally loaded replicas go to the one that was given the
+  fewest new prefixes so far (then the rng), so on an idle fleet sequential requests and new conversations spread
+  over every replica instead of piling onto one (what sglang-router's cache_aware does by placing a miss on the
+  worker with the smallest cache tree).
 
-"Overloaded" means the load (max of gateway in-flight and engine running + waiting, per unit of weight) exceeds
-both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the eligible replicas; the bound keeps a
-popular prefix from piling everything onto one replica. Every decision is recorded, so after a spill the prefix
-is remembered on the new replica too (up to ``replicas_per_block`` holders per block). Replicas absent for
+"Overloaded" means the load exceeds both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the
+eligible replicas: a conversation leaves its cache only when the fleet is imbalanced (a miss on a long prompt
+costs a full prefill), and the bound keeps a popular prefix from piling everything onto one replica. Load is the gateway's in-flight count, or the engine's scraped running + waiting when larger and
+scraped at most ``engine_load_max_age_s`` ago, per unit of weight. Every decision is recorded, so after a spill
+the prefix is remembered on the new replica too (up to ``replicas_per_block`` holders per block). Replicas absent for
 ``forget_after_s`` are forgotten (see :mod:`llmfleet.routing.membership`).
 """
 
@@ -21,13 +24,12 @@ from __future__ import annotations
 
 import logging
 import random
-import zlib
 from collections.abc import Sequence
 
 from llmfleet.clock import Clock
 from llmfleet.config import PrefixAffinityConfig
 from llmfleet.routing.base import RouteDecision, RouteRequest
-from llmfleet.routing.candidates import eligible, outstanding_load
+from llmfleet.routing.candidates import eligible, fresh_outstanding_load, pick_lowest
 from llmfleet.routing.membership import Membership
 from llmfleet.routing.prefix_table import PrefixTable, block_keys
 from llmfleet.routing.scorers import BaseScorer
@@ -46,6 +48,9 @@ class PrefixAffinityPolicy:
         self._rng = rng
         self.table = PrefixTable(config.table_size, config.replicas_per_block)
         self._members = Membership(clock, config.forget_after_s)
+        self._clock = clock
+        self._placed: dict[str, int] = {}
+        """New prefixes (misses) placed per replica: ties among idle replicas go to the least used."""
 
     def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
@@ -53,7 +58,8 @@ class PrefixAffinityPolicy:
         gen = self._members.sync(request.model, replicas)
         keys = block_keys(request.model, request.prompt_text, cfg.block_bytes, cfg.max_blocks)
 
-        loads = {r.id: outstanding_load(r) for r in cands}
+        now = self._clock.now()
+        loads = {r.id: fresh_outstanding_load(r, now, cfg.engine_load_max_age_s) for r in cands}
         min_load = min(loads.values())
         limit = max(min_load + cfg.spill_margin, cfg.spill_factor * sum(loads.values()) / len(loads))
         by_id = {r.id: r for r in cands}
@@ -84,7 +90,10 @@ class PrefixAffinityPolicy:
         if chosen is not None:
             reason = "spill_shorter_prefix" if saw_overloaded else "prefix_hit"
         else:
-            chosen = self._least_loaded(cands, loads, min_load, keys)
+            chosen = self._least_loaded(cands, loads, min_load)
+            if len(self._placed) > 4 * len(gen) + 64:  # forget replicas long gone (bounded memory)
+                self._placed = {k: v for k, v in self._placed.items() if k in gen}
+            self._placed[chosen.id] = self._placed.get(chosen.id, 0) + 1
             reason = "spill_overloaded" if saw_overloaded else "prefix_miss_least_loaded"
         if keys:
             self.table.record(keys, (chosen.id, gen[chosen.id]))
@@ -101,16 +110,11 @@ class PrefixAffinityPolicy:
             )
         return RouteDecision(chosen, reason)
 
-    def _least_loaded(
-        self, cands: Sequence[ReplicaView], loads: dict[str, float], min_load: float, keys: Sequence[int]
-    ) -> ReplicaView:
+    def _least_loaded(self, cands: Sequence[ReplicaView], loads: dict[str, float], min_load: float) -> ReplicaView:
         tied = [r for r in cands if loads[r.id] == min_load]
         if len(tied) == 1:
             return tied[0]
-        if not keys:
-            return tied[self._rng.randrange(len(tied))]
-        seed = keys[0] & 0xFFFFFFFF
-        return max(tied, key=lambda r: zlib.crc32(r.id.encode("utf-8"), seed))
+        return pick_lowest(tied, lambda r: self._placed.get(r.id, 0), self._rng)
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
         """Placement is recorded at decision time; completion adds nothing."""
