@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -18,6 +19,7 @@ from llmfleet.errors import LLMFleetError
 from llmfleet.fleet.current import find_current
 from llmfleet.fleet.options import build_options, preflight
 from llmfleet.fleet.status import fetch_status, render
+from llmfleet.fleet.status import watch as watch_status
 from llmfleet.fleet.up import run_fleet
 
 
@@ -74,6 +76,9 @@ def register(app: typer.Typer) -> None:
         run_dir: Annotated[Path, typer.Option(help="Where `llmfleet up` records the running fleet.")] = Path(
             ".llmfleet"
         ),
+        watch: Annotated[bool, typer.Option("--watch", help="Refresh the table in place until Ctrl-C.")] = False,
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.", min=0.1)] = 2.0,
+        count: Annotated[int | None, typer.Option(help="With --watch: stop after this many refreshes.", min=1)] = None,
     ) -> None:
         """The fleet at a glance: replicas with state and load, gateway totals, the autoscaler's last decision."""
         current = find_current(run_dir)
@@ -83,6 +88,14 @@ def register(app: typer.Typer) -> None:
             url = str(current["url"]) if current else ""
         if admin_token is None and current is not None and current.get("url") == url:
             admin_token = current.get("admin_token")
+        if watch:
+            if as_json:
+                _fail("--watch draws a table; use --json without it")
+            # Piped output (scripts, CI logs) gets a wide table instead of truncated cells.
+            console = Console(width=None if sys.stdout.isatty() else 160)
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(watch_status(url, admin_token, console, interval, count))
+            return
         try:
             doc = asyncio.run(fetch_status(url, admin_token))
         except LLMFleetError as exc:

@@ -1,7 +1,8 @@
 """The gateway as a child process of `llmfleet up`: its event loop serves only traffic.
 
 It is started with the effective fleet.yaml `up` validated (written into the run folder) and the admin token in a
-0600 file, so neither is re-derived nor visible in ``ps``; it dies with `up` even on ``kill -9``.
+0600 file, so neither is re-derived nor visible in ``ps``; it dies with `up` even on ``kill -9``. A restart (see
+:mod:`~llmfleet.fleet.gateway_supervisor`) reuses both files and appends to the same log.
 """
 
 from __future__ import annotations
@@ -42,16 +43,26 @@ class GatewayProcess:
         """The exit status once the process has exited, else None."""
         return None if self._proc is None else self._proc.poll()
 
+    @property
+    def pid(self) -> int | None:
+        """The running (or last) process's id."""
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> None:
-        """Write the config and token files and start the process (returns at once)."""
+        """Start the process (returns at once). The config and token files are written by the first start; a
+        restart reuses them, so a restarted gateway runs exactly the configuration `up` validated."""
         config_path = self.run_dir / "fleet.yaml"
-        config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         token_path = self.run_dir / "admin-token"
-        token_path.touch(mode=0o600)
-        token_path.write_text(self.admin_token)
+        if self._proc is None:
+            config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+            token_path.touch(mode=0o600)
+            token_path.write_text(self.admin_token)
         argv = [sys.executable, "-m", "llmfleet", "gateway", "--config", str(config_path)]
         argv += ["--admin-token-file", str(token_path)]
         with self.log_path.open("ab") as logf:
+            if self._proc is not None:
+                logf.write(f"--- llmfleet up: restarting the gateway (last exit code {self.returncode}) ---\n".encode())
+                logf.flush()
             self._proc = subprocess.Popen(
                 argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
             )

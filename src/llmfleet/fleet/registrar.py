@@ -1,11 +1,20 @@
-"""Replicas join the gateway when they are ready and leave it when they go: the supervisor's listener in `up`."""
+"""Replicas join the gateway when they are ready and leave it when they go: the supervisor's listener in `up`.
+
+The registrar also remembers which replicas it registered, so a gateway that `up` restarted after a crash gets every
+ready replica back (same pool and weight; draining ones draining) with :meth:`GatewayRegistrar.reregister`. While
+the gateway is down a registration fails quietly: the re-registration after its restart brings the replica in.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 
 from llmfleet.fleet.supervisor import ManagedReplica
 from llmfleet.gateway.admin_client import AdminError, GatewayAdminClient
+
+log = logging.getLogger(__name__)
 
 
 class GatewayRegistrar:
@@ -13,10 +22,41 @@ class GatewayRegistrar:
 
     def __init__(self, admin: GatewayAdminClient) -> None:
         self.admin = admin
+        self._ready: dict[str, ManagedReplica] = {}
+        # One registration change at a time: a re-registration sweep must not re-add a replica that is leaving.
+        self._lock = asyncio.Lock()
+
+    @property
+    def registered(self) -> list[ManagedReplica]:
+        """The replicas the gateway should have now (ready ones, in the order they became ready)."""
+        return list(self._ready.values())
 
     async def replica_ready(self, replica: ManagedReplica) -> None:
-        await self.admin.add_replica(replica.url, replica.pool)
+        async with self._lock:
+            self._ready[replica.url] = replica
+            try:
+                await self._register(replica)
+            except AdminError as exc:
+                log.warning("replica %s not registered yet (%s); added when the gateway answers", replica.url, exc)
 
     async def replica_gone(self, replica: ManagedReplica) -> None:
-        with contextlib.suppress(AdminError):
-            await self.admin.remove_replica(replica.url)
+        async with self._lock:
+            if self._ready.get(replica.url) is replica:
+                del self._ready[replica.url]
+            with contextlib.suppress(AdminError):
+                await self.admin.remove_replica(replica.url)
+
+    async def reregister(self) -> int:
+        """Register every ready replica again (a fresh gateway knows none); returns how many it registered.
+
+        :class:`AdminError` if the gateway refuses one (the caller treats the gateway as not back yet).
+        """
+        async with self._lock:
+            for replica in self._ready.values():
+                await self._register(replica)
+            return len(self._ready)
+
+    async def _register(self, replica: ManagedReplica) -> None:
+        await self.admin.add_replica(replica.url, replica.pool)
+        if replica.draining:
+            await self.admin.drain_replica(replica.url)

@@ -139,6 +139,7 @@ async def retire(
     """Take replicas out without dropping a request: drain in the gateway, wait for their in-flight requests (up
     to ``drain_timeout_s``), remove them from the gateway, stop their processes."""
     for r in replicas:
+        r.draining = True  # a gateway restarted meanwhile gets it back draining
         with contextlib.suppress(AdminError):  # not registered (never became ready): nothing to drain
             await admin.drain_replica(r.url)
     deadline = clock.now() + drain_timeout_s

@@ -1,5 +1,8 @@
 """`llmfleet status`: the fleet at a glance, from the gateway's admin API (``GET /admin/status``).
 
+``--watch`` redraws it in place (:func:`watch`, a rich ``Live`` view) until Ctrl-C; the table fits the terminal's
+width by dropping its least important columns.
+
 The gateway's request and failure totals are taken from its Prometheus counters
 (``llmfleet_gateway_requests``), which only grow: the admin document sums per-replica counts, and a replica
 that restarts rejoins the gateway with fresh ones, so that sum can go down.
@@ -7,13 +10,18 @@ that restarts rejoins the gateway with fresh ones, so that sum can go down.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 from typing import Any
 
 import aiohttp
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from llmfleet.autoscaling.scrape import GATEWAY_REQUESTS
+from llmfleet.clock import Clock, WallClock
 from llmfleet.errors import LLMFleetError
 from llmfleet.promtext import MetricsParseError, Scrape, parse
 
@@ -69,50 +77,121 @@ def counted_totals(scrape: Scrape) -> tuple[int, int] | None:
     return round(requests), round(scrape.counter(GATEWAY_REQUESTS, failed) or 0)
 
 
-def render(status: dict[str, Any], console: Console) -> None:
-    """A table of replicas plus the gateway's totals and the autoscaler's last decision."""
+# Columns in the order they are shown; narrow terminals drop the highest ``drop_order`` first.
+_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("replica", 0),
+    ("pool", 5),
+    ("state", 0),
+    ("in-flight", 1),
+    ("waiting", 2),
+    ("running", 4),
+    ("KV use", 3),
+    ("latency ewma", 6),
+    ("requests", 7),
+    ("failures", 8),
+)
+_LEFT = ("replica", "pool", "state")
+
+
+def _cells(r: dict[str, Any], short_url: bool) -> dict[str, str]:
+    eng = r["engine"]
+    style = _STATE_STYLE.get(r["state"], "white")
+    url = str(r["url"])
+    return {
+        "replica": url.removeprefix("http://") if short_url else url,
+        "pool": str(r["pool"]),
+        "state": f"[{style}]{r['state']}[/]",
+        "in-flight": str(r["in_flight"]),
+        "waiting": f"{eng['num_requests_waiting']:.0f}",
+        "running": f"{eng['num_requests_running']:.0f}",
+        "KV use": f"{eng['kv_cache_usage'] * 100:.0f}%",
+        "latency ewma": "-" if r["latency_ewma_ms"] is None else f"{r['latency_ewma_ms']:.0f} ms",
+        "requests": str(r["requests_total"]),
+        "failures": str(r["failures_total"]),
+    }
+
+
+def _fit_columns(rows: list[dict[str, str]], width: int) -> list[str]:
+    """The columns that fit in ``width`` characters (a table cell costs its text plus 3 for padding and border)."""
+
+    def need(cols: list[str]) -> int:
+        return 1 + sum(3 + max([len(c)] + [len(Text.from_markup(row[c]).plain) for row in rows]) for c in cols)
+
+    cols = [name for name, _ in _COLUMNS]
+    for name, _ in sorted(_COLUMNS, key=lambda c: -c[1]):
+        if need(cols) <= width or dict(_COLUMNS)[name] == 0:
+            break
+        cols.remove(name)
+    return cols
+
+
+def status_view(status: dict[str, Any], width: int) -> Group:
+    """The status as one renderable, fitted to ``width`` columns: the replica table (narrow terminals drop the
+    least important columns and the ``http://``), the gateway's totals and the autoscaler's last decision."""
     gw = status["gateway"]
+    rows = [_cells(r, short_url=width < 120) for r in status["replicas"]]
+    cols = _fit_columns(rows, width)
     table = Table(
         title=f"llmfleet: {gw['replicas_routable']}/{gw['replicas_total']} replicas routable, "
         f"policy {gw['policy']}, models {', '.join(gw['models']) or '-'}"
     )
-    for col in (
-        "replica",
-        "pool",
-        "state",
-        "in-flight",
-        "waiting",
-        "running",
-        "KV use",
-        "latency ewma",
-        "requests",
-        "failures",
-    ):
-        table.add_column(col, justify="left" if col in ("replica", "pool", "state") else "right")
-    for r in status["replicas"]:
-        eng = r["engine"]
-        style = _STATE_STYLE.get(r["state"], "white")
-        lat = "-" if r["latency_ewma_ms"] is None else f"{r['latency_ewma_ms']:.0f} ms"
-        table.add_row(
-            r["url"],
-            r["pool"],
-            f"[{style}]{r['state']}[/]",
-            str(r["in_flight"]),
-            f"{eng['num_requests_waiting']:.0f}",
-            f"{eng['num_requests_running']:.0f}",
-            f"{eng['kv_cache_usage'] * 100:.0f}%",
-            lat,
-            str(r["requests_total"]),
-            str(r["failures_total"]),
-        )
-    console.print(table)
-    console.print(
+    for col in cols:
+        table.add_column(col, justify="left" if col in _LEFT else "right")
+    for row in rows:
+        table.add_row(*(row[c] for c in cols))
+    totals = Text(
         f"gateway: {gw['in_flight']} in flight, {gw['requests_total']} requests, "
-        f"{gw['failures_total']} upstream failures{' (draining)' if gw['draining'] else ''}",
-        highlight=False,
+        f"{gw['failures_total']} upstream failures{' (draining)' if gw['draining'] else ''}"
     )
     auto = status.get("autoscaler")
-    if auto:
-        console.print(f"autoscaler: desired {auto.get('replicas')} — {auto.get('reason')}", highlight=False)
-    else:
-        console.print("autoscaler: no decision published", highlight=False)
+    decision = Text(
+        f"autoscaler: desired {auto.get('replicas')} — {auto.get('reason')}"
+        if auto
+        else "autoscaler: no decision published"
+    )
+    return Group(table, totals, decision)
+
+
+def render(status: dict[str, Any], console: Console) -> None:
+    """A table of replicas plus the gateway's totals and the autoscaler's last decision."""
+    console.print(status_view(status, console.width))
+
+
+async def watch(
+    url: str,
+    token: str | None,
+    console: Console,
+    interval_s: float = 2.0,
+    count: int | None = None,
+    clock: Clock | None = None,
+) -> int:
+    """Redraw the status in place every ``interval_s`` until interrupted (or ``count`` refreshes); returns how many
+    refreshes it drew. An unreachable gateway (restarting, say) is shown as a line under the last good view.
+
+    On a console that is not a terminal (a pipe, a log) each refresh is printed after the previous one instead.
+    """
+    clock = clock or WallClock()
+    last: Group | None = None
+    drawn = 0
+    live = Live(console=console, auto_refresh=False, transient=False)
+    in_place = console.is_terminal
+    with live if in_place else contextlib.nullcontext():
+        while count is None or drawn < count:
+            stamp = datetime.datetime.now().strftime("%H:%M:%S")  # what the operator reads, not a measurement
+            footer = Text(f"{stamp}  every {interval_s:g} s, Ctrl-C to stop", style="dim")
+            try:
+                doc = await fetch_status(url, token)
+                last = status_view(doc, console.width)
+                view = Group(last, footer)
+            except LLMFleetError as exc:
+                error = Text(f"{stamp}  {exc}", style="bold red")
+                view = Group(last, error, footer) if last is not None else Group(error, footer)
+            if in_place:
+                live.update(view, refresh=True)
+            else:
+                console.print(view)
+            drawn += 1
+            if count is not None and drawn >= count:
+                break
+            await clock.sleep(interval_s)
+    return drawn

@@ -30,9 +30,30 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaListener(Protocol):
+    """Told when a replica starts answering and when it stops (crashed, or removed by :meth:`Supervisor.remove`).
+
+    Every ``replica_gone`` follows a ``replica_ready`` of the same replica; a replica that never became ready is
+    never announced. Listeners must not raise: the supervisor's loop would die with them.
+    """
+
     async def replica_ready(self, replica: ManagedReplica) -> None: ...
 
     async def replica_gone(self, replica: ManagedReplica) -> None: ...
+
+
+class ListenerGroup:
+    """Several listeners as one, told in order (the gateway registration, then the Prometheus target file)."""
+
+    def __init__(self, *listeners: ReplicaListener) -> None:
+        self.listeners = listeners
+
+    async def replica_ready(self, replica: ManagedReplica) -> None:
+        for listener in self.listeners:
+            await listener.replica_ready(replica)
+
+    async def replica_gone(self, replica: ManagedReplica) -> None:
+        for listener in self.listeners:
+            await listener.replica_gone(replica)
 
 
 class ProcState(enum.StrEnum):
@@ -53,6 +74,13 @@ class ManagedReplica:
     host: str = "127.0.0.1"
     pool: str = "default"
     capacity_type: str = "on-demand"
+    name: str = ""
+    """Stable name within the run (``gen-0-r1``): the ``replica`` label of its Prometheus target."""
+    weight: float = 1.0
+    """Routing weight it is registered with in the gateway."""
+    draining: bool = False
+    """Being drained out of the gateway (set by :func:`~llmfleet.fleet.rollout.retire`); a restarted gateway gets
+    it back draining, not routable."""
     state: ProcState = ProcState.STARTING
     pid: int | None = None
     restarts: int = 0
@@ -63,6 +91,7 @@ class ManagedReplica:
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _announced: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -91,6 +120,7 @@ class Supervisor:
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
         max_restarts: int = 10,
+        name_prefix: str = "r",
     ) -> None:
         self.launcher = launcher
         self.listener = listener
@@ -101,6 +131,7 @@ class Supervisor:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_restarts = max_restarts
+        self.name_prefix = name_prefix
         self.replicas: list[ManagedReplica] = []
         self._next_index = 0
         self._session: aiohttp.ClientSession | None = None
@@ -117,14 +148,20 @@ class Supervisor:
     # ---- public ------------------------------------------------------------------------------------------
     def add(self, port: int, pool: str = "default", capacity_type: str = "on-demand") -> ManagedReplica:
         """Start supervising a new replica on ``port``; returns at once (it becomes ready in the background)."""
-        replica = ManagedReplica(index=self._next_index, port=port, pool=pool, capacity_type=capacity_type)
+        replica = ManagedReplica(
+            index=self._next_index,
+            port=port,
+            pool=pool,
+            capacity_type=capacity_type,
+            name=f"{self.name_prefix}{self._next_index}",
+        )
         self._next_index += 1
         self.replicas.append(replica)
         replica._task = asyncio.create_task(self._supervise(replica), name=f"replica-{replica.index}")
         return replica
 
     async def remove(self, replica: ManagedReplica, grace_s: float = 10.0) -> None:
-        """Stop a replica for good (the caller drains it first)."""
+        """Stop a replica for good (the caller drains it first); the listener is told it is gone."""
         replica._stop.set()
         await self._terminate(replica, grace_s)
         if replica._task is not None:
@@ -132,6 +169,7 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await replica._task
         replica.state = ProcState.STOPPED
+        await self._announce_gone(replica)
         if replica in self.replicas:
             self.replicas.remove(replica)
 
@@ -184,12 +222,13 @@ class Supervisor:
                 replica.ready_after_s = self.clock.now() - replica.started_at
                 backoff = self.backoff_initial_s
                 log.info("replica %d ready on %s after %.1f s", replica.index, replica.url, replica.ready_after_s)
+                replica._announced = True  # before the await: a removal while it runs still announces the end
                 await self.listener.replica_ready(replica)
                 while replica._proc.poll() is None and not replica._stop.is_set():
                     await self.clock.sleep(0.1)
                 if replica._stop.is_set():
                     return
-                await self.listener.replica_gone(replica)
+                await self._announce_gone(replica)
             replica.last_exit_code = replica._proc.poll()
             if replica._stop.is_set():
                 return
@@ -208,6 +247,11 @@ class Supervisor:
             )
             await self.clock.sleep(delay)
             backoff = min(self.backoff_max_s, backoff * 2)
+
+    async def _announce_gone(self, replica: ManagedReplica) -> None:
+        if replica._announced:
+            replica._announced = False
+            await self.listener.replica_gone(replica)
 
     async def _await_ready(self, replica: ManagedReplica, spec: LaunchSpec) -> bool:
         assert self._session is not None and replica._proc is not None

@@ -1,9 +1,10 @@
 """`llmfleet up`: a whole fleet on one machine — engine replicas, the gateway in front of them, and the controller.
 
 This module only sequences the run; each part lives in its own module: the gateway process
-(:mod:`~llmfleet.fleet.gateway_process`), replica supervision (:mod:`~llmfleet.fleet.supervisor`) and gateway
-registration (:mod:`~llmfleet.fleet.registrar`), the control API (:mod:`~llmfleet.fleet.control`) and its actions
-(:mod:`~llmfleet.fleet.actions`), the autoscaler (:mod:`~llmfleet.fleet.autoscale`), the banner and
+(:mod:`~llmfleet.fleet.gateway_process`) and its restarts (:mod:`~llmfleet.fleet.gateway_supervisor`), replica
+supervision (:mod:`~llmfleet.fleet.supervisor`), gateway registration (:mod:`~llmfleet.fleet.registrar`), the
+Prometheus target file (:mod:`~llmfleet.fleet.prom_targets`), the control API (:mod:`~llmfleet.fleet.control`) and
+its actions (:mod:`~llmfleet.fleet.actions`), the autoscaler (:mod:`~llmfleet.fleet.autoscale`), the banner and
 ``current.json``. Options are validated before this runs (:func:`~llmfleet.fleet.options.preflight`).
 Ctrl-C / SIGTERM drains and stops everything and leaves no process behind.
 """
@@ -30,11 +31,13 @@ from llmfleet.fleet.banner import print_banner
 from llmfleet.fleet.control import create_control_app
 from llmfleet.fleet.current import clear_current, write_current
 from llmfleet.fleet.gateway_process import GatewayProcess
+from llmfleet.fleet.gateway_supervisor import GatewaySupervisor
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.local_provider import PortAllocator
 from llmfleet.fleet.options import UpOptions
+from llmfleet.fleet.prom_targets import PrometheusTargets
 from llmfleet.fleet.registrar import GatewayRegistrar
-from llmfleet.fleet.supervisor import StartupError, Supervisor
+from llmfleet.fleet.supervisor import ListenerGroup, StartupError, Supervisor
 from llmfleet.gateway.admin_client import GatewayAdminClient
 
 
@@ -49,6 +52,7 @@ class FleetRunner:
         self.run_dir = (opts.run_root / f"run-{stamp}-{os.getpid()}").resolve()
         self.gateway = GatewayProcess(self.run_dir, opts.gateway_document(), opts.admin_token, self.clock)
         self.controller_metrics = CollectorRegistry()
+        self.targets = PrometheusTargets(self.run_dir, self.gateway.url)
 
     def _launcher(self) -> EngineLauncher:
         if self.opts.engine == "sim":
@@ -69,15 +73,18 @@ class FleetRunner:
                 await self.gateway.wait_ready(session)
                 admin = GatewayAdminClient(self.gateway.url, self.opts.admin_token, session)
                 registrar = GatewayRegistrar(admin)
+                listeners = ListenerGroup(registrar, self.targets)
+                self.targets.write()
 
                 async def make_supervisor(launcher: EngineLauncher, tag: str) -> Supervisor:
                     sup = Supervisor(
                         launcher,
-                        registrar,
+                        listeners,
                         self.clock,
                         random.Random(),
                         self.run_dir / "logs" / tag,
                         ready_timeout_s=self.opts.ready_timeout_s,
+                        name_prefix=f"{tag}-r",
                     )
                     return await stack.enter_async_context(sup)
 
@@ -85,6 +92,7 @@ class FleetRunner:
                 await self._start_replicas(sup)
                 actions = FleetActions(self.opts, sup, make_supervisor, admin, session, self.run_dir, self.clock)
                 control_url = await self._start_control(stack, actions)
+                self.targets.set_control_url(control_url)
                 write_current(
                     self.opts.run_root,
                     {
@@ -100,8 +108,11 @@ class FleetRunner:
                 self._banner(self.clock.now() - t0)
                 if actions.controller is not None:
                     actions.controller.start()
+                watcher = GatewaySupervisor(
+                    self.gateway, session, self.clock, random.Random(), registrar.reregister, self._notify
+                )
                 try:
-                    await self._wait_stopped(stop)
+                    await watcher.run(stop)
                 finally:
                     if actions.controller is not None:
                         await actions.controller.stop()
@@ -111,6 +122,7 @@ class FleetRunner:
                 return 1
             finally:
                 await self.gateway.stop()
+                self.targets.clear()
                 clear_current(self.opts.run_root)
         self.console.print("[green]fleet stopped[/]")
         return 0
@@ -134,14 +146,8 @@ class FleetRunner:
         await web.TCPSite(runner, self.opts.host, port).start()
         return f"http://{self.opts.host}:{port}"
 
-    async def _wait_stopped(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            code = self.gateway.returncode
-            if code is not None:
-                self.console.print(f"[bold red]gateway exited[/] (code {code}); see {self.gateway.log_path}")
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
+    def _notify(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/]", highlight=False)
 
     def _banner(self, elapsed_s: float) -> None:
         if self.opts.engine == "sim":
@@ -158,6 +164,7 @@ class FleetRunner:
             model=model,
             gateway_url=self.gateway.url,
             run_dir=self.run_dir,
+            prometheus_targets=self.targets.path,
         )
 
 
