@@ -3,8 +3,8 @@
 - ``GET``/``PATCH /apis/apps/v1/namespaces/NS/deployments/NAME/scale``
 - ``GET /apis/discovery.k8s.io/v1/namespaces/NS/endpointslices?labelSelector=...`` (list) and ``&watch=true``
   (a chunked stream of JSON event lines, fed by :meth:`FakeKubeAPI.emit`, honouring ``resourceVersion`` and
-  ``timeoutSeconds``; a version older than ``gone_below`` gets an ``ERROR`` event with code 410, as a real server
-  answers a compacted version).
+  ``timeoutSeconds``; events after the given ``resourceVersion`` are replayed first, and a version older than
+  ``gone_below`` gets an ``ERROR`` event with code 410, as a real server answers a compacted version).
 - ``GET``/``PUT /apis/coordination.k8s.io/v1/namespaces/NS/leases/NAME`` and ``POST .../leases`` (leader election:
   a create of an existing Lease is ``409 AlreadyExists``, an update carrying a stale ``resourceVersion`` is
   ``409 Conflict``, as a real server answers).
@@ -71,6 +71,8 @@ class FakeKubeAPI:
         self._watchers: list[asyncio.Queue[dict[str, Any] | None]] = []
         self.thread: AppThread | None = None
         self.leases: dict[str, dict[str, Any]] = {}
+        self.history: list[tuple[int, dict[str, Any]]] = []
+        """Every emitted event with its version: a watch from version V first gets those after V, as from etcd."""
         self.lease_writes: list[tuple[str, str | None]] = []
         """(method, holderIdentity) of every accepted Lease create/update, in order."""
 
@@ -116,8 +118,10 @@ class FakeKubeAPI:
     def _emit(self, kind: str, obj: dict[str, Any]) -> None:
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(self.version)
+        event = {"type": kind, "object": obj}
+        self.history.append((self.version, event))
         for q in self._watchers:
-            q.put_nowait({"type": kind, "object": obj})
+            q.put_nowait(event)
 
     # ---- HTTP -------------------------------------------------------------------------------------------------
     def _scale(self) -> dict[str, Any]:
@@ -175,7 +179,10 @@ class FakeKubeAPI:
             await resp.write((json.dumps(event) + "\n").encode())
             return resp
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._watchers.append(queue)
+        self._watchers.append(queue)  # registered and replayed in one step: no event is lost or sent twice
+        for v, event in self.history:
+            if v > since:
+                queue.put_nowait(event)
         try:
             async with asyncio.timeout(float(q.get("timeoutSeconds") or 300)):
                 while (event := await queue.get()) is not None:
