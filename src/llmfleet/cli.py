@@ -68,6 +68,9 @@ def _register() -> None:
     import llmfleet.bench.cli as bench_cli
 
     bench_cli.register(app)
+    import llmfleet.validate.cli as validate_cli
+
+    validate_cli.register(app)
     import llmfleet.simulator.cli as simulate_cli
 
     simulate_cli.register(app)
