@@ -22,11 +22,15 @@ class ApiError(LLMFleetError):
     status: int = 400
     type: str = "BadRequestError"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s
+        """When set, the response carries ``Retry-After`` (whole seconds, at least 1)."""
 
 
 class InvalidRequestError(ApiError):
@@ -45,6 +49,20 @@ class PayloadTooLargeError(ApiError):
 
     status = 413
     type = "PayloadTooLargeError"
+
+
+class RequestTimeoutError(ApiError):
+    """The client did not send its request body in time (HTTP 408)."""
+
+    status = 408
+    type = "RequestTimeoutError"
+
+
+class OverloadedError(ApiError):
+    """The fleet is at capacity: retry after ``Retry-After`` (HTTP 429; OpenAI's type name for it)."""
+
+    status = 429
+    type = "RateLimitError"
 
 
 class ServiceUnavailableError(ApiError):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from llmfleet.clock import Clock
 from llmfleet.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,15 @@ def error_payload(exc: ApiError) -> dict[str, object]:
     return error_body(exc.message, type_=exc.type, status=exc.status, param=exc.param, code=exc.code)
 
 
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds (HTTP allows no fractions), at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def error_response(exc: ApiError) -> web.Response:
-    """An aiohttp response for ``exc``."""
-    return web.json_response(error_payload(exc), status=exc.status)
+    """An aiohttp response for ``exc`` (with ``Retry-After`` when the error carries one)."""
+    headers = None if exc.retry_after_s is None else {"Retry-After": retry_after_header(exc.retry_after_s)}
+    return web.json_response(error_payload(exc), status=exc.status, headers=headers)
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str | None]:
@@ -38,6 +46,51 @@ def validation_message(exc: ValidationError) -> tuple[str, str | None]:
     param = ".".join(str(p) for p in first.get("loc", ())) or None
     msg = first.get("msg", "invalid value")
     return (f"{param}: {msg}" if param else msg), param
+
+
+class LogLimiter:
+    """At most one log record per ``key`` every ``interval_s`` of ``clock`` time; counts what it held back.
+
+    A hostile client can make every request fail the same way; one traceback per request would flood the log.
+    """
+
+    def __init__(self, clock: Clock, interval_s: float = 10.0) -> None:
+        self.clock = clock
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None: stay quiet; else log now, and the number of records suppressed since the last one."""
+        now = self.clock.now()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        if len(self._last) > 1024:  # bounded: keys come from exception types and routes
+            self._last.clear()
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+LOG_LIMITER_KEY = web.AppKey("error_log_limiter", LogLimiter)
+"""Set on an application to rate-limit the middleware's logging of unexpected errors."""
+
+
+def _log_unexpected(request: web.Request, exc: BaseException) -> None:
+    limiter = request.app.get(LOG_LIMITER_KEY)
+    if limiter is None:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return
+    suppressed = limiter.allow(f"{type(exc).__name__}:{request.path}")
+    if suppressed is not None:
+        log.error(
+            "unhandled error serving %s %s (%d similar suppressed)",
+            request.method,
+            request.path,
+            suppressed,
+            exc_info=exc,
+        )
 
 
 @web.middleware
@@ -54,7 +107,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         body = error_body(message, type_=type(exc).__name__, status=exc.status)
         headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
         return web.json_response(body, status=exc.status, headers=headers)
-    except Exception:
-        log.exception("unhandled error serving %s %s", request.method, request.path)
+    except RecursionError:
+        body = error_body("request is nested too deeply", type_="BadRequestError", status=400)
+        return web.json_response(body, status=400)
+    except Exception as exc:
+        _log_unexpected(request, exc)
         body = error_body("internal server error", type_="InternalServerError", status=500)
         return web.json_response(body, status=500)

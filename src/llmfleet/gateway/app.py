@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import math
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,14 +13,17 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmfleet.api.errors import error_middleware
+from llmfleet.api.errors import LOG_LIMITER_KEY, LogLimiter, error_middleware
 from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_request
 from llmfleet.clock import Clock, WallClock
 from llmfleet.config import GatewayConfig, RoutingConfig
-from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, OverloadedError, ServiceUnavailableError
+from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.auth import RateLimitError
+from llmfleet.gateway.bodyparse import BodyLimits, check_prompt_text, check_token_ids, parse_json, read_body
 from llmfleet.gateway.front_door import build_front_door
 from llmfleet.gateway.metrics import GatewayMetrics
+from llmfleet.gateway.openapi import openapi_document
 from llmfleet.gateway.prober import Prober, fetch_models
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
 from llmfleet.gateway.registry import Registry, Replica
@@ -57,6 +60,19 @@ class Gateway:
         self.registry = Registry(
             config.health, self.clock, config.ewma_alpha, self._on_transition, on_complete=self.policy.on_complete
         )
+        self.limits = BodyLimits(
+            max_depth=config.max_json_depth,
+            max_keys=config.max_json_keys,
+            max_prompt_tokens=config.max_prompt_tokens,
+            max_prompt_chars=config.max_prompt_chars,
+            read_timeout_s=config.body_read_timeout_s,
+        )
+        self.admission = Admission(
+            config.max_in_flight_per_replica, config.overload_retry_after_s, config.overload_fraction
+        )
+        self.retry_budget = RetryBudget(
+            self.clock, config.retry_budget_ratio, config.retry_budget_window_s, config.retry_budget_min
+        )
         self.draining = False
         self.autoscaler_status: dict[str, Any] | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -65,13 +81,15 @@ class Gateway:
         self.front = build_front_door(config, self.clock, self.metrics.registry)  # keys, limits, cache
 
     def _on_transition(self, r: Replica, t: Transition) -> None:
-        self.metrics.set_state(r.id, t.new)
+        self.metrics.set_state(r.name, t.new)
         if t.new == ReplicaState.UNHEALTHY:
-            self.metrics.ejections.labels(r.id, t.reason).inc()
+            self.metrics.ejections.labels(r.name, t.reason).inc()
 
     async def start(self) -> None:
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(connector=conn, auto_decompress=False)
+        # Upstreams are asked for identity encoding; should one compress anyway, decode rather than relay gzip
+        # labelled as JSON.
+        self.session = aiohttp.ClientSession(connector=conn, auto_decompress=True)
         self.proxy = Proxy(
             self.registry,
             self.policy,
@@ -81,6 +99,8 @@ class Gateway:
             self.metrics,
             self.clock,
             self.rng,
+            self.admission,
+            self.retry_budget,
         )
         self.prober = Prober(self.registry, self.session, self.config.health, self.clock)
         for rc in self.config.replicas:
@@ -103,13 +123,13 @@ class Gateway:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             models, state = [], ReplicaState.UNHEALTHY
         r = self.registry.add(url, pool, weight, models, state)
-        self.metrics.set_state(r.id, r.state)
+        self.metrics.set_state(r.name, r.state)
         return r
 
     def remove_replica(self, url: str) -> Replica | None:
         r = self.registry.remove(url)
         if r is not None:
-            self.metrics.forget(r.id)
+            self.metrics.forget(r.name)
         return r
 
     # ---- OpenAI routes ---------------------------------------------------------------------------------------
@@ -117,34 +137,28 @@ class Gateway:
         if self.draining:
             self.metrics.rejected.labels("draining").inc()
             raise ServiceUnavailableError("the gateway is shutting down", code="draining")
-        raw = await request.read()
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.metrics.rejected.labels("bad_json").inc()
-            raise InvalidRequestError(f"Invalid JSON in request body: {exc}") from None
+            raw = await read_body(request, self.limits.read_timeout_s)
+            body = parse_json(raw, self.limits)
+        except ApiError as exc:
+            self.metrics.child(self.metrics.rejected, exc.code or "bad_json").inc()
+            raise
         typed: CompletionRequest | ChatCompletionRequest
         try:
             if route == "chat":
                 typed = parse_request(ChatCompletionRequest, body)
                 prompt_text = "".join(f"<|{m.role}|>{m.text()}\n" for m in typed.messages)
+                check_prompt_text(len(prompt_text), self.limits, "messages")
                 max_tokens = typed.effective_max_tokens
             else:
                 typed = parse_request(CompletionRequest, body)
-                prompt = typed.prompt
-                prompt_text = prompt if isinstance(prompt, str) else " ".join(str(p) for p in prompt)
+                prompt_text = self._prompt_text(typed)
                 max_tokens = typed.max_tokens
         except InvalidRequestError:
             self.metrics.rejected.labels("invalid").inc()
             raise
         if typed.model not in self.registry.models():
-            self.metrics.rejected.labels("unknown_model").inc()
-            known = ", ".join(sorted(self.registry.models())) or "none (no replica is registered)"
-            raise ModelNotFoundError(
-                f"The model `{typed.model}` does not exist. Served models: {known}.",
-                param="model",
-                code="model_not_found",
-            )
+            raise self._unknown_model(typed.model)
         session_key = request.headers.get(self.routing.session.header) or (
             typed.user if self.routing.session.use_user_field else None
         )
@@ -161,6 +175,46 @@ class Gateway:
             route=route, path=path, body=body, raw=raw, typed=typed, route_request=rr, started=self.clock.now()
         )
 
+    def _prompt_text(self, typed: CompletionRequest) -> str:
+        prompt = typed.prompt
+        if isinstance(prompt, str):
+            check_prompt_text(len(prompt), self.limits, "prompt")
+            return prompt
+        if prompt and isinstance(prompt[0], int):
+            ids = [p for p in prompt if isinstance(p, int)]
+            check_token_ids(ids, self.config.vocab_sizes.get(typed.model), self.limits)
+            return " ".join(map(str, ids))
+        texts = [str(p) for p in prompt]
+        check_prompt_text(sum(map(len, texts)), self.limits, "prompt")
+        return " ".join(texts)
+
+    def _unknown_model(self, model: str) -> ApiError:
+        """404 when every replica's models are known and none serves ``model``; 503 + Retry-After while some
+        registered replica is not ready yet (its models are unknown: it may be the one serving it)."""
+        waiting = [r for r in self.registry.all() if not r.models]
+        if waiting:
+            self.metrics.rejected.labels("not_ready").inc()
+            states = ", ".join(sorted({r.state.value for r in waiting}))
+            return ServiceUnavailableError(
+                f"model `{model}` is not available yet: {len(waiting)} registered replica(s) not ready "
+                f"({states}; models unknown until a health probe succeeds)",
+                code="replica_not_ready",
+                retry_after_s=self.config.overload_retry_after_s,
+            )
+        self.metrics.rejected.labels("unknown_model").inc()
+        known = ", ".join(sorted(self.registry.models())) or "none (no replica is registered)"
+        return ModelNotFoundError(
+            f"The model `{model}` does not exist. Served models: {known}.", param="model", code="model_not_found"
+        )
+
+    def _admit(self, model: str) -> None:
+        """The fleet's admission bound (429/503 with Retry-After within milliseconds, see gateway/admission.py)."""
+        decision = self.admission.check(model, self.registry.views(model))
+        if not decision.admitted:
+            self.metrics.child(self.metrics.rejected, decision.reason).inc()
+            err = OverloadedError if decision.status == 429 else ServiceUnavailableError
+            raise err(decision.message, code=decision.reason, retry_after_s=decision.retry_after_s)
+
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "completions")
 
@@ -172,6 +226,7 @@ class Gateway:
         try:
             who = self.front.authenticate(request)
             req = await self._parse(request, route)
+            self._admit(req.typed.model)
             reservation = await self.front.admit(who, req)
         except RateLimitError as exc:
             self.metrics.requests.labels(route, "429", "none").inc()
@@ -179,11 +234,20 @@ class Gateway:
         except ApiError as exc:
             self.metrics.requests.labels(route, str(exc.status), "none").inc()
             raise
-        return await self.front.handle(request, req, who, reservation, self.proxy)
+        self.retry_budget.request()
+        self.admission.enter(req.typed.model)
+        try:
+            return await self.front.handle(request, req, who, reservation, self.proxy)
+        finally:
+            self.admission.leave(req.typed.model)
 
     async def models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "owned_by": "llmfleet"} for m in sorted(self.registry.models())]
         return web.json_response({"object": "list", "data": data})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI description of the gateway's routes (what the fuzz tests drive)."""
+        return web.json_response(openapi_document(sorted(self.registry.models())))
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -199,7 +263,7 @@ class Gateway:
         counts: dict[str, int] = {s.value: 0 for s in ReplicaState}
         for r in self.registry.all():
             counts[r.state.value] += 1
-            self.metrics.child(self.metrics.in_flight, r.id).set(r.in_flight)
+            self.metrics.child(self.metrics.in_flight, r.name).set(r.in_flight)
         for s, n in counts.items():
             self.metrics.replicas.labels(s).set(n)
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -209,16 +273,20 @@ class Gateway:
         token = self.config.admin_token
         if not token:
             raise _Unauthorized("the admin API is disabled: start the gateway with --admin-token")
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise _Unauthorized("missing or wrong admin token (Authorization: Bearer <token>)")
 
+    async def _admin_json(self, request: web.Request) -> dict[str, Any]:
+        raw = await read_body(request, self.limits.read_timeout_s)
+        body = parse_json(raw, self.limits)
+        if not isinstance(body, dict):
+            raise InvalidRequestError("admin request body must be a JSON object")
+        return body
+
     async def _admin_body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise InvalidRequestError("admin request body must be JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        body = await self._admin_json(request)
+        if not isinstance(body.get("url"), str):
             raise InvalidRequestError("admin request needs a JSON object with a string `url`", param="url")
         return body
 
@@ -231,8 +299,10 @@ class Gateway:
         body = await self._admin_body(request)
         pool = body.get("pool", "default")
         weight = body.get("weight", 1.0)
-        if not isinstance(pool, str) or not isinstance(weight, int | float) or weight <= 0:
-            raise InvalidRequestError("`pool` must be a string and `weight` a positive number", param="pool")
+        if not isinstance(pool, str):
+            raise InvalidRequestError("`pool` must be a string", param="pool")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
+            raise InvalidRequestError("`weight` must be a positive finite number", param="weight")
         r = await self.add_replica(body["url"], pool, float(weight))
         return web.json_response(r.to_json(), status=201)
 
@@ -252,7 +322,7 @@ class Gateway:
         r = self.registry.drain(body["url"])
         if r is None:
             raise InvalidRequestError(f"no replica {body['url']}", param="url")
-        self.metrics.set_state(r.id, r.state)
+        self.metrics.set_state(r.name, r.state)
         return web.json_response(r.to_json())
 
     async def admin_status(self, request: web.Request) -> web.Response:
@@ -262,10 +332,7 @@ class Gateway:
     async def admin_autoscaler(self, request: web.Request) -> web.Response:
         """The controller publishes its last decision here so `llmfleet status` shows it in one place."""
         self._authorize(request)
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise InvalidRequestError("body must be a JSON object")
-        self.autoscaler_status = body
+        self.autoscaler_status = await self._admin_json(request)
         return web.json_response({"ok": True})
 
     def status(self) -> dict[str, Any]:
@@ -298,6 +365,7 @@ def create_app(
     gw = Gateway(config, routing, clock, rng)
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body_bytes)
     app[GATEWAY_KEY] = gw
+    app[LOG_LIMITER_KEY] = LogLimiter(gw.clock, config.error_log_interval_s)
     lag = LoopLagMonitor(gw.metrics.registry)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -319,6 +387,7 @@ def create_app(
     r.add_get("/health", gw.health)
     r.add_get("/ready", gw.ready)
     r.add_get("/metrics", gw.metrics_page)
+    r.add_get("/openapi.json", gw.openapi)
     r.add_get("/admin/replicas", gw.admin_list)
     r.add_post("/admin/replicas", gw.admin_add)
     r.add_delete("/admin/replicas", gw.admin_remove)

@@ -20,7 +20,7 @@ class GatewayMetrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "llmfleet_gateway_requests",
-            "Requests by route, status and replica.",
+            "Requests by route, status and replica (its name, never its URL).",
             ["route", "status", "replica"],
             registry=r,
         )
@@ -55,6 +55,12 @@ class GatewayMetrics:
         )
         self.retries = Counter(
             "llmfleet_gateway_retries", "Upstream attempts retried on another replica.", ["reason"], registry=r
+        )
+        self.retries_denied = Counter(
+            "llmfleet_gateway_retries_denied",
+            "Retries not made: the fleet was near capacity (timeouts) or the retry budget was spent.",
+            ["reason"],
+            registry=r,
         )
         self.failovers = Counter(
             "llmfleet_gateway_failovers", "Requests that succeeded after a failed attempt.", registry=r

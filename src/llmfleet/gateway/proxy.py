@@ -1,9 +1,15 @@
 """Forwarding to replicas: the attempt loop (routing, retries before the first byte, failover).
 
 Non-streamed requests are retried on another replica after a connect error, a 5xx or a timeout (bounded attempts,
-jittered backoff) — safe because nothing was sent to the client yet. Streams are retried the same way until their
-first line; after that :mod:`llmfleet.gateway.relay` carries the stream and comes back here (:class:`Upstream`) to
-open a continuation on another replica when one dies mid-stream.
+jittered backoff, a retry budget) — safe because nothing was sent to the client yet. Streams are retried the same
+way until their first line; after that :mod:`llmfleet.gateway.relay` carries the stream and comes back here
+(:class:`Upstream`) to open a continuation on another replica when one dies mid-stream.
+
+Failures are classified (:func:`fault_kind`): *replica faults* (connect errors, resets, timeouts, 502/503/504)
+count toward the replica's ejection at once; any other 5xx is *suspect* — maybe the request's own fault (a lone
+surrogate once crashed every engine it reached). A suspect is retried on one other replica: the same error again
+means the request is at fault (400 to the client, no replica blamed); success or a different error there means
+the first replica was at fault after all (:meth:`Registry.judge`).
 
 Every attempt is counted in flight by the registry from :meth:`Registry.begin` to :meth:`Registry.end`; the
 registry turns its outcome into the feedback policies read. Upstream errors map to a failure reason (a metric
@@ -13,12 +19,13 @@ label) in one place, :func:`upstream_failure`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -26,14 +33,19 @@ from aiohttp import web
 from llmfleet.api.types import ChatCompletionRequest, CompletionRequest
 from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
-from llmfleet.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
+from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUnavailableError, UpstreamError
+from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
-from llmfleet.gateway.relay import Segment, StreamRelay
+from llmfleet.gateway.relay import Segment, StreamRelay, tokenize_on, upstream_stream_body
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 
 log = logging.getLogger(__name__)
 _JSON = {"Content-Type": "application/json"}
+_UPSTREAM = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+"""Headers of every upstream request: uncompressed answers only (what we relay is labelled plain JSON/SSE)."""
+_REPLICA_STATUSES = frozenset({502, 503, 504})
+"""5xx statuses that say the replica (or something in front of it), not the request, failed."""
 _USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -66,6 +78,48 @@ def upstream_failure(
     if isinstance(exc, aiohttp.ClientConnectorError):
         return AttemptFailed("connect")
     return AttemptFailed(type(exc).__name__)
+
+
+def fault_kind(exc: AttemptFailed) -> Literal["replica", "suspect"]:
+    """``replica``: a connect error, reset, timeout or 502/503/504 — the replica's fault; ``suspect``: another 5xx,
+    which may be the request's fault until another replica answers differently."""
+    if exc.status is None or exc.status in _REPLICA_STATUSES:
+        return "replica"
+    return "suspect"
+
+
+def _is_timeout(exc: AttemptFailed) -> bool:
+    return exc.reason in ("timeout", "idle_timeout")
+
+
+class _Verdicts:
+    """Suspect attempts of one request awaiting a verdict (see the module docstring)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.pending: list[tuple[Attempt, AttemptFailed]] = []
+        self.request_fault: AttemptFailed | None = None
+
+    def suspect(self, attempt: Attempt, exc: AttemptFailed) -> None:
+        """A suspect failure: identical to an earlier one -> the request's fault; different -> both replicas'."""
+        for _attempt, prev in self.pending:
+            if prev.status == exc.status and prev.body == exc.body:
+                self.request_fault = exc
+                self.close(blame=False)
+                return
+        self.pending.append((attempt, exc))
+        if len(self.pending) > 1:  # different errors on two replicas: each replica's own
+            self.close(blame=True)
+
+    def close(self, *, blame: bool) -> None:
+        """Settle pending suspects: as replica faults (``blame``), or with no verdict on the replica."""
+        for attempt, exc in self.pending:
+            self.registry.judge(attempt, Outcome.failure(exc.reason) if blame else Outcome.abandoned())
+        self.pending.clear()
+
+    @property
+    def may_retry(self) -> bool:
+        return self.request_fault is None
 
 
 @dataclass
@@ -106,8 +160,12 @@ class Proxy:
         metrics: GatewayMetrics,
         clock: Clock,
         rng: random.Random,
+        admission: Admission | None = None,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.registry = registry
+        self.admission = admission
+        self.budget = budget
         self.policy = policy
         self.policy_name = policy_name
         self.session = session
@@ -116,10 +174,9 @@ class Proxy:
         self.clock = clock
         self.rng = rng
         self.relay = StreamRelay(config, metrics, clock)
-        self._nonstream_timeout = aiohttp.ClientTimeout(
-            total=config.request_timeout_s, sock_connect=config.connect_timeout_s, sock_read=config.first_byte_timeout_s
-        )
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s)
+        # Per attempt only the connect timeout: a non-streamed answer's headers come when generation ends, so its
+        # first byte is bounded by the whole request's deadline; chunk gaps by idle_stream_timeout_s.
+        self._attempt_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s)
 
     # ---- attempts ------------------------------------------------------------------------------------------
     def _choose(self, req: ProxyRequest, exclude: set[str]) -> Replica:
@@ -142,6 +199,8 @@ class Proxy:
         """Attempt ``n`` (after a jittered backoff when retrying), on a replica marked tried and counted in flight;
         None when no untried replica is left after a failure; 503 when none was routable at all."""
         if n:
+            if last is not None and not self._may_retry(req, last):
+                return None
             self.metrics.retries.labels(last.reason if last else "unknown").inc()
             await self._backoff(n)
         try:
@@ -153,6 +212,17 @@ class Proxy:
         tried.add(replica.id)
         return self.registry.begin(replica, req.route_request)
 
+    def _may_retry(self, req: ProxyRequest, last: AttemptFailed) -> bool:
+        """No retry of a timeout while the fleet is near capacity, nor beyond the retry budget."""
+        model = req.route_request.model
+        if _is_timeout(last) and self.admission and self.admission.overloaded(model, self.registry.views(model)):
+            self.metrics.child(self.metrics.retries_denied, "overload").inc()
+            return False
+        if self.budget is not None and not self.budget.try_retry():
+            self.metrics.child(self.metrics.retries_denied, "budget").inc()
+            return False
+        return True
+
     async def _backoff(self, n: int) -> None:
         base = self.cfg.retry_backoff_s * (2 ** (n - 1))
         await self.clock.sleep(base * (0.5 + self.rng.random()))
@@ -161,30 +231,58 @@ class Proxy:
         """End ``attempt`` in the registry and count it under HTTP ``status`` (None: not counted)."""
         self.registry.end(attempt, outcome)
         if status is not None:
-            self.metrics.child(self.metrics.requests, req.route, status, attempt.replica.id).inc()
+            self.metrics.child(self.metrics.requests, req.route, status, attempt.replica.name).inc()
 
-    def _fail(self, req: ProxyRequest, attempt: Attempt, exc: AttemptFailed) -> None:
-        log.info("attempt on %s failed: %s", attempt.replica.id, exc.reason)
-        self.settle(req, attempt, Outcome.failure(exc.reason), str(exc.status or 0))
+    def _fail(self, req: ProxyRequest, attempt: Attempt, exc: AttemptFailed, verdicts: _Verdicts) -> None:
+        kind = fault_kind(exc)
+        log.info("attempt on %s failed: %s (%s fault)", attempt.replica.id, exc.reason, kind)
+        if kind == "replica":
+            self.settle(req, attempt, Outcome.failure(exc.reason), str(exc.status or 0))
+            return
+        self.settle(req, attempt, Outcome.suspect(exc.reason), str(exc.status or 0))
+        verdicts.suspect(attempt, exc)
+
+    @staticmethod
+    def _request_fault(exc: AttemptFailed) -> InvalidRequestError:
+        detail = exc.body[:300].decode("utf-8", "replace")
+        return InvalidRequestError(
+            f"the request failed the same way on two replicas (HTTP {exc.status}: {detail}); it is most likely invalid",
+            code="request_failed_upstream",
+        )
 
     # ---- non-streamed --------------------------------------------------------------------------------------
     async def forward(self, req: ProxyRequest) -> web.Response:
         """A non-streamed request, with retries on other replicas."""
         tried: set[str] = set()
+        verdicts = _Verdicts(self.registry)
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_s):
+                return await self._forward(req, tried, verdicts)
+        except TimeoutError:
+            raise GatewayTimeoutError(
+                f"no answer within the request timeout ({self.cfg.request_timeout_s:g} s, {len(tried)} tried)"
+            ) from None
+        finally:
+            verdicts.close(blame=False)
+
+    async def _forward(self, req: ProxyRequest, tried: set[str], verdicts: _Verdicts) -> web.Response:
         last: AttemptFailed | None = None
         for n in range(self.cfg.max_attempts):
+            if not verdicts.may_retry:
+                break
             attempt = await self._next_attempt(req, n, last, tried)
             if attempt is None:
                 break
             try:
                 status, data = await self._post_once(attempt.replica, req)
             except AttemptFailed as exc:
-                self._fail(req, attempt, exc)
+                self._fail(req, attempt, exc, verdicts)
                 last = exc
                 continue
             except BaseException:
                 self.registry.end(attempt, Outcome.abandoned())
                 raise
+            verdicts.close(blame=True)
             self.settle(req, attempt, Outcome.success(), str(status))
             self.metrics.child(self.metrics.latency, req.route).observe(self.clock.now() - req.started)
             if n:
@@ -193,23 +291,67 @@ class Proxy:
                 self._count_tokens(data)
             return web.Response(body=data, status=status, headers=_JSON)
         assert last is not None
+        if verdicts.request_fault is not None:
+            raise self._request_fault(verdicts.request_fault)
         if last.status is not None and last.body:
             return web.Response(body=last.body, status=last.status, headers=_JSON)
-        if last.reason == "timeout":
+        if _is_timeout(last):
             raise GatewayTimeoutError(f"upstream replicas did not answer in time ({len(tried)} tried)")
         raise UpstreamError(f"upstream replicas failed ({len(tried)} tried; last: {last.reason})")
 
     async def _post_once(self, replica: Replica, req: ProxyRequest) -> tuple[int, bytes]:
+        """One non-streamed attempt. Engines send a non-streamed answer's headers only once generation ends, so
+        silence is normal: every ``first_byte_timeout_s`` the replica's ``/health`` is asked whether it is alive;
+        the attempt goes on while it answers (up to the request's deadline) and fails as a hang when it does not."""
+        task = asyncio.ensure_future(self._post_and_read(replica, req))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.cfg.first_byte_timeout_s)
+                if done:
+                    return task.result()
+                if not await self._alive(replica):
+                    raise AttemptFailed("timeout")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _alive(self, replica: Replica) -> bool:
+        timeout_s = min(self.cfg.health.probe_timeout_s, self.cfg.connect_timeout_s, self.cfg.first_byte_timeout_s / 4)
+        try:
+            async with self.session.get(
+                replica.url + "/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    async def _post_and_read(self, replica: Replica, req: ProxyRequest) -> tuple[int, bytes]:
         try:
             async with self.session.post(
-                replica.url + req.path, data=req.raw, headers=_JSON, timeout=self._nonstream_timeout
+                replica.url + req.path, data=req.raw, headers=_UPSTREAM, timeout=self._attempt_timeout
             ) as up:
-                status, data = up.status, await up.read()
+                status = up.status
+                data = await self._read_all(up)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise upstream_failure(exc) from None
         if status >= 500:
             raise upstream_failure(status=status, body=data)
         return status, data
+
+    async def _read_all(self, up: aiohttp.ClientResponse) -> bytes:
+        """The whole body, with at most ``idle_stream_timeout_s`` between chunks."""
+        parts: list[bytes] = []
+        while True:
+            try:
+                async with asyncio.timeout(self.cfg.idle_stream_timeout_s):
+                    chunk = await up.content.readany()
+            except TimeoutError:
+                raise AttemptFailed("idle_timeout") from None
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
 
     def _count_tokens(self, data: bytes) -> None:
         # A regex on the bytes instead of parsing the whole response: the body can be large, the usage is small.
@@ -221,8 +363,7 @@ class Proxy:
     # ---- streamed ------------------------------------------------------------------------------------------
     async def stream(self, request: web.Request, req: ProxyRequest) -> web.StreamResponse:
         """A streamed request: open it (with retries), then hand it to the relay, which resumes through us."""
-        upstream_body = dict(req.body)
-        upstream_body["stream_options"] = {**(req.body.get("stream_options") or {}), "include_usage": True}
+        upstream_body = upstream_stream_body(req.body)
         upstream = _StreamUpstream(self, req)
         seg = await upstream.open(_DUMPS(upstream_body).encode())
         if seg.response.status != 200:  # a client error: pass it through as is
@@ -236,8 +377,17 @@ class Proxy:
 
     async def open_stream(self, req: ProxyRequest, body: bytes, tried: set[str]) -> Segment:
         """Open an upstream stream and read its first line, retrying on replicas not in ``tried`` before that."""
+        verdicts = _Verdicts(self.registry)
+        try:
+            return await self._open_stream(req, body, tried, verdicts)
+        finally:
+            verdicts.close(blame=False)
+
+    async def _open_stream(self, req: ProxyRequest, body: bytes, tried: set[str], verdicts: _Verdicts) -> Segment:
         last: AttemptFailed | None = None
         for n in range(self.cfg.max_attempts):
+            if not verdicts.may_retry:
+                break
             attempt = await self._next_attempt(req, n, last, tried)
             if attempt is None:
                 break
@@ -245,7 +395,7 @@ class Proxy:
             try:
                 async with asyncio.timeout(self.cfg.first_byte_timeout_s):
                     up = await self.session.post(
-                        attempt.replica.url + req.path, data=body, headers=_JSON, timeout=self._stream_timeout
+                        attempt.replica.url + req.path, data=body, headers=_UPSTREAM, timeout=self._attempt_timeout
                     )
                     if up.status >= 500:
                         raise upstream_failure(status=up.status, body=await up.read())
@@ -256,19 +406,22 @@ class Proxy:
                         first = await up.content.readline()
                     if not first:
                         raise AttemptFailed("empty_stream")
+                verdicts.close(blame=True)
                 return Segment(attempt, up, first)
             except UPSTREAM_ERRORS as exc:
                 if up is not None:
                     up.close()
                 last = upstream_failure(exc)
-                self._fail(req, attempt, last)
+                self._fail(req, attempt, last, verdicts)
             except BaseException:
                 if up is not None:
                     up.close()
                 self.registry.end(attempt, Outcome.abandoned())
                 raise
         assert last is not None
-        if last.reason == "timeout":
+        if verdicts.request_fault is not None:
+            raise self._request_fault(verdicts.request_fault)
+        if _is_timeout(last):
             raise GatewayTimeoutError("upstream replicas did not start the stream in time")
         raise UpstreamError(f"upstream replicas failed to start the stream (last: {last.reason})")
 
@@ -290,3 +443,7 @@ class _StreamUpstream:
         if outcome.kind == "failed":
             log.info("stream on %s failed: %s", segment.attempt.replica.id, outcome.reason)
         self._proxy.settle(self._req, segment.attempt, outcome, status)
+
+    async def tokenize(self, payload: dict[str, Any]) -> list[int] | None:
+        urls = [v.url for v in self._proxy.registry.views(self._req.route_request.model) if v.routable]
+        return await tokenize_on(self._proxy.session, urls, payload, self._proxy.cfg.first_byte_timeout_s)

@@ -36,6 +36,8 @@ class Replica:
     weight: float
     health: HealthTracker
     added_at: float
+    name: str = ""
+    """Short label for metrics on the public port (``replica-<n>``): URLs stay in the admin API."""
     models: frozenset[str] = frozenset()
     in_flight: int = 0
     latency_ewma_s: float | None = None
@@ -66,6 +68,7 @@ class Replica:
         """The replica as the admin API and `llmfleet status --json` show it."""
         return {
             "id": self.id,
+            "name": self.name,
             "url": self.url,
             "pool": self.pool,
             "weight": self.weight,
@@ -92,13 +95,14 @@ class Replica:
 class Outcome:
     """How one attempt on a replica ended.
 
-    ``ok``: the replica answered (latency and TTFT feed its averages); ``failed``: a connect error, timeout, 5xx or
-    a stream cut short (``reason`` says which; it counts against the replica's health); ``abandoned``: the
-    attempt ended without a verdict on the replica (the client went away, a client error passed through): only
-    the in-flight count changes.
+    ``ok``: the replica answered (latency and TTFT feed its averages); ``failed``: a replica fault — a connect
+    error, reset, timeout, a 5xx the replica owns, or a stream cut short (``reason`` says which; it counts against
+    the replica's health); ``suspect``: a 5xx that may be the request's fault — no verdict yet: the proxy tries
+    another replica and then calls :meth:`Registry.judge`; ``abandoned``: the attempt ended without a verdict on
+    the replica (the client went away, a client error passed through): only the in-flight count changes.
     """
 
-    kind: Literal["ok", "failed", "abandoned"]
+    kind: Literal["ok", "failed", "suspect", "abandoned"]
     reason: str = ""
 
     @classmethod
@@ -108,6 +112,10 @@ class Outcome:
     @classmethod
     def failure(cls, reason: str) -> Outcome:
         return cls("failed", reason)
+
+    @classmethod
+    def suspect(cls, reason: str) -> Outcome:
+        return cls("suspect", reason)
 
     @classmethod
     def abandoned(cls) -> Outcome:
@@ -162,6 +170,7 @@ class Registry:
         self._replicas: dict[str, Replica] = {}
         self._on_transition = on_transition
         self._on_complete = on_complete
+        self._added = 0
 
     def __len__(self) -> int:
         return len(self._replicas)
@@ -195,7 +204,9 @@ class Registry:
             health=HealthTracker(self.health_config),
             added_at=self.clock.now(),
             models=frozenset(models),
+            name=f"replica-{self._added + 1}",
         )
+        self._added += 1
         r.health.state = state
         self._replicas[url] = r
         log.info("replica added: %s (pool %s, state %s)", url, pool, state.value)
@@ -250,8 +261,18 @@ class Registry:
         attempt.ended = True
         r = attempt.replica
         r.in_flight -= 1
-        if outcome.kind == "abandoned":
+        if outcome.kind in ("abandoned", "suspect"):
             return
+        self._verdict(attempt, outcome)
+
+    def judge(self, attempt: Attempt, outcome: Outcome) -> None:
+        """The verdict on an attempt ended as ``suspect``: a replica fault (``failed``) counts now; anything else
+        (the request's own fault) leaves the replica's health alone."""
+        if outcome.kind == "failed" and self._replicas.get(attempt.replica.id) is attempt.replica:
+            self._verdict(attempt, outcome)
+
+    def _verdict(self, attempt: Attempt, outcome: Outcome) -> None:
+        r = attempt.replica
         now = self.clock.now()
         ok = outcome.kind == "ok"
         latency_s = now - attempt.started_at
