@@ -27,9 +27,6 @@ from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, R
 from llmfleet.gateway.proxy import ProxyRequest
 from llmfleet.gateway.shared_state import SharedState
 
-PRINCIPAL = "llmfleet.principal"
-"""Key under which the caller's :class:`Principal` (name, priority) is stored on the aiohttp request."""
-
 
 class Forwarder(Protocol):
     """The proxy as the front door uses it."""
@@ -48,10 +45,8 @@ class FrontDoor:
         self.shared = shared
 
     def authenticate(self, request: web.Request) -> Principal:
-        """The caller (401 when keys are required and missing); also stored on ``request`` under :data:`PRINCIPAL`."""
-        who = self.access.authenticate(request.headers)
-        request[PRINCIPAL] = who
-        return who
+        """The caller (401 when keys are required and missing); its ``priority`` is for overload shedding."""
+        return self.access.authenticate(request.headers)
 
     async def admit(self, who: Principal, req: ProxyRequest) -> Reservation:
         """Take ``req`` from ``who``'s limits (429 :class:`~llmfleet.gateway.auth.RateLimitError` over them)."""
