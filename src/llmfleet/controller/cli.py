@@ -87,6 +87,8 @@ async def serve(
             await service.run(stop)
         finally:
             await runner.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 def register(app: typer.Typer) -> None:
