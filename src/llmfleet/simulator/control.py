@@ -60,7 +60,7 @@ class Prober:
                 continue
             if not r.alive:
                 fleet.registry.record_probe(reg, False, self.health.probe_timeout_s)
-                fleet.refresh(rid)
+                fleet.refresh(r)
                 continue
             latency = self._latency_s(r)
             h = reg.health
@@ -68,7 +68,7 @@ class Prober:
                 continue
             ok = latency <= self.health.probe_timeout_s
             fleet.registry.record_probe(reg, ok, latency if ok else self.health.probe_timeout_s)
-            fleet.refresh(rid)
+            fleet.refresh(r)
         fleet.loop.after(self.health.probe_interval_s, self._round)
 
 
@@ -92,7 +92,7 @@ class Scraper:
             if m is None or reg is None or not r.alive:
                 continue
             reg.load = EngineLoad(m.num_waiting, m.num_running, m.kv_usage, now)
-            fleet.refresh(rid)
+            fleet.refresh(r)
         fleet.loop.after(self.interval_s, self._round)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmfleet.config import GatewayConfig, RoutingConfig
-from llmfleet.gateway.registry import Attempt, Outcome, Registry
+from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.views import ReplicaView
@@ -76,6 +76,10 @@ class SimReplica:
     ended_s: float | None = None
     alive: bool = True
     draining: bool = False
+    reg: Replica | None = None
+    """The registry's entry while the replica is registered."""
+    home: Cell | None = None
+    """The routing cell it serves in."""
     wake_handler: Callable[[int], None] = _no_wake
     """``wake_handler(plan_id)``: wake the model if that plan is still current (set when the replica is ready)."""
 
@@ -194,14 +198,14 @@ class Fleet:
         r.cell = cell.index
         cell.add(r.id, reg.view())
         self._cell_of[r.id] = cell
+        r.reg, r.home = reg, cell
         self.recorder.replica_ready(r)
 
-    def refresh(self, rid: str) -> None:
+    def refresh(self, r: SimReplica) -> None:
         """Rebuild one replica's view after its bookkeeping changed."""
-        cell = self._cell_of.get(rid)
-        reg = self.registry.get(rid)
+        cell, reg = r.home, r.reg
         if cell is not None and reg is not None:
-            cell.views[cell.pos[rid]] = reg.view()
+            cell.views[cell.pos[r.id]] = reg.view()
 
     def _end(self, r: SimReplica) -> None:
         if r.ended_s is not None:
@@ -210,6 +214,7 @@ class Fleet:
         cell = self._cell_of.pop(r.id, None)
         if cell is not None:
             cell.remove(r.id)
+        r.reg = r.home = None
         self.registry.remove(r.id)
         self.recorder.replica_ended(r)
 
@@ -241,7 +246,7 @@ class Fleet:
             self._end(r)
             return
         self.registry.drain(r.id)
-        self.refresh(r.id)
+        self.refresh(r)
         deadline = self.clock.now() + timeout_s
 
         def check() -> None:
@@ -317,7 +322,7 @@ class Fleet:
         rid = decision.replica.id
         self.recorder.routed(decision.reason)
         r = self.replicas[rid]
-        reg = self.registry.get(rid)
+        reg = r.reg
         if reg is None:  # removed since the views were taken; cannot happen with incremental views
             self._give_up(f, "no_replica")
             return
@@ -327,14 +332,14 @@ class Fleet:
         model = r.model
         if not r.alive or model is None:
             self.registry.end(f.attempt, Outcome.failure("connect_error"))
-            self.refresh(rid)
+            self.refresh(r)
             self._retry(f, "connect_error")
             return
-        self.refresh(rid)
+        self.refresh(r)
         req = f.req
         if not model.fits(req.input_tokens, req.output_tokens):
             self.registry.end(f.attempt, Outcome.abandoned())
-            self.refresh(rid)
+            self.refresh(r)
             self._give_up(f, "too_long")
             return
         seq = Seq(f, req.input_tokens, req.output_tokens, req.prefix_id, req.prefix_tokens, req.session_id)
@@ -364,7 +369,7 @@ class Fleet:
         if f.attempt is not None:
             self.registry.end(f.attempt, Outcome.success())
         if r is not None:
-            self.refresh(r.id)
+            self.refresh(r)
         self.in_flight -= 1
         self.recorder.completed(f.req, f.first_token_s if f.first_token_s is not None else t, t, len(f.tried) - 1)
         if self.follow_up is not None:
@@ -376,7 +381,7 @@ class Fleet:
         if f.attempt is not None:
             self.registry.end(f.attempt, Outcome.failure(reason))
         if f.replica is not None:
-            self.refresh(f.replica.id)
+            self.refresh(f.replica)
         self._retry(f, reason)
 
     def _retry(self, f: Flight, reason: str) -> None:

@@ -124,7 +124,7 @@ class ReplicaModel:
         self._pins: dict[str, list[int]] = {}
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cached_total = 0
-        self._plan_kind = 0  # 0 idle, 1 mixed, 2 decode run
+        self._plan_kind = 0  # 0 idle, 1 mixed step, 2 decode run, 3 at a step boundary (nothing to apply)
         self.plan_id = 0
         """Changes with every plan: a wake-up scheduled for an older plan is stale and must be dropped."""
         self._plan_start = 0.0
@@ -168,8 +168,13 @@ class ReplicaModel:
         if self._plan_kind == 2 and now < self._plan_end:
             k = self.cost.decode_steps_within(self.n_dec, self.ctx, now - self._plan_start) + 1
             if k < self._plan_steps:
+                # Cut the run at the end of the step in progress; plan there, once every request that arrives
+                # before that boundary is queued (vLLM schedules them all in the next step).
                 self._advance_decode(k, self._plan_start + self.cost.decode_run_s(self.n_dec, self.ctx, k))
-                return self._plan()
+                self._plan_kind = 3
+                self.plan_id += 1
+                self._plan_end = self.t
+                return self.t
         return None
 
     def wake(self, now: float) -> float | None:
