@@ -121,7 +121,9 @@ def _progress(console: Console, enabled: bool, duration_s: float) -> Progress | 
 
 
 def _print(console: Console, runs: list[dict[str, Any]]) -> None:
-    table = Table(*HEADERS)
+    table = Table()
+    for h in HEADERS:
+        table.add_column(h, overflow="fold")  # wrap rather than cut a policy name or a figure on narrow terminals
     for r in runs:
         table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in summary_row(r)))
     console.print(table)
