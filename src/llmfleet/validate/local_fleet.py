@@ -25,6 +25,7 @@ from llmfleet.clock import Clock
 from llmfleet.config import FleetConfig, load_yaml, merge_overrides, parse_fleet_config
 from llmfleet.errors import LLMFleetError
 from llmfleet.fleet.current import find_current
+from llmfleet.procutil import die_with_parent
 
 
 class FleetStartError(LLMFleetError):
@@ -128,6 +129,7 @@ class LocalFleet:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed validate takes its fleet with it
             env={**os.environ, "COLUMNS": "160"},
         )
         log.close()
