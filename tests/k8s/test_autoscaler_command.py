@@ -4,6 +4,7 @@ two candidates, and configuration errors that name the key."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import aiohttp
 import pytest
 
 from llmfleet.appthread import free_port
-from llmfleet.config import FleetConfig, parse_fleet_config
-from llmfleet.controller.cli import serve
+from llmfleet.config import FleetConfig, load_fleet_config, parse_fleet_config
+from llmfleet.controller.cli import require_target, serve
+from llmfleet.errors import ConfigError
 from tests.k8s.conftest import DEPLOY, NS, SVC, KubeServer
 
 
@@ -128,6 +130,12 @@ async def _async(v: bool) -> bool:
 )
 def test_config_errors_name_the_key(tmp_path: Path, doc: str, message: str) -> None:
     (tmp_path / "fleet.yaml").write_text(doc)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        require_target(load_fleet_config(tmp_path / "fleet.yaml"))
+
+
+def test_the_command_reports_a_config_error_without_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "fleet.yaml").write_text("autoscaler: {min_replicas: 1}\n")
     cmd = [sys.executable, "-m", "llmfleet", "autoscaler", "--config", str(tmp_path / "fleet.yaml")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 2 and "error: kubernetes:" in out.stderr and "Traceback" not in out.stderr, out.stderr

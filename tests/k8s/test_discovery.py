@@ -8,6 +8,7 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -131,7 +132,7 @@ def test_the_last_known_set_serves_while_the_api_is_down_and_changes_after(
 ) -> None:
     a, b, c, _ = sims
     for s in (a, b):
-        kube.call(lambda s=s: kube.api.put_slice(pod_slice(s)))
+        kube.call(partial(kube.api.put_slice, pod_slice(s)))
     gw = discovering_gateway(kube.url, [{"namespace": NS, "service": SVC}])
     try:
         wait_until(lambda: gw.states() == {a.url: "healthy", b.url: "healthy"}, 10, "a and b")

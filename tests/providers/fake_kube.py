@@ -175,14 +175,14 @@ class FakeKubeAPI:
         await resp.prepare(request)
         since = int(q.get("resourceVersion") or 0)
         if since < self.gone_below:
-            event = {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
-            await resp.write((json.dumps(event) + "\n").encode())
+            gone = {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
+            await resp.write((json.dumps(gone) + "\n").encode())
             return resp
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._watchers.append(queue)  # registered and replayed in one step: no event is lost or sent twice
-        for v, event in self.history:
+        for v, past in self.history:
             if v > since:
-                queue.put_nowait(event)
+                queue.put_nowait(past)
         try:
             async with asyncio.timeout(float(q.get("timeoutSeconds") or 300)):
                 while (event := await queue.get()) is not None:

@@ -27,7 +27,8 @@ from llmfleet.errors import ConfigError
 DEFAULT_METRICS_PORT = 9091
 
 
-def _require(cfg: FleetConfig) -> KubernetesProviderConfig:
+def require_target(cfg: FleetConfig) -> KubernetesProviderConfig:
+    """The ``kubernetes`` section the controller scales, or a :class:`ConfigError` naming what is missing."""
     if cfg.kubernetes is None:
         raise ConfigError("kubernetes: `llmfleet autoscaler` needs this section, naming the deployment and service")
     if not cfg.autoscaler.enabled:
@@ -56,7 +57,7 @@ async def serve(
     from llmfleet.providers.kubernetes import KubernetesProvider, api_client_from_config
     from llmfleet.providers.lease import LeaseElector
 
-    k = _require(cfg)
+    k = require_target(cfg)
     target = f"deployment {k.namespace}/{k.deployment}"
     api = api_client_from_config(k)
     provider = KubernetesProvider(k, api)
@@ -118,7 +119,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Scale a Kubernetes Deployment from its replicas' load: decisions as logs and Prometheus metrics."""
         cfg = load_fleet_config(config)
-        k = _require(cfg)
+        k = require_target(cfg)
         if not 0 < metrics_port < 65536:
             raise ConfigError(f"--metrics-port: {metrics_port} is not a TCP port")
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
