@@ -172,3 +172,32 @@ def test_a_gateway_started_while_the_api_is_down_retries(kube: KubeServer, sims:
         assert complete(gw.url) == 200
     finally:
         gw.stop()
+
+
+async def test_without_a_kubernetes_section_the_api_is_found_like_kubectl_finds_it(
+    kube: KubeServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No in-cluster service account here, so the kubeconfig named by KUBECONFIG (its current context) is used."""
+    from kubernetes.config import kube_config
+
+    from llmfleet.config import GatewayDiscoveryConfig
+    from llmfleet.gateway.discovery import kubernetes_watches
+
+    (tmp_path / "kubeconfig").write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+                "users": [{"name": "me", "user": {"token": "t"}}],
+                "contexts": [{"name": "ctx", "context": {"cluster": "fake", "user": "me", "namespace": NS}}],
+                "current-context": "ctx",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # The client reads KUBECONFIG once, at import; this is the variable that reading fills.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig"))
+    kube.call(lambda: kube.api.put_slice(endpoint_slice("x", SVC, [ep("10.1.2.3")])))
+    [(_, watch)] = kubernetes_watches([GatewayDiscoveryConfig.model_validate(f"k8s:{NS}/{SVC}")], None)
+    assert [r.url for r in await watch.list_replicas()] == ["http://10.1.2.3:8000"]  # type: ignore[attr-defined]
