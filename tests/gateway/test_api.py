@@ -52,7 +52,7 @@ def test_openai_sdk_through_gateway(fleet: Fleet) -> None:
     assert all(c.choices for c in chunks)  # the gateway asked upstream for usage but hides it from this client
     assert sum(1 for c in chunks if c.choices[0].delta.content) == 6
     served = [s.engine.metrics.success("length")._value.get() for s in sims]
-    assert all(n >= 1 for n in served)  # least_outstanding spread the requests
+    assert all(n >= 1 for n in served)  # the default policy spread the requests
 
 
 async def test_readiness_and_admin_api(fleet: Fleet) -> None:
@@ -91,7 +91,7 @@ async def test_metrics_record_routes_and_decisions(fleet: Fleet) -> None:
                 assert r.status == 200
         async with s.get(f"{gw.url}/metrics") as r:
             text = await r.text()
-    assert 'llmfleet_gateway_routing_decisions_total{policy="least_outstanding"' in text
+    assert 'llmfleet_gateway_routing_decisions_total{policy="prefix_affinity"' in text
     assert 'llmfleet_gateway_tokens_total{direction="completion"} 6.0' in text
     assert "llmfleet_gateway_replica_state{replica=" in text
 

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str | None, typer.Option(help="Catalog model (sim) or model dir/name (vllm).")] = None,
         gpu: Annotated[str | None, typer.Option(help="Simulated GPU (sim engine): H100, A100-80G, ...")] = None,
         port: Annotated[int | None, typer.Option(help="Gateway port (default 8080).")] = None,
-        policy: Annotated[str | None, typer.Option(help="Routing policy (default least_outstanding).")] = None,
+        policy: Annotated[str | None, typer.Option(help="Routing policy (default prefix_affinity).")] = None,
         time_scale: Annotated[float | None, typer.Option(help="Simulated seconds per wall second (sim).")] = None,
         enable_prefix_caching: Annotated[
             bool | None, typer.Option("--enable-prefix-caching/--no-prefix-caching", help="Engine prefix cache.")

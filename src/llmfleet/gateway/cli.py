@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
                 "the API server is found like kubectl finds it, or from the `kubernetes` section)."
             ),
         ] = None,
-        policy: Annotated[str | None, typer.Option(help="Routing policy (default least_outstanding).")] = None,
+        policy: Annotated[str | None, typer.Option(help="Routing policy (default prefix_affinity).")] = None,
         admin_token: Annotated[str | None, typer.Option(help="Bearer token that enables /admin.")] = None,
         admin_token_file: Annotated[
             Path | None, typer.Option(help="Read the admin token from this file (keeps it out of `ps`).")
