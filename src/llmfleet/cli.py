@@ -80,6 +80,9 @@ def _register() -> None:
     import llmfleet.controller.cli as controller_cli
 
     controller_cli.register(app)
+    import llmfleet.perfmodel.cli as calibrate_cli
+
+    calibrate_cli.register(app)
 
 
 def main() -> None:
