@@ -1,4 +1,5 @@
-"""Autoscaling end to end: `llmfleet up` with simulated engines at --time-scale 10, a 3x traffic step and a drop."""
+"""Autoscaling end to end: `llmfleet up` with simulated engines at --time-scale 10, a 3x traffic step and a drop;
+the Prometheus target file follows the replicas."""
 
 from __future__ import annotations
 
@@ -66,6 +67,27 @@ async def _wait_replicas(tmp: Path, n: int, timeout_s: float) -> float:
     raise AssertionError(f"fleet did not reach {n} replicas in {timeout_s} s; last status {doc}")
 
 
+async def _file_sd_ports(tmp: Path, n: int, timeout_s: float = 10.0) -> set[int]:
+    """The engine ports in up's Prometheus target file once it lists ``n`` engines (it follows the replicas)."""
+    current = json.loads((tmp / ".llmfleet" / "current.json").read_text())
+    path = Path(current["run_dir"]) / "prometheus" / "targets" / "llmfleet-up.json"
+    t0 = time.monotonic()
+    while True:
+        groups = json.loads(path.read_text())
+        engines = [g for g in groups if g["labels"]["job"] == "llmfleet-engine"]
+        if len(engines) == n or time.monotonic() - t0 > timeout_s:
+            break
+        await asyncio.sleep(0.1)
+    assert len(engines) == n, f"target file lists {len(engines)} engines, expected {n}: {groups}"
+    assert {g["labels"]["job"] for g in groups} == {"llmfleet-gateway", "llmfleet-control", "llmfleet-engine"}
+    assert all(g["labels"]["replica"] and g["labels"]["pool"] == "default" for g in engines)
+    return {int(g["targets"][0].rsplit(":", 1)[1]) for g in engines}
+
+
+def _ports(doc: dict[str, Any]) -> set[int]:
+    return {int(str(r["url"]).rsplit(":", 1)[1]) for r in doc["replicas"]}
+
+
 async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()
@@ -89,6 +111,7 @@ async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: P
         step = asyncio.create_task(_load(url, 16, step_stop, results))  # 3x the traffic
         up_after = await _wait_replicas(tmp_path, 3, 20)
         doc = await _status(tmp_path)
+        assert await _file_sd_ports(tmp_path, 3) == _ports(doc)  # Prometheus finds the new replicas
         auto = doc["autoscaler"]
         assert isinstance(auto, dict) and auto["replicas"] == 3
         served = [r["requests_total"] for r in doc["replicas"]]
@@ -101,6 +124,7 @@ async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: P
         step_stop.set()
         await step
         down_after = await _wait_replicas(tmp_path, 1, 40)
+        assert await _file_sd_ports(tmp_path, 1) == _ports(await _status(tmp_path))  # ... and forgets the gone ones
         base_stop.set()
         await base
         proc.send_signal(signal.SIGINT)

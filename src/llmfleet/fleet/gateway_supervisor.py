@@ -48,7 +48,8 @@ class SupervisedGateway(Protocol):
 
 
 class GatewaySupervisor:
-    """Watches the gateway process and restarts it; ``on_restarted`` (re-registration) runs after each restart.
+    """Watches the gateway process and restarts it; ``on_down`` runs when it exits (`up` pauses the autoscaler, which
+    is blind without the gateway's signals) and ``on_restarted`` (re-registration, autoscaler resumed) once it is back.
 
     ``on_restarted`` returns how many replicas it registered (for the message); if it raises
     :class:`~llmfleet.gateway.admin_client.AdminError` the restart counts as failed.
@@ -63,6 +64,7 @@ class GatewaySupervisor:
         on_restarted: Callable[[], Awaitable[int]],
         notify: Callable[[str], None],
         *,
+        on_down: Callable[[], Awaitable[None]] | None = None,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
         max_tries: int = 5,
@@ -76,6 +78,7 @@ class GatewaySupervisor:
         self.rng = rng
         self.on_restarted = on_restarted
         self.notify = notify
+        self.on_down = on_down
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_tries = max_tries
@@ -105,6 +108,8 @@ class GatewaySupervisor:
                 f"gateway exited (code {code}); restarting it on {self.gateway.url}, replicas keep running "
                 f"(log: {self.gateway.log_path})"
             )
+            if self.on_down is not None:
+                await self.on_down()
             while True:
                 if tries >= self.max_tries:
                     raise GatewayGaveUp(self._gave_up_message(tries))
@@ -122,9 +127,8 @@ class GatewaySupervisor:
         try:
             await self.gateway.wait_ready(self.session, self.ready_timeout_s)
             registered = await self.on_restarted()
-        except (StartupError, AdminError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self.notify(f"gateway restart {attempt}/{self.max_tries} failed: {first}")
+        except (StartupError, AdminError, TimeoutError) as exc:
+            self.notify(f"gateway restart {attempt}/{self.max_tries} failed: {_summary(exc)}")
             await self.gateway.stop(grace_s=2.0)
             return False
         n = self.restarts + 1
@@ -149,3 +153,12 @@ class GatewaySupervisor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         return stop.is_set()
+
+
+def _summary(exc: Exception) -> str:
+    """One line: the error's first line and, when it quotes a log, the log's last line (the actual cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    head = lines[0].removesuffix("; last log lines:")
+    return f"{head}: {lines[-1]}" if len(lines) > 1 else head

@@ -59,6 +59,11 @@ class LocalProvider:
     async def _drain_and_remove(self, r: ManagedReplica) -> None:
         try:
             await retire(self.admin, self.supervisor, [r], self.clock, self.drain_timeout_s)
+        except asyncio.CancelledError:
+            # Interrupted (`up` stops the autoscaler while its gateway restarts): the replica stays, so a restarted
+            # gateway gets it back serving rather than drained for good.
+            r.draining = r not in self.supervisor.replicas
+            raise
         finally:
             self._removing.discard(r.index)
 

@@ -25,6 +25,11 @@ class GatewayRegistrar:
         self._ready: dict[str, ManagedReplica] = {}
         # One registration change at a time: a re-registration sweep must not re-add a replica that is leaving.
         self._lock = asyncio.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """The fleet is stopping and its gateway with it: no more admin calls (replicas still leave the ledger)."""
+        self._closed = True
 
     @property
     def registered(self) -> list[ManagedReplica]:
@@ -34,22 +39,27 @@ class GatewayRegistrar:
     async def replica_ready(self, replica: ManagedReplica) -> None:
         async with self._lock:
             self._ready[replica.url] = replica
+            if self._closed:
+                return
             try:
                 await self._register(replica)
-            except AdminError as exc:
+            except (AdminError, TimeoutError) as exc:
                 log.warning("replica %s not registered yet (%s); added when the gateway answers", replica.url, exc)
 
     async def replica_gone(self, replica: ManagedReplica) -> None:
         async with self._lock:
             if self._ready.get(replica.url) is replica:
                 del self._ready[replica.url]
-            with contextlib.suppress(AdminError):
+            if self._closed:
+                return
+            with contextlib.suppress(AdminError, TimeoutError):  # gone from a gateway that is down: nothing to do
                 await self.admin.remove_replica(replica.url)
 
     async def reregister(self) -> int:
         """Register every ready replica again (a fresh gateway knows none); returns how many it registered.
 
-        :class:`AdminError` if the gateway refuses one (the caller treats the gateway as not back yet).
+        :class:`AdminError` (or :class:`TimeoutError`) if the gateway refuses one or does not answer: the caller
+        treats the gateway as not back yet.
         """
         async with self._lock:
             for replica in self._ready.values():

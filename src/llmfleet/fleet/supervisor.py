@@ -141,9 +141,11 @@ class Supervisor:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop_all()
-        if self._session is not None:
-            await self._session.close()
+        try:
+            await self.stop_all()
+        finally:
+            if self._session is not None:
+                await self._session.close()
 
     # ---- public ------------------------------------------------------------------------------------------
     def add(self, port: int, pool: str = "default", capacity_type: str = "on-demand") -> ManagedReplica:

@@ -68,6 +68,7 @@ class FleetRunner:
         t0 = self.clock.now()
         timeout = aiohttp.ClientTimeout(total=5.0)
         async with aiohttp.ClientSession(timeout=timeout) as session, contextlib.AsyncExitStack() as stack:
+            registrar: GatewayRegistrar | None = None
             try:
                 self.gateway.start()
                 await self.gateway.wait_ready(session)
@@ -108,8 +109,25 @@ class FleetRunner:
                 self._banner(self.clock.now() - t0)
                 if actions.controller is not None:
                     actions.controller.start()
+
+                async def gateway_down() -> None:
+                    if actions.controller is not None:  # blind without the gateway's signals: no decisions
+                        await actions.controller.stop()
+
+                async def gateway_back() -> int:
+                    registered = await registrar.reregister()
+                    if actions.controller is not None:
+                        actions.controller.start()
+                    return registered
+
                 watcher = GatewaySupervisor(
-                    self.gateway, session, self.clock, random.Random(), registrar.reregister, self._notify
+                    self.gateway,
+                    session,
+                    self.clock,
+                    random.Random(),
+                    gateway_back,
+                    self._notify,
+                    on_down=gateway_down,
                 )
                 try:
                     await watcher.run(stop)
@@ -121,6 +139,8 @@ class FleetRunner:
                 self.console.print(f"[bold red]error:[/] {exc}", highlight=False)
                 return 1
             finally:
+                if registrar is not None:
+                    registrar.close()  # replicas stop after the gateway: no admin calls to a gateway that is gone
                 await self.gateway.stop()
                 self.targets.clear()
                 clear_current(self.opts.run_root)
