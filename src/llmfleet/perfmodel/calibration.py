@@ -49,6 +49,8 @@ class CalibrationPlan:
     """A catalog GPU: fit its efficiencies. None: an unknown device, fit a synthetic GPU entry."""
     device_name: str = "calibrated-device"
     model_config: Path | None = None
+    catalog_model: str | None = None
+    """The model's catalog name when it differs from the served name."""
     max_batch: int = 32
     context_lengths: tuple[int, ...] = ()
     """Decode contexts; empty: 64 and about half the usable context window."""
@@ -73,11 +75,13 @@ def resolve_model(plan: CalibrationPlan, facts: EngineFacts) -> Model:
     if facts.root and (Path(facts.root) / "config.json").is_file():
         return load_hf_config(facts.root, plan.model)
     catalog = load_catalog(list(plan.catalog_files))
-    for name in (plan.model, facts.root or ""):
+    for name in (plan.catalog_model or plan.model, facts.root or ""):
         try:
             return catalog.model(name)
         except CatalogError:
             continue
+    if plan.catalog_model is not None:
+        catalog.model(plan.catalog_model)  # raises, listing the known names
     raise ConfigError(
         f"--model-config: {plan.model!r} is not in the model catalog and the engine's model directory is not "
         "readable here; give the model's config.json with --model-config"

@@ -73,6 +73,9 @@ def register(app: typer.Typer) -> None:
         model_config: Annotated[
             Path | None, typer.Option(help="The model's config.json (when not in the catalog or not local).")
         ] = None,
+        catalog_model: Annotated[
+            str | None, typer.Option(help="The model's catalog name, when the served name differs.")
+        ] = None,
         max_batch: Annotated[int, typer.Option(min=1, help="Largest decode batch measured.")] = 32,
         context_lengths: Annotated[
             str | None, typer.Option(help="Decode context lengths, e.g. 64,512 (default: 64 and half the window).")
@@ -99,6 +102,7 @@ def register(app: typer.Typer) -> None:
             gpu=gpu,
             device_name=device_name,
             model_config=model_config,
+            catalog_model=catalog_model,
             max_batch=max_batch,
             context_lengths=_ints(context_lengths, "--context-lengths"),
             prompt_lengths=_ints(prompt_lengths, "--prompt-lengths"),

@@ -1,8 +1,14 @@
-"""``llmfleet engine sim``: run one simulated vLLM replica in the foreground."""
+"""``llmfleet engine sim``: run one simulated vLLM replica in the foreground.
+
+With ``--profile profile.yaml`` (written by ``llmfleet calibrate``) the replica is paced by the calibrated performance
+model and takes the measured engine's settings (KV blocks, block size, ``max_num_seqs``, prefix caching, context
+window, per-request API cost as a delay before admission); options given on the command line still win.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,8 +16,58 @@ import typer
 from aiohttp import web
 from rich.console import Console
 
-from llmfleet.config import load_fleet_config
+from llmfleet.clock import ScaledClock
+from llmfleet.config import SimEngineConfig, load_fleet_config
+from llmfleet.engines.sim.engine import SimEngine
+from llmfleet.engines.sim.faults import FaultState
+from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.engines.sim.server import build_engine, create_app
+from llmfleet.perfmodel.profile import Profile, load_profile
+
+
+def profile_defaults(profile: Profile) -> dict[str, Any]:
+    """Engine settings a profile supplies (``engine:`` keys of fleet.yaml); command-line options override them."""
+    eng = profile.engine
+    return {
+        "gpu": profile.gpu.name,
+        "model": profile.model.name,
+        "served_model_name": eng.served_model_name,
+        "precision": profile.precision,
+        "tensor_parallel_size": profile.tensor_parallel_size,
+        "max_num_seqs": eng.max_num_seqs,
+        "max_num_batched_tokens": eng.max_num_batched_tokens,
+        "gpu_memory_utilization": eng.gpu_memory_utilization,
+        "max_model_len": eng.max_model_len,
+        "num_gpu_blocks_override": eng.num_gpu_blocks,
+        "block_size": eng.block_size,
+        "enable_prefix_caching": eng.enable_prefix_caching,
+        "faults": {"extra_latency_ms": eng.request_overhead_s * 1000.0},
+    }
+
+
+def merge_profile(cli_values: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """``cli_values`` with every option left unset (None) taken from ``profile``."""
+    merged = dict(cli_values)
+    for key, value in profile_defaults(profile).items():
+        if isinstance(value, dict):
+            sub = dict(merged.get(key) or {})
+            for k, v in value.items():
+                if sub.get(k) is None:
+                    sub[k] = v
+            merged[key] = sub
+        elif merged.get(key) is None:
+            merged[key] = value
+    return merged
+
+
+def build_profiled_engine(config: SimEngineConfig, profile: Profile) -> SimEngine:
+    """A :class:`SimEngine` paced by the profile's calibrated performance model (wired as ``build_engine`` does)."""
+    perf = profile.perf_model()
+    clock = ScaledClock(config.time_scale)
+    name = config.served_model_name or perf.model.name
+    metrics = EngineMetrics(name, max_model_len=config.max_model_len or perf.model.max_context)
+    faults = FaultState(config.faults, random.Random(config.seed), clock.now())
+    return SimEngine(config, perf, clock, metrics, faults)
 
 
 def register(engine_app: typer.Typer) -> None:
@@ -50,6 +106,9 @@ def register(engine_app: typer.Typer) -> None:
         ] = None,
         degrade_per_min: Annotated[float | None, typer.Option(help="Fault: step time growth per minute.")] = None,
         config: Annotated[Path | None, typer.Option(help="fleet.yaml; its `engine:` section gives defaults.")] = None,
+        profile: Annotated[
+            Path | None, typer.Option(help="Performance profile from `llmfleet calibrate`: behave like that engine.")
+        ] = None,
         catalog: Annotated[list[Path] | None, typer.Option(help="Extra GPU/model catalog YAML (repeatable).")] = None,
         log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
     ) -> None:
@@ -76,9 +135,15 @@ def register(engine_app: typer.Typer) -> None:
                 "hang": True if hang else None,
             },
         }
+        prof = load_profile(profile) if profile is not None else None
+        if prof is not None:
+            cli_values = merge_profile(cli_values, prof)
         cfg = load_fleet_config(config, {"engine": cli_values}).engine
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        engine = build_engine(cfg, catalog_files=[str(p) for p in catalog or []])
+        if prof is not None:
+            engine = build_profiled_engine(cfg, prof)
+        else:
+            engine = build_engine(cfg, catalog_files=[str(p) for p in catalog or []])
         app = create_app(cfg, engine=engine)
         Console(stderr=True).print(
             f"[bold green]llmfleet sim engine[/] {engine.perf.model.name} on {cfg.tensor_parallel_size}x"

@@ -1,0 +1,133 @@
+"""``llmfleet calibrate`` against live engines on 127.0.0.1, and ``llmfleet engine sim --profile``."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from llmfleet.appthread import AppThread, free_port
+from llmfleet.config import SimEngineConfig
+from llmfleet.engines.sim.cli import build_profiled_engine, merge_profile
+from llmfleet.engines.sim.server import create_app
+from llmfleet.errors import ConfigError
+from llmfleet.perfmodel import Efficiency, SeqWork
+from llmfleet.perfmodel.calibration import CalibrationPlan
+from llmfleet.perfmodel.cli import calibrate
+from llmfleet.perfmodel.profile import EngineSettings, Profile, save_profile
+from tests.perfmodel.test_profile import make_profile
+
+TRUTH = Efficiency(bandwidth=0.5, mfu=0.4, step_overhead_s=0.004, per_seq_overhead_s=0.0002)
+
+
+def _sim_config(profile: Profile) -> SimEngineConfig:
+    return SimEngineConfig.model_validate(merge_profile({"faults": {}}, profile))
+
+
+def _quiet() -> Console:
+    return Console(quiet=True)
+
+
+def test_calibrate_recovers_a_known_engine() -> None:
+    """A sim engine paced by known factors (H100, Llama-3.1-8B): the fitted model predicts its step times."""
+    truth = make_profile(TRUTH).model_copy(update={"engine": EngineSettings(served_model_name="m", max_model_len=8192)})
+    engine = None
+
+    def make_app() -> object:
+        nonlocal engine
+        engine = build_profiled_engine(_sim_config(truth), truth)
+        return create_app(_sim_config(truth), engine=engine)
+
+    plan = CalibrationPlan(
+        url="",
+        model="m",
+        gpu="H100",
+        catalog_model="llama-3.1-8b",
+        max_batch=8,
+        context_lengths=(128, 3000),
+        prompt_lengths=(64, 1024, 4096),
+        output_tokens=16,
+        prefill_repeats=2,
+        decode_repeats=1,
+    )
+    with AppThread(make_app) as app:  # type: ignore[arg-type]
+        profile = asyncio.run(calibrate(CalibrationPlan(**{**plan.__dict__, "url": app.url}), _quiet()))
+    assert profile.model.name == "llama-3.1-8b"  # found in the catalog by the served name's card
+    assert profile.engine.num_gpu_blocks is not None and profile.engine.block_size == 16
+    assert profile.fit is not None and profile.fit.mean_abs_rel_error < 0.15
+    true_pm, fitted = truth.perf_model(), profile.perf_model()
+    for batch in ([SeqWork(1, 500)] * 6, [SeqWork(1, 2000)] * 3, [SeqWork(2000, 0)], [SeqWork(3500, 0)]):
+        assert fitted.step_time_s(batch) == pytest.approx(true_pm.step_time_s(batch), rel=0.15)
+    assert profile.efficiency.mfu == pytest.approx(TRUTH.mfu, rel=0.2)
+    assert len(profile.measurements.decode) == 8 and all(p.predicted_s for p in profile.measurements.decode)
+
+
+def test_unreachable_engine_is_a_clear_error() -> None:
+    port = free_port()
+    plan = CalibrationPlan(url=f"http://127.0.0.1:{port}", model="m")
+    with pytest.raises(ConfigError, match="--url: cannot reach"):
+        asyncio.run(calibrate(plan, _quiet()))
+
+
+def test_unknown_model_names_the_served_ones() -> None:
+    truth = make_profile(TRUTH)
+    with AppThread(
+        lambda: create_app(_sim_config(truth), engine=build_profiled_engine(_sim_config(truth), truth))
+    ) as app:
+        plan = CalibrationPlan(url=app.url, model="nope")
+        with pytest.raises(ConfigError, match=r"--model: 'nope' is not served .*it serves: m"):
+            asyncio.run(calibrate(plan, _quiet()))
+
+
+def test_cli_reports_a_bad_url_without_a_traceback(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "p.yaml"
+    cmd = [sys.executable, "-m", "llmfleet", "calibrate", "--url", f"http://127.0.0.1:{port}", "--model", "m"]
+    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cannot reach" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return str(r.read().decode())
+
+
+def test_sim_engine_takes_its_settings_from_a_profile(tmp_path: Path) -> None:
+    profile = make_profile(TRUTH)
+    path = tmp_path / "profile.yaml"
+    save_profile(profile, path)
+    port = free_port()
+    cmd = [sys.executable, "-m", "llmfleet", "engine", "sim", "--profile", str(path), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--max-num-seqs", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                models = _get(f"http://127.0.0.1:{port}/v1/models")
+                break
+            except OSError:
+                assert proc.poll() is None, "sim engine exited"
+                assert time.monotonic() < deadline, "sim engine did not start"
+                time.sleep(0.1)
+        assert '"id":"m"' in models.replace(" ", "") and '"max_model_len":8192' in models.replace(" ", "")
+        metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        assert 'num_gpu_blocks="4096"' in metrics
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_profile_options_lose_to_the_command_line() -> None:
+    profile = make_profile(TRUTH)
+    merged = merge_profile({"max_num_seqs": 7, "max_model_len": None, "faults": {"extra_latency_ms": None}}, profile)
+    cfg = SimEngineConfig.model_validate(merged)
+    assert cfg.max_num_seqs == 7 and cfg.max_model_len == 8192 and cfg.num_gpu_blocks_override == 4096
+    assert cfg.faults.extra_latency_ms == pytest.approx(1.0)
