@@ -148,6 +148,11 @@ def test_kill_9_of_the_gateway_is_survived(tmp_path: Path) -> None:
         table = subprocess.run([*LLMFLEET, "status"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert table.returncode == 0 and table.stdout.count("healthy") == 2
 
+        # The control API (in `up`) kept answering; the autoscaler's metrics are still there.
+        current = json.loads((tmp_path / ".llmfleet" / "current.json").read_text())
+        with urllib.request.urlopen(f"{current['control_url']}/metrics", timeout=5) as r:
+            assert b"llmfleet_autoscaler_" in r.read()
+
         # The Prometheus target file still lists the gateway and both replicas (same ports).
         engines = sorted(str(g["targets"][0]) for g in _targets(tmp_path) if g["labels"]["job"] == "llmfleet-engine")  # type: ignore[index]
         assert ["http://" + e for e in engines] == replica_urls
