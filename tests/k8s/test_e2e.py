@@ -29,7 +29,7 @@ from tests.providers.fake_kube import endpoint_slice, ep
 MODEL = "llama-3.1-8b"
 DEADLINE_S = 55.0
 """The whole scenario's bound (it takes 25-40 s on two shared cores)."""
-GRACE_S = 1.5
+GRACE_S = 1.0
 """The kubelet's pause between marking a pod terminating and SIGTERM (a preStop hook's sleep)."""
 
 
@@ -47,8 +47,8 @@ autoscaler:
   policies: [queue]
   target_queue_per_replica: 4
   scale_up_stabilization_s: 0
-  scale_down_stabilization_s: 2
-  cooldown_s: 2
+  scale_down_stabilization_s: 1.5
+  cooldown_s: 1.5
 kubernetes: {{namespace: {NS}, deployment: llm, service: {SVC}, port_name: http, api_url: "{api_url}"}}
 """
 
@@ -71,7 +71,8 @@ class Observed:
 
     states: dict[str, set[str]] = field(default_factory=dict)
     served: dict[str, int] = field(default_factory=dict)
-    present_at_kill: dict[str, bool] = field(default_factory=dict)
+    state_at_kill: dict[str, str | None] = field(default_factory=dict)
+    """The gateway's state of each stopped pod at SIGTERM (None: already removed)."""
 
 
 class Kubelet:
@@ -112,7 +113,7 @@ class Kubelet:
         await self._api(lambda: self.kube.api.put_slice(self._slice(pod, ready=False, terminating=True)))
         await asyncio.sleep(GRACE_S)
         replicas = await admin_replicas(self.gateway)
-        observed.present_at_kill[pod.url] = pod.url in {r["url"] for r in replicas}
+        observed.state_at_kill[pod.url] = next((r["state"] for r in replicas if r["url"] == pod.url), None)
         pod.proc.terminate()
         await asyncio.wait_for(pod.proc.wait(), 30)
         await self._api(lambda: self.kube.api.delete_slice(pod.name))
@@ -172,7 +173,7 @@ async def watch_gateway(gateway: str, observed: Observed) -> None:
 
 
 async def client(gateway: str, stream: bool, stop: asyncio.Event, results: list[str]) -> None:
-    body = {"model": MODEL, "prompt": "hello " * 8, "max_tokens": 24, "stream": stream}
+    body = {"model": MODEL, "prompt": "hello " * 8, "max_tokens": 64, "stream": stream}
     async with aiohttp.ClientSession() as s:
         while not stop.is_set():
             try:
@@ -276,9 +277,10 @@ async def test_discovery_and_the_controller_scale_a_deployment_under_load(kube: 
     peak = sizes.index(3)
     rising, falling = sizes[: peak + 1], sizes[peak:]
     assert rising == sorted(rising) and falling == sorted(falling, reverse=True) and sizes[-1] == 1, sizes
-    removed = list(observed.present_at_kill)
-    assert len(removed) == 2 and not any(observed.present_at_kill.values()), (
-        f"a pod was still in the gateway when it stopped: {observed.present_at_kill}"
+    removed = list(observed.state_at_kill)
+    # Drained: out of rotation when it stopped (removed, or still finishing its streams, which SIGTERM lets end).
+    assert len(removed) == 2 and set(observed.state_at_kill.values()) <= {None, "draining"}, (
+        f"a pod was still taking traffic when it stopped: {observed.state_at_kill}"
     )
     assert all("draining" in observed.states.get(u, set()) for u in removed), observed.states
     retries = sum(
