@@ -89,7 +89,9 @@ class Gateway:
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True)
         # Upstreams are asked for identity encoding; should one compress anyway, decode rather than relay gzip
         # labelled as JSON.
-        self.session = aiohttp.ClientSession(connector=conn, auto_decompress=True)
+        self.session = aiohttp.ClientSession(
+            connector=conn, auto_decompress=True, headers={"Accept-Encoding": "identity"}
+        )
         self.proxy = Proxy(
             self.registry,
             self.policy,

@@ -19,13 +19,14 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from llmfleet.errors import InvalidRequestError, RequestTimeoutError
 
 _WS = b" \t\r\n"
 _KEY_END = re.compile(rb'(?<!\\)(?:\\\\)*":')
 """A key's closing quote and colon (whitespace removed): the quote is not escaped."""
-_PROMPT_ARRAY = re.compile(rb'(?<!\\)"prompt":\[')
+_PROMPT_ARRAY = re.compile(rb'(?<!\\)"prompt"\s*:\s*\[')
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 """An escaped surrogate, or one encoded as (invalid) UTF-8, which :func:`json.loads` lets through."""
 
@@ -51,30 +52,30 @@ async def read_body(request: web.Request, timeout_s: float) -> bytes:
         raise RequestTimeoutError(
             f"the request body did not arrive within {timeout_s:g} s", code="body_read_timeout"
         ) from None
-    except HttpProcessingError as exc:
-        raise InvalidRequestError(f"the request body could not be decoded: {exc.message}", code="bad_body") from None
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        cause = exc.__cause__ or exc
+        raise InvalidRequestError(f"the request body could not be decoded: {cause}", code="bad_body") from None
 
 
 def precheck(raw: bytes, limits: BodyLimits) -> None:
     """Refuse, before parsing, a body with too many keys or a token-id ``prompt`` longer than allowed.
 
-    ``s.count(b'":')`` bounds the keys from above (every key ends so once whitespace is gone); escaped quotes
-    followed by a colon are the only overcount, so the exact count (a regex) runs only when they are what
-    pushes the count over the limit.
+    Counting colons bounds the keys from above. ``":`` not preceded by a backslash is always a key's end, so its
+    count bounds them from below: a hostile body is refused after two ``bytes.count`` calls. Only a body between
+    the bounds (keys written ``"k" :``, or many escaped quotes before colons) costs an exact count (a regex).
     """
-    s = raw.translate(None, _WS)
-    upper = s.count(b'":')
-    if upper > limits.max_keys:
-        lower = upper - s.count(b'\\":')
-        keys = lower if lower > limits.max_keys else len(_KEY_END.findall(s))
+    if raw.count(b":") > limits.max_keys:
+        keys = raw.count(b'":') - raw.count(b'\\":')
+        if keys <= limits.max_keys:
+            keys = len(_KEY_END.findall(raw.translate(None, _WS)))
         if keys > limits.max_keys:
             raise InvalidRequestError(
                 f"request body has more than {limits.max_keys} keys (gateway.max_json_keys)", code="too_many_keys"
             )
-    m = _PROMPT_ARRAY.search(s)
+    m = _PROMPT_ARRAY.search(raw)
     if m is not None:
-        end = s.find(b"]", m.end())
-        items = s.count(b",", m.end(), end if end >= 0 else len(s)) + 1
+        end = raw.find(b"]", m.end())
+        items = raw.count(b",", m.end(), end if end >= 0 else len(raw)) + 1
         if items > limits.max_prompt_tokens:
             raise InvalidRequestError(
                 f"prompt: more than {limits.max_prompt_tokens} items (gateway.max_prompt_tokens)",
