@@ -141,7 +141,10 @@ def test_in_cluster_fleet_yaml_loads_and_points_each_controller_at_its_pool() ->
     assert (spot.kubernetes.pool, spot.kubernetes.capacity_type) == ("h100-spot", "spot")
     assert (spot.autoscaler.min_replicas, spot.autoscaler.max_replicas) == (1, 14)
     ctrl = objects(cfg)["Deployment", "chat-autoscaler-h100-spot"]
-    assert pod(ctrl)["containers"][0]["args"] == ["autoscaler", "--config", "/etc/llmfleet/fleet-h100-spot.yaml"]
+    args = pod(ctrl)["containers"][0]["args"]
+    assert args[:3] == ["autoscaler", "--config", "/etc/llmfleet/fleet-h100-spot.yaml"]
+    # Leader election exactly when more than one controller pod runs (otherwise two would both scale).
+    assert ("--leader-elect" in args) == (cfg.deploy.autoscaling.controller_replicas > 1)
     assert ctrl["spec"]["strategy"] == {"type": "Recreate"}
 
 
@@ -291,3 +294,20 @@ def test_the_commands_the_manifests_run_exist() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": ""})
         assert out.returncode == 0, out.stderr
         assert {a for a in args if a.startswith("--")} <= _options(out.stdout)
+
+
+def test_two_controller_pods_elect_a_leader_and_are_scraped() -> None:
+    for replicas in (1, 2):
+        cfg = with_deploy(MULTI_POOL, autoscaling={"mode": "controller", "controller_replicas": replicas})
+        ctrls = [
+            o for o in objects(cfg).values() if o["kind"] == "Deployment" and "autoscaler" in o["metadata"]["name"]
+        ]
+        assert ctrls
+        for ctrl in ctrls:
+            container = pod(ctrl)["containers"][0]
+            assert ("--leader-elect" in container["args"]) == (replicas > 1)
+            assert container["ports"] == [{"name": "http", "containerPort": 9091}]
+            assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    monitors = [o for o in objects(cfg).values() if o["kind"] in ("ServiceMonitor", "PodMonitor")]
+    ctrl_monitors = [m for m in monitors if m["metadata"]["name"].endswith("-autoscaler")]
+    assert [m["kind"] for m in ctrl_monitors] == ["PodMonitor"]  # no Service to select: scrape the pods

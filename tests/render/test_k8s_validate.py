@@ -237,7 +237,10 @@ def test_every_manifest_validates(scenario: str, mode: str, monitor: str) -> Non
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"} <= kinds
     monitor_kind = "ServiceMonitor" if monitor == "servicemonitor" else "PodMonitor"
-    assert kinds & {"ServiceMonitor", "PodMonitor"} == {monitor_kind}
+    # The controller has no Service: its pods are always scraped through a PodMonitor.
+    assert kinds & {"ServiceMonitor", "PodMonitor"} == {monitor_kind} | (
+        {"PodMonitor"} if mode == "controller" else set()
+    )
     expected = {"controller": "Deployment", "hpa": "HorizontalPodAutoscaler", "keda": "ScaledObject"}.get(mode)
     if expected:
         assert expected in {d["kind"] for d in yaml.safe_load_all(k8s_files(cfg)["30-autoscaling.yaml"]) if d}

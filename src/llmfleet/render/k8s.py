@@ -122,11 +122,15 @@ def monitoring_objects(cfg: FleetConfig) -> list[Manifest]:
     if m.kind == "none":
         return []
     out = []
-    for component in ("engine", "gateway"):
+    components = ["engine", "gateway"]
+    if d.autoscaling.mode == "controller":
+        components.append("autoscaler")  # decisions, leadership and would-scale counts
+    for component in components:
         sel = {"matchLabels": {"app.kubernetes.io/instance": d.name, "app.kubernetes.io/component": component}}
         endpoint = {"port": "http", "path": "/metrics", "interval": f"{m.interval_s}s"}
         spec: dict[str, Any] = {"selector": sel, "namespaceSelector": {"matchNames": [d.namespace]}}
-        if m.kind == "servicemonitor":
+        # The controller has no Service (nothing calls it), so its pods are scraped directly.
+        if m.kind == "servicemonitor" and component != "autoscaler":
             kind, spec["endpoints"] = "ServiceMonitor", [endpoint]
         else:
             kind, spec["podMetricsEndpoints"] = "PodMonitor", [endpoint]

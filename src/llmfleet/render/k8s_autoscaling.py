@@ -31,6 +31,8 @@ from llmfleet.render.k8s_objects import (
 )
 
 COMPONENT = "autoscaler"
+CONTROLLER_METRICS_PORT = 9091
+"""Port of the controller's /metrics, /healthz and /status (``llmfleet autoscaler --metrics-port``)."""
 
 
 def pool_config_file(pool: Pool) -> str:
@@ -64,7 +66,18 @@ def controller_deployment(cfg: FleetConfig, pool: Pool, config_sha256: str) -> M
         "name": "autoscaler",
         "image": llmfleet_image(cfg),
         "imagePullPolicy": d.images.pull_policy,
-        "args": ["autoscaler", "--config", f"{CONFIG_DIR}/{pool_config_file(pool)}"],
+        "args": [
+            "autoscaler",
+            "--config",
+            f"{CONFIG_DIR}/{pool_config_file(pool)}",
+            "--metrics-port",
+            str(CONTROLLER_METRICS_PORT),
+            # Two controller pods may only both run when one Lease makes a single one act.
+            *(["--leader-elect"] if d.autoscaling.controller_replicas > 1 else []),
+        ],
+        "ports": [{"name": "http", "containerPort": CONTROLLER_METRICS_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 20, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": restricted_security_context(),
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
