@@ -17,7 +17,7 @@ from llmfleet.config import SimEngineConfig
 from llmfleet.engines.sim.cli import build_profiled_engine, merge_profile
 from llmfleet.engines.sim.server import create_app
 from llmfleet.errors import ConfigError
-from llmfleet.perfmodel import Efficiency, SeqWork
+from llmfleet.perfmodel import Efficiency, SeqWork, load_catalog
 from llmfleet.perfmodel.calibration import CalibrationPlan
 from llmfleet.perfmodel.cli import calibrate
 from llmfleet.perfmodel.profile import EngineSettings, Profile, save_profile
@@ -34,36 +34,64 @@ def _quiet() -> Console:
     return Console(quiet=True)
 
 
-def test_calibrate_recovers_a_known_engine() -> None:
-    """A sim engine paced by known factors (H100, Llama-3.1-8B): the fitted model predicts its step times."""
-    truth = make_profile(TRUTH).model_copy(update={"engine": EngineSettings(served_model_name="m", max_model_len=8192)})
-    engine = None
+def _start_sim(profile_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``llmfleet engine sim --profile`` in its own process (its pacing must not share the test's GIL)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llmfleet", "engine", "sim", "--profile", str(profile_path), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _get(url + "/health")
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                raise AssertionError("sim engine did not start") from None
+            time.sleep(0.1)
 
-    def make_app() -> object:
-        nonlocal engine
-        engine = build_profiled_engine(_sim_config(truth), truth)
-        return create_app(_sim_config(truth), engine=engine)
 
-    plan = CalibrationPlan(
-        url="",
-        model="m",
-        gpu="H100",
-        catalog_model="llama-3.1-8b",
-        max_batch=8,
-        context_lengths=(128, 3000),
-        prompt_lengths=(64, 1024, 4096),
-        output_tokens=16,
-        prefill_repeats=2,
-        decode_repeats=1,
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_calibrate_recovers_a_known_engine(tmp_path: Path) -> None:
+    """A sim engine paced by known factors (L40S, Llama-3.1-8B, ~40 ms steps): the fitted model predicts it."""
+    cat_gpu = load_catalog().gpu("L40S")
+    truth = make_profile(TRUTH).model_copy(
+        update={"gpu": cat_gpu, "engine": EngineSettings(served_model_name="m", max_model_len=8192)}
     )
-    with AppThread(make_app) as app:  # type: ignore[arg-type]
-        profile = asyncio.run(calibrate(CalibrationPlan(**{**plan.__dict__, "url": app.url}), _quiet()))
-    assert profile.model.name == "llama-3.1-8b"  # found in the catalog by the served name's card
+    save_profile(truth, tmp_path / "truth.yaml")
+    proc, url = _start_sim(tmp_path / "truth.yaml")
+    try:
+        plan = CalibrationPlan(
+            url=url,
+            model="m",
+            gpu="L40S",
+            catalog_model="llama-3.1-8b",
+            max_batch=8,
+            context_lengths=(128, 3000),
+            prompt_lengths=(64, 1024, 4096),
+            output_tokens=16,
+            prefill_repeats=2,
+            decode_repeats=1,
+        )
+        profile = asyncio.run(calibrate(plan, _quiet()))
+    finally:
+        _stop(proc)
+    assert profile.model.name == "llama-3.1-8b"  # the catalog entry named by --catalog-model
     assert profile.engine.num_gpu_blocks is not None and profile.engine.block_size == 16
     assert profile.fit is not None and profile.fit.mean_abs_rel_error < 0.15
     true_pm, fitted = truth.perf_model(), profile.perf_model()
     for batch in ([SeqWork(1, 500)] * 6, [SeqWork(1, 2000)] * 3, [SeqWork(2000, 0)], [SeqWork(3500, 0)]):
-        assert fitted.step_time_s(batch) == pytest.approx(true_pm.step_time_s(batch), rel=0.15)
+        assert fitted.step_time_s(batch) == pytest.approx(true_pm.step_time_s(batch), rel=0.2)
     assert profile.efficiency.mfu == pytest.approx(TRUTH.mfu, rel=0.2)
     assert len(profile.measurements.decode) == 8 and all(p.predicted_s for p in profile.measurements.decode)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -162,13 +163,18 @@ async def run_calibration(
     else:
         eff = Efficiency(activation_gib=0.0, runtime_overhead_gib=0.0)
         gpu = synthetic_gpu(plan.device_name, model, facts, eff)
+    # Where the engine reports its own prefill times, the steps are fitted to those and the rest of the TTFT (API
+    # server, tokenizer, stream) becomes the per-request overhead: the engine's clock is less disturbed by load.
+    engine_side = all(p.engine_prefill_s is not None for p in prefill)
+    gap_s = statistics.median(max(0.0, p.ttft_s - (p.engine_prefill_s or 0.0)) for p in prefill) if engine_side else 0.0
     fit = fit_engine(
         PerfModel(gpu, model, eff=eff),
-        [(p.prompt_tokens, p.ttft_s) for p in prefill],
+        [(p.prompt_tokens, (p.engine_prefill_s or p.ttft_s) if engine_side else p.ttft_s) for p in prefill],
         [(d.batch, d.context_tokens, d.step_s) for d in decode],
         unknown_device=plan.gpu is None,
     )
-    prefill = [replace_point(p, s) for p, s in zip(prefill, fit.prefill_predicted_s, strict=True)]
+    request_overhead_s = fit.request_overhead_s + gap_s
+    prefill = [replace_point(p, s + gap_s) for p, s in zip(prefill, fit.prefill_predicted_s, strict=True)]
     decode = [replace_point(d, s) for d, s in zip(decode, fit.decode_predicted_s, strict=True)]
     return Profile(
         source=SourceSection(
@@ -192,14 +198,15 @@ async def run_calibration(
             max_model_len=facts.max_model_len,
             enable_prefix_caching=bool(facts.enable_prefix_caching),
             gpu_memory_utilization=min(1.0, facts.gpu_memory_utilization or 0.9),
-            request_overhead_s=fit.request_overhead_s,
+            request_overhead_s=request_overhead_s,
         ),
         fit=FitSection(
             mean_abs_rel_error=fit.mean_abs_rel_error,
             prefill_mean_abs_rel_error=fit.prefill_error,
             decode_mean_abs_rel_error=fit.decode_error,
             points=len(prefill) + len(decode),
-            method="unknown device: log-grid on bandwidth and FLOPS" if plan.gpu is None else "grid on efficiencies",
+            method=("unknown device: log-grid on bandwidth and FLOPS" if plan.gpu is None else "grid on efficiencies")
+            + ("; prefill steps from the engine's prefill times" if engine_side else "; prefill steps from TTFT"),
         ),
         measurements=Measurements(prefill=prefill, decode=decode),
     )

@@ -30,9 +30,11 @@ from llmfleet.bench.spec import BenchRequest, Target
 from llmfleet.clock import Clock
 from llmfleet.errors import ConfigError, LLMFleetError
 from llmfleet.perfmodel.profile import DecodePoint, PrefillPoint
-from llmfleet.promtext import MetricsParseError, parse
+from llmfleet.promtext import HistogramTotals, MetricsParseError, parse
 
 Progress = Callable[[str], None]
+ITL_HISTOGRAM = "vllm:inter_token_latency_seconds"
+PREFILL_HISTOGRAM = "vllm:request_prefill_time_seconds"
 
 
 class ProbeError(LLMFleetError):
@@ -151,6 +153,19 @@ class EngineProbe:
         running, waiting = scrape.total("vllm:num_requests_running"), scrape.total("vllm:num_requests_waiting")
         return None if running is None or waiting is None else (running, waiting)
 
+    async def itl_totals(self, histogram: str = ITL_HISTOGRAM) -> HistogramTotals | None:
+        """The totals of one of the engine's histograms (None when it does not export it)."""
+        resp = await self._get("/metrics")
+        if resp.status != 200:
+            return None
+        try:
+            scrape = parse(await resp.text())
+        except MetricsParseError:
+            return None
+        if f"{histogram}_count" not in scrape.names():
+            return None
+        return HistogramTotals.of(scrape, histogram)
+
     # ---- requests ---------------------------------------------------------------------------------------
     async def _send(self, input_tokens: int, output_tokens: int) -> RequestRecord:
         words = max(1, round(input_tokens / self.tokens_per_word))
@@ -169,17 +184,37 @@ class EngineProbe:
             self.tokens_per_word = rec.input_tokens / words
 
     async def prefill(self, lengths: Sequence[int], repeats: int) -> list[PrefillPoint]:
-        """Median TTFT of a lone request for each prompt length."""
-        points = []
-        for n in lengths:
-            ttfts, sizes = [], []
-            for _ in range(repeats):
+        """Median TTFT of a lone request for each prompt length, and the engine's own prefill time when it exports
+        ``vllm:request_prefill_time_seconds`` (scheduled to first token, from the engine core's timestamps).
+
+        Repeats go round the lengths (not one length after another) so that a burst of load from elsewhere on the
+        machine spreads over the lengths instead of spoiling one.
+        """
+        server = await self.itl_totals(PREFILL_HISTOGRAM) is not None
+        ttfts: dict[int, list[float]] = {n: [] for n in lengths}
+        engine: dict[int, list[float]] = {n: [] for n in lengths}
+        sizes: dict[int, list[int]] = {n: [] for n in lengths}
+        for _ in range(repeats):
+            for n in lengths:
+                before = await self.itl_totals(PREFILL_HISTOGRAM) if server else None
                 rec = await self._send(n, 2)
                 assert rec.ttft_s is not None  # ok records have a first token
-                ttfts.append(rec.ttft_s)
-                sizes.append(rec.input_tokens)
-            point = PrefillPoint(prompt_tokens=round(statistics.median(sizes)), ttft_s=statistics.median(ttfts))
-            self._progress(f"prefill {point.prompt_tokens:>6} tokens: TTFT {point.ttft_s * 1000:8.2f} ms")
+                ttfts[n].append(rec.ttft_s)
+                sizes[n].append(rec.input_tokens)
+                if server:
+                    after = await self.itl_totals(PREFILL_HISTOGRAM)
+                    mean = after.since(before).mean if after is not None else None
+                    if mean is not None and mean > 0:
+                        engine[n].append(mean)
+        points = []
+        for n in lengths:
+            point = PrefillPoint(
+                prompt_tokens=round(statistics.median(sizes[n])),
+                ttft_s=statistics.median(ttfts[n]),
+                engine_prefill_s=statistics.median(engine[n]) if engine[n] else None,
+            )
+            extra = f", engine prefill {point.engine_prefill_s * 1000:8.2f} ms" if point.engine_prefill_s else ""
+            self._progress(f"prefill {point.prompt_tokens:>6} tokens: TTFT {point.ttft_s * 1000:8.2f} ms{extra}")
             points.append(point)
         return points
 
@@ -196,27 +231,42 @@ class EngineProbe:
         repeats: int = 1,
         short_tokens: int = 8,
     ) -> list[DecodePoint]:
-        """Decode step time with ``batch`` requests decoding together, at each context length.
+        """Decode step time with ``batch`` requests decoding together, at each context length (median of repeats).
 
-        Each point sends the batch twice, with ``short_tokens`` and with ``short_tokens + output_tokens`` output
-        tokens; the step time is the difference of the median end-to-end times over ``output_tokens``. Differences
-        of whole-request times do not depend on how the server groups tokens into stream chunks (a loaded vLLM
-        sends several per chunk) nor on the request's fixed costs. With ``repeats`` pairs, the median is kept.
+        Where the engine exports ``vllm:inter_token_latency_seconds`` (vLLM measures it from the engine core's own
+        timestamps) a step is the mean inter-token latency the engine recorded over one batch of ``batch`` requests
+        with ``short_tokens + output_tokens`` outputs: decoding in lock-step, every gap is one step of the batch. This
+        leaves out the API server and the stream, which on a loaded vLLM sends several tokens per chunk. Otherwise
+        the batch is also sent with ``short_tokens`` outputs, and a step is the difference of the median end-to-end
+        times over ``output_tokens``.
         """
         if output_tokens < 1 or short_tokens < 1:
             raise ConfigError("decode: output lengths must be >= 1")
+        server_itl = await self.itl_totals() is not None
         points = []
         for ctx in contexts:
             for b in batches:
                 steps, prompts = [], []
                 for _ in range(repeats):
-                    short_s, prompt = await self._batch(b, ctx, short_tokens)
-                    long_s, _ = await self._batch(b, ctx, short_tokens + output_tokens)
-                    steps.append(max(long_s - short_s, 1e-6) / output_tokens)
+                    if server_itl:
+                        before = await self.itl_totals()
+                        _, prompt = await self._batch(b, ctx, short_tokens + output_tokens)
+                        after = await self.itl_totals()
+                        mean = after.since(before).mean if after is not None else None
+                        if mean is None:
+                            raise ProbeError(f"decode batch {b}: the engine recorded no inter-token latencies")
+                        steps.append(mean)
+                    else:
+                        short_s, prompt = await self._batch(b, ctx, short_tokens)
+                        long_s, _ = await self._batch(b, ctx, short_tokens + output_tokens)
+                        steps.append(max(long_s - short_s, 1e-6) / output_tokens)
                     prompts.append(prompt)
                 step_s, prompt = statistics.median(steps), statistics.median(prompts)
                 point = DecodePoint(
-                    batch=b, context_tokens=round(prompt + short_tokens + output_tokens / 2), step_s=step_s
+                    batch=b,
+                    context_tokens=round(prompt + (short_tokens + output_tokens) / 2),
+                    step_s=step_s,
+                    method="server_itl" if server_itl else "e2e_difference",
                 )
                 self._progress(
                     f"decode batch {b:>3} context {point.context_tokens:>6}: {point.step_s * 1000:8.2f} ms/token"

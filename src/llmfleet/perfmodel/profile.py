@@ -20,8 +20,8 @@ Format (``version: 1``)::
              enable_prefix_caching, request_overhead_s}
     fit: {mean_abs_rel_error, prefill_mean_abs_rel_error, decode_mean_abs_rel_error, points}
     measurements:
-      prefill: [{prompt_tokens, ttft_s, predicted_s}, ...]           # TTFT at batch 1
-      decode: [{batch, context_tokens, step_s, predicted_s}, ...]    # time per output token, closed loop
+      prefill: [{prompt_tokens, ttft_s, engine_prefill_s, predicted_s}, ...]  # a lone prompt
+      decode: [{batch, context_tokens, step_s, predicted_s, method}, ...]  # one decode step of the batch
 """
 
 from __future__ import annotations
@@ -91,7 +91,11 @@ class PrefillPoint(_Section):
 
     prompt_tokens: int = Field(ge=1)
     ttft_s: float = Field(gt=0)
+    """Client-side time to first token (median)."""
+    engine_prefill_s: float | None = Field(None, gt=0)
+    """The engine's own prefill time (``vllm:request_prefill_time_seconds``), when it exports it (median)."""
     predicted_s: float | None = None
+    """The fitted model's TTFT (request overhead + prefill step)."""
 
 
 class DecodePoint(_Section):
@@ -101,6 +105,8 @@ class DecodePoint(_Section):
     context_tokens: int = Field(ge=0)
     step_s: float = Field(gt=0)
     predicted_s: float | None = None
+    method: Literal["server_itl", "e2e_difference"] = "e2e_difference"
+    """``server_itl``: the engine's own inter-token latency; ``e2e_difference``: from whole-request times."""
 
 
 class Measurements(_Section):
