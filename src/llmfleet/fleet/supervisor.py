@@ -220,12 +220,14 @@ class Supervisor:
             replica.started_at = self.clock.now()
             ready = await self._await_ready(replica, spec)
             if ready:
-                replica.state = ProcState.READY
                 replica.ready_after_s = self.clock.now() - replica.started_at
                 backoff = self.backoff_initial_s
                 log.info("replica %d ready on %s after %.1f s", replica.index, replica.url, replica.ready_after_s)
                 replica._announced = True  # before the await: a removal while it runs still announces the end
                 await self.listener.replica_ready(replica)
+                # READY once the listener knows: whoever waits for it (a rollout's verify) finds it registered.
+                if not replica._stop.is_set():
+                    replica.state = ProcState.READY
                 while replica._proc.poll() is None and not replica._stop.is_set():
                     await self.clock.sleep(0.1)
                 if replica._stop.is_set():
