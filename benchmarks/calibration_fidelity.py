@@ -73,12 +73,12 @@ def scaled(reqs: list[BenchRequest], ratio: float) -> list[BenchRequest]:
     ]
 
 
-async def run_load(url: str, model: str, reqs: list[BenchRequest], seed: int) -> dict[str, Any]:
+async def run_load(url: str, model: str, reqs: list[BenchRequest], seed: int, prompt_seed: int) -> dict[str, Any]:
     clock = WallClock()
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         client = BenchClient(Target(url, model, api="completions"), session, clock, ignore_eos=True)
-        gen = LoadGenerator(client, PromptBuilder(seed), clock, random.Random(seed))
+        gen = LoadGenerator(client, PromptBuilder(prompt_seed), clock, random.Random(seed))
         load_before = os.getloadavg()[0]
         run = await gen.run(reqs, Load(concurrency=CONCURRENCY), Bounds(max_requests=len(reqs)))
     s = summarize(run, Slo())
@@ -201,17 +201,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             console.print(f"  {line}")
         words = held_out(args.requests, args.seed)
         console.print("held-out workload on real vLLM ...")
-        real = await run_load(url, model, words, args.seed)
+        real = await run_load(url, model, words, args.seed, args.seed)
         console.print(f"  {real}")
         ratio = real["mean_prompt_tokens"] / real["mean_prompt_words"]
         console.print("held-out workload on real vLLM again ...")
-        real2 = await run_load(url, model, words, args.seed)
+        real2 = await run_load(url, model, words, args.seed, args.seed + 100)  # other text: no cache hits from run 1
         console.print(f"  {real2}")
         if replica is not None:
             replica.stop()  # its idle CPU use is small, but the sim run should not share the cores with it
         sim_proc, sim_url = start_sim(profile_path, work / "sim.log")
         console.print(f"held-out workload on the sim engine (prompt words x {ratio:.3f}) ...")
-        sim = await run_load(sim_url, model, scaled(words, ratio), args.seed)
+        sim = await run_load(sim_url, model, scaled(words, ratio), args.seed, args.seed)
         console.print(f"  {sim}")
     finally:
         if sim_proc is not None:
