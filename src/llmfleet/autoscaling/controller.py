@@ -28,7 +28,7 @@ from llmfleet.autoscaling.policies import BUILTIN, PolicyFn
 from llmfleet.autoscaling.signals import FleetSample, SignalWindow
 from llmfleet.clock import Clock
 from llmfleet.config import AutoscalerConfig
-from llmfleet.errors import ConfigError
+from llmfleet.errors import ConfigError, LLMFleetError
 from llmfleet.providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ class Controller:
         while True:
             try:
                 await self.step()
+            except LLMFleetError as exc:  # an expected failure (signals or provider unreachable): one line
+                log.warning("autoscaler step failed (%s); retrying in %gs", exc, self.cfg.interval_s)
             except Exception:
                 log.exception("autoscaler step failed; retrying next interval")
             await self.clock.sleep(self.cfg.interval_s)

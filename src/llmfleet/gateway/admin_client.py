@@ -32,9 +32,11 @@ class GatewayAdminClient:
                 return payload
         except aiohttp.ClientError as exc:
             raise AdminError(f"{method} {url}: {exc}") from None
+        except TimeoutError:  # a hung gateway must look like any other failed call to the callers
+            raise AdminError(f"{method} {url}: timed out") from None
 
-    async def add_replica(self, url: str, pool: str = "default") -> None:
-        await self._call("POST", "/admin/replicas", {"url": url, "pool": pool})
+    async def add_replica(self, url: str, pool: str = "default", weight: float = 1.0) -> None:
+        await self._call("POST", "/admin/replicas", {"url": url, "pool": pool, "weight": weight})
 
     async def remove_replica(self, url: str) -> None:
         await self._call("DELETE", f"/admin/replicas?url={url}")

@@ -122,17 +122,22 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         loop = _fast_event_loop()
-        web.run_app(
-            app,
-            host=gw_cfg.host,
-            port=gw_cfg.port,
-            print=None,
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=gw_cfg.drain_grace_s,
-            loop=loop,
-            backlog=4096,
-        )
+        try:
+            web.run_app(
+                app,
+                host=gw_cfg.host,
+                port=gw_cfg.port,
+                print=None,
+                access_log=None,
+                handler_cancellation=True,
+                shutdown_timeout=gw_cfg.drain_grace_s,
+                loop=loop,
+                backlog=4096,
+            )
+        except OSError as exc:  # e.g. the port is taken: one line naming the address, not a traceback
+            raise ConfigError(
+                f"gateway.port: cannot listen on {gw_cfg.host}:{gw_cfg.port}: {exc.strerror or exc}"
+            ) from None
 
 
 def _fast_event_loop() -> asyncio.AbstractEventLoop | None:
