@@ -1,8 +1,8 @@
 """Overload and loop starvation (issue #10): a gateway process over simulated engines, /health watched from a
 separate process. Full-size figures: benchmarks/hardening.py -> benchmarks/results/hardening.md.
 
-Latency bounds: the issue's 100 ms is asserted on the median; the maxima get a margin for a shared CI machine
-(``LLMFLEET_LATENCY_SLACK`` multiplies them)."""
+Latency bounds: the issue's 100 ms is asserted on the overload's median /health latency; maxima get a margin for
+a shared CI machine (``LLMFLEET_LATENCY_SLACK`` multiplies them, default 20)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ async def test_big_key_bodies_are_rejected_without_starving_health() -> None:
     with hardening.fleet(1, {}) as (gw, _):
         r = await hardening.body_flood(gw.url, n=20)
     assert r["statuses"] == [400], r
-    assert r["health_p50_ms"] < 100 and r["health_max_ms"] < 100 * _SLACK, r
+    # Few probes fit in the flood (it is over within a second), so only the maximum is a figure here; before the
+    # fix each body cost ~1 s of loop time and /health stalled for up to 19 s.
+    assert r["health_max_ms"] < 100 * _SLACK, r
 
 
 @pytest.mark.slow
