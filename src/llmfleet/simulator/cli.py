@@ -16,7 +16,7 @@ from llmfleet.errors import CatalogError, ConfigError
 from llmfleet.simulator.events import parse_events
 from llmfleet.simulator.report import HEADERS, build_report, summary_row
 from llmfleet.simulator.results import Slo
-from llmfleet.simulator.runner import Progress, SimOptions, build_engine, run, variants
+from llmfleet.simulator.runner import Progress, SimOptions, build_engine, parse_pools, run, variants
 from llmfleet.simulator.units import parse_duration_s
 from llmfleet.simulator.workload import parse_workload
 
@@ -46,6 +46,8 @@ def build_options(
     slo_tpot_ms: float | None,
     slo_e2e_ms: float | None,
     prefix_caching: bool,
+    pools: str | None = None,
+    profile: Path | None = None,
 ) -> SimOptions:
     """Validate every option (errors name it) and build the run's options."""
     if (workload is None) == (trace is None):
@@ -71,10 +73,15 @@ def build_options(
         "autoscaler": {"min_replicas": min_replicas, "max_replicas": max_replicas},
     }
     cfg = load_fleet_config(config, overrides)
+    if profile is not None and not profile.is_file():
+        raise ConfigError(f"--profile: {profile} is not a file")
+    pool_specs = parse_pools(pools) if pools else ()
     try:
-        build_engine(cfg)
+        build_engine(cfg, profile=profile)
+        for pool in pool_specs:
+            build_engine(cfg, gpu=pool.gpu)
     except CatalogError as exc:
-        raise ConfigError(f"--gpu/--model (engine.gpu, engine.model): {exc}") from None
+        raise ConfigError(f"--gpu/--model/--pools (engine.gpu, engine.model): {exc}") from None
     spec = parse_workload(workload) if workload is not None else None
     if trace is not None and not trace.is_file():
         raise ConfigError(f"--trace: {trace} is not a file")
@@ -102,6 +109,8 @@ def build_options(
             None if slo_tpot_ms is None else slo_tpot_ms / 1000,
             None if slo_e2e_ms is None else slo_e2e_ms / 1000,
         ),
+        pools=pool_specs,
+        profile=profile,
     )
 
 
@@ -170,6 +179,13 @@ def register(app: typer.Typer) -> None:
         slo_tpot_ms: Annotated[float | None, typer.Option(help="Time per output token objective (ms).")] = 100.0,
         slo_e2e_ms: Annotated[float | None, typer.Option(help="End-to-end objective (ms).")] = None,
         prefix_caching: Annotated[bool, typer.Option(help="Engines reuse KV blocks of shared prefixes.")] = True,
+        pools: Annotated[
+            str | None,
+            typer.Option(help="Mixed pools NAME=GPU:N,... (e.g. short=A100:6,long=H100:4); route with tiered."),
+        ] = None,
+        profile: Annotated[
+            Path | None, typer.Option(help="Calibrated profile.yaml (llmfleet calibrate): replicas behave like it.")
+        ] = None,
         out: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
         report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
         quiet: Annotated[bool, typer.Option(help="No progress lines.")] = False,
@@ -200,6 +216,8 @@ def register(app: typer.Typer) -> None:
             slo_tpot_ms=slo_tpot_ms,
             slo_e2e_ms=slo_e2e_ms,
             prefix_caching=prefix_caching,
+            pools=pools,
+            profile=profile,
         )
         names = [n.strip() for n in compare.split(",") if n.strip()] if compare else []
         runs_opts = variants(opts, names) if names else [opts]

@@ -17,18 +17,22 @@ import logging
 import random
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 
 from llmfleet.config import GatewayConfig, RoutingConfig
-from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
-from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
+from llmfleet.gateway.registry import Outcome, Registry
+from llmfleet.routing.base import NoReplicaAvailable, RouteRequest
 from llmfleet.routing.factory import build_policy
-from llmfleet.routing.views import ReplicaView
 from llmfleet.simulator.core import EventLoop, SimClock
-from llmfleet.simulator.replica import EngineSpec, ReplicaModel, Seq
+from llmfleet.simulator.entities import Cell, Flight, ReplicaKind, SimReplica
+from llmfleet.simulator.replica import ReplicaModel, Seq
 from llmfleet.simulator.results import Recorder
-from llmfleet.simulator.stepcost import StepCost
 from llmfleet.simulator.workload import SimRequest
+
+_SUCCESS = Outcome.success()
+"""Outcomes are frozen: one shared instance for every completed attempt."""
+
+__all__ = ["MODEL", "Cell", "Fleet", "Flight", "ReplicaKind", "SimReplica"]
 
 log = logging.getLogger(__name__)
 MODEL = "sim"
@@ -44,86 +48,6 @@ def _reads_prompt(routing: RoutingConfig) -> bool:
     if policy == "load_aware":
         return routing.weights.prefix > 0
     return policy not in _PROMPT_BLIND
-
-
-def _no_wake(plan_id: int) -> None:
-    """Placeholder until the replica is ready."""
-
-
-@dataclass(frozen=True)
-class ReplicaKind:
-    """What a new replica is: its engine, price and capacity type."""
-
-    spec: EngineSpec
-    cost: StepCost
-    gpus: int
-    usd_per_gpu_hour: float
-    spot: bool = False
-    pool: str = "default"
-
-
-@dataclass(eq=False)
-class SimReplica:
-    """One replica's life: created (billing starts), ready (routable), dead or removed (billing stops)."""
-
-    id: str
-    kind: ReplicaKind
-    region: int
-    cell: int
-    created_s: float
-    model: ReplicaModel | None = None
-    ready_s: float | None = None
-    ended_s: float | None = None
-    alive: bool = True
-    draining: bool = False
-    reg: Replica | None = None
-    """The registry's entry while the replica is registered."""
-    home: Cell | None = None
-    """The routing cell it serves in."""
-    wake_handler: Callable[[int], None] = _no_wake
-    """``wake_handler(plan_id)``: wake the model if that plan is still current (set when the replica is ready)."""
-
-    @property
-    def serving(self) -> bool:
-        return self.alive and self.ready_s is not None and self.ended_s is None
-
-
-@dataclass(eq=False)
-class Flight:
-    """One client request across its attempts."""
-
-    req: SimRequest
-    route: RouteRequest
-    cell: int
-    tried: set[str] = field(default_factory=set)
-    attempt: Attempt | None = None
-    replica: SimReplica | None = None
-    first_token_s: float | None = None
-
-
-class Cell:
-    """One gateway: its policy and the views of its replicas, kept current incrementally."""
-
-    def __init__(self, index: int, policy: RoutingPolicy) -> None:
-        self.index = index
-        self.policy = policy
-        self.ids: list[str] = []
-        self.views: list[ReplicaView] = []
-        """Refreshed on every change of a replica's bookkeeping, so no view is rebuilt per request."""
-        self.pos: dict[str, int] = {}
-
-    def add(self, rid: str, view: ReplicaView) -> None:
-        self.pos[rid] = len(self.ids)
-        self.ids.append(rid)
-        self.views.append(view)
-
-    def remove(self, rid: str) -> None:
-        i = self.pos.pop(rid)
-        last = self.ids.pop()
-        last_view = self.views.pop()
-        if last != rid:
-            self.ids[i], self.views[i] = last, last_view
-            self.pos[last] = i
 
 
 class Fleet:
@@ -192,7 +116,7 @@ class Fleet:
         r.ready_s = now
         r.model = ReplicaModel(r.kind.cost, r.kind.spec, self._first_token, self._finished)
         r.model.t = now
-        r.wake_handler = lambda plan_id: self._wake(r, plan_id)
+        r.wake_handler = partial(self._wake, r)  # a C-level call: no Python frame per wake-up
         reg = self.registry.add(r.id, pool=r.kind.pool, models=[MODEL])
         cell = self._pick_cell()
         r.cell = cell.index
@@ -280,15 +204,9 @@ class Fleet:
 
     def arrive(self, req: SimRequest) -> None:
         """A client request arrives now."""
-        self.recorder.arrived(req)
-        route = RouteRequest(
-            model=MODEL,
-            endpoint="chat",
-            prompt_text=self._text(req) if self._needs_text else "",
-            max_tokens=req.output_tokens,
-            session_key=req.session_id,
-            stream=True,
-        )
+        self.recorder.arrivals += 1
+        route = RouteRequest(MODEL, "chat", self._text(req) if self._needs_text else "", req.output_tokens,
+                             req.session_id, True)  # fmt: skip
         if not self.cells:
             self.recorder.failed(req, "no_replica", self.clock.now())
             return
@@ -320,7 +238,7 @@ class Fleet:
             self._give_up(f, "no_replica")
             return
         rid = decision.replica.id
-        self.recorder.routed(decision.reason)
+        self.recorder.reasons[decision.reason] += 1
         r = self.replicas[rid]
         reg = r.reg
         if reg is None:  # removed since the views were taken; cannot happen with incremental views
@@ -335,7 +253,7 @@ class Fleet:
             self.refresh(r)
             self._retry(f, "connect_error")
             return
-        self.refresh(r)
+        cell.views[cell.pos[rid]] = reg.view()  # refresh(r), inlined: this runs twice per request
         req = f.req
         if not model.fits(req.input_tokens, req.output_tokens):
             self.registry.end(f.attempt, Outcome.abandoned())
@@ -365,11 +283,13 @@ class Fleet:
 
     def _finished(self, seq: Seq, t: float) -> None:
         f: Flight = seq.job
-        r = f.replica
         if f.attempt is not None:
-            self.registry.end(f.attempt, Outcome.success())
+            self.registry.end(f.attempt, _SUCCESS)
+        r = f.replica
         if r is not None:
-            self.refresh(r)
+            cell, reg = r.home, r.reg
+            if cell is not None and reg is not None:
+                cell.views[cell.pos[r.id]] = reg.view()
         self.in_flight -= 1
         self.recorder.completed(f.req, f.first_token_s if f.first_token_s is not None else t, t, len(f.tried) - 1)
         if self.follow_up is not None:

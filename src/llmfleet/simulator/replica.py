@@ -21,70 +21,15 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
+from llmfleet.simulator.sequence import DECODE as _DECODE
+from llmfleet.simulator.sequence import DONE as _DONE
+from llmfleet.simulator.sequence import PREFILL as _PREFILL
+from llmfleet.simulator.sequence import WAITING as _WAITING
+from llmfleet.simulator.sequence import EngineSpec, Seq
 from llmfleet.simulator.stepcost import StepCost
 
-_WAITING, _PREFILL, _DECODE, _DONE = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """The engine settings the replica model needs (from ``engine`` in fleet.yaml and the performance model)."""
-
-    kv_capacity_tokens: int
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
-    block_size: int = 16
-    enable_prefix_caching: bool = True
-
-
-class Seq:
-    """One request's state inside a replica. ``job`` is the caller's object, handed back in callbacks."""
-
-    __slots__ = (
-        "cached_tokens",
-        "d_end",
-        "emitted",
-        "held",
-        "job",
-        "join_ctx",
-        "join_d",
-        "pinned",
-        "prefill_left",
-        "prefix_key",
-        "prefix_tokens",
-        "prompt",
-        "remaining",
-        "session_key",
-        "state",
-    )
-
-    def __init__(
-        self,
-        job: Any,
-        prompt_tokens: int,
-        output_tokens: int,
-        prefix_key: str | None = None,
-        prefix_tokens: int = 0,
-        session_key: str | None = None,
-    ) -> None:
-        self.job = job
-        self.prompt = prompt_tokens
-        self.remaining = output_tokens
-        self.prefix_key = prefix_key
-        self.prefix_tokens = prefix_tokens
-        self.session_key = session_key
-        self.state = _WAITING
-        self.prefill_left = prompt_tokens
-        self.held = 0
-        self.pinned = 0
-        self.join_d = 0
-        self.join_ctx = 0
-        self.d_end = 0
-        self.emitted = False
-        self.cached_tokens = 0
+__all__ = ["EngineSpec", "Finished", "FirstToken", "ReplicaModel", "Seq"]
 
 
 FirstToken = Callable[[Seq, float], None]

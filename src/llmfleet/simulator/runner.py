@@ -17,6 +17,7 @@ from llmfleet.config import FleetConfig
 from llmfleet.errors import ConfigError
 from llmfleet.perfmodel.catalog import load_catalog
 from llmfleet.perfmodel.model import PerfModel
+from llmfleet.perfmodel.profile import load_profile
 from llmfleet.simulator.control import Autoscaling, Prober, Scraper, SimProvider
 from llmfleet.simulator.core import EventLoop, SimClock
 from llmfleet.simulator.events import Disruption, Disruptor
@@ -64,14 +65,63 @@ class SimOptions:
     slo: Slo = field(default_factory=Slo)
     label: str = ""
     probes: bool = True
+    pools: tuple[PoolSpec, ...] = ()
+    """Fixed pools of different GPUs (e.g. A100 for short outputs, H100 for long ones); empty: one pool of
+    ``replicas`` on ``engine.gpu``. Route between them with the ``tiered`` policy (rules on ``max_tokens``)."""
+    profile: Path | None = None
+    """A calibrated performance profile (``llmfleet calibrate``): its model, efficiency and engine settings."""
 
 
-def build_engine(config: FleetConfig) -> tuple[PerfModel, EngineSpec]:
-    """The performance model and engine settings from ``engine`` (catalog names are checked here)."""
+@dataclass(frozen=True)
+class PoolSpec:
+    """One pool of a mixed fleet: ``replicas`` replicas named ``name`` on ``gpu`` (the engine section otherwise)."""
+
+    name: str
+    gpu: str
+    replicas: int
+
+
+def parse_pools(text: str, option: str = "--pools") -> tuple[PoolSpec, ...]:
+    """``NAME=GPU:N,...`` (e.g. ``short=A100:6,long=H100:4``); errors name ``option`` and the item."""
+    out: list[PoolSpec] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        name, eq, rest = item.partition("=")
+        gpu, colon, n = rest.partition(":")
+        if not eq or not colon or not name or not gpu:
+            raise ConfigError(f"{option}: {item!r}: expected NAME=GPU:REPLICAS, e.g. short=A100:6")
+        try:
+            count = int(n)
+        except ValueError:
+            raise ConfigError(f"{option}: {item!r}: REPLICAS {n!r} must be a whole number") from None
+        if count < 1:
+            raise ConfigError(f"{option}: {item!r}: REPLICAS must be >= 1")
+        out.append(PoolSpec(name, gpu, count))
+    if len({p.name for p in out}) != len(out):
+        raise ConfigError(f"{option}: pool names must be unique")
+    return tuple(out)
+
+
+def build_engine(
+    config: FleetConfig, gpu: str | None = None, profile: Path | None = None
+) -> tuple[PerfModel, EngineSpec]:
+    """The performance model and engine settings from ``engine`` (catalog names are checked here), on ``gpu``
+    when given, or from a calibrated ``profile`` (its GPU, model, efficiency and engine settings win)."""
     e = config.engine
+    if profile is not None:
+        prof = load_profile(profile)
+        perf = prof.perf_model()
+        pe = prof.engine
+        kv = pe.kv_capacity_tokens or perf.kv_capacity_blocks(pe.gpu_memory_utilization, pe.block_size) * pe.block_size
+        if kv < pe.block_size:
+            raise ConfigError(f"--profile: {profile}: the profiled engine has no KV cache left")
+        return perf, EngineSpec(kv, pe.max_num_seqs, pe.max_num_batched_tokens, pe.block_size,
+                                pe.enable_prefix_caching or e.enable_prefix_caching)  # fmt: skip
     catalog = load_catalog()
     perf = PerfModel(
-        catalog.gpu(e.gpu),
+        catalog.gpu(gpu or e.gpu),
         catalog.model(e.model),
         precision=e.precision,  # type: ignore[arg-type]  # checked by the catalog when used, as the sim engine does
         tp=e.tensor_parallel_size,
@@ -88,13 +138,19 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Run one simulation and return its results (see :meth:`Recorder.to_json`)."""
     wall0 = time.perf_counter()
     cfg = opts.config
-    perf, spec = build_engine(cfg)
+    perf, spec = build_engine(cfg, profile=opts.profile)
     cost = StepCost(perf)
     price = perf.gpu.price
     on_demand = ReplicaKind(spec, cost, perf.tp, price.on_demand_usd_per_hour)
     spot = replace(
         on_demand, spot=True, pool="spot", usd_per_gpu_hour=price.spot_usd_per_hour or price.on_demand_usd_per_hour
     )
+    layout: list[ReplicaKind] = []
+    """Mixed pools: the kind of the i-th replica is layout[i % len(layout)] (replacements keep the pool mix)."""
+    for pool in opts.pools:
+        p_perf, p_spec = build_engine(cfg, gpu=pool.gpu)
+        layout += [ReplicaKind(p_spec, StepCost(p_perf), p_perf.tp, p_perf.gpu.price.on_demand_usd_per_hour,
+                               pool=pool.name)] * pool.replicas  # fmt: skip
     rng = random.Random(opts.seed)
     clock = SimClock()
     loop = EventLoop(clock)
@@ -114,11 +170,13 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
 
     def kind_for(i: int) -> tuple[ReplicaKind, int]:
         regions = [g for g in range(opts.regions) if g not in lost_regions] or [0]
+        if layout:
+            return layout[i % len(layout)], regions[i % len(regions)]
         is_spot = math.floor((i + 1) * opts.spot_fraction) > math.floor(i * opts.spot_fraction)  # spread evenly
         return (spot if is_spot else on_demand), regions[i % len(regions)]
 
     provider = SimProvider(fleet, kind_for, opts.startup_s, cfg.autoscaler.drain_timeout_s)
-    initial = opts.replicas
+    initial = len(layout) if layout else opts.replicas
     if opts.autoscale:
         a = cfg.autoscaler
         initial = min(max(initial, a.min_replicas), a.max_replicas)
@@ -179,6 +237,8 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
             "enable_prefix_caching": spec.enable_prefix_caching,
         },
         "routing_policy": cfg.routing.policy,
+        "pools": [{"name": p.name, "gpu": p.gpu, "replicas": p.replicas} for p in opts.pools] or None,
+        "profile": str(opts.profile) if opts.profile else None,
         "autoscaling": list(cfg.autoscaler.policies) if opts.autoscale else None,
         "initial_replicas": initial,
         "cell_size": opts.cell_size,
