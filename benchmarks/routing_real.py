@@ -1,0 +1,446 @@
+"""Prefix-aware routing on real vLLM: llmfleet's policies, nginx least_conn, vllm-router and sglang-router side by side.
+
+Four real vLLM CPU replicas (the demo model, prefix caching on) are started once and shared by every front door;
+before each (workload, front door) cell every replica's prefix cache is emptied (``POST /reset_prefix_cache``, served
+because the replicas run with ``VLLM_SERVER_DEV_MODE=1``) and each front door is started fresh, so every cell starts
+cold. The hit rate is the engines' own: the deltas of ``vllm:prefix_cache_hits_total`` / ``..._queries_total``
+summed over the four replicas. Workloads (seeded, the same requests for every front door):
+
+* ``conversations``: 24 concurrent multi-turn chats, each with its own long system prompt (~960 tokens);
+* ``shared_prompt``: 24 concurrent chats that all share one long system prompt;
+* ``random``: unrelated single-turn prompts, 24 at a time (no shared prefixes: load balancing only).
+
+The routers come from their own virtualenv (``~/.cache/llmfleet/bench-venv``: ``pip install vllm-router
+sglang-router``), never from the project's dependencies; a front door whose binary is missing is skipped with a note.
+
+    .venv/bin/python benchmarks/routing_real.py [--repeats 1] [--front-doors llmfleet,nginx,...] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _proc import append_results, wait_http_ok
+
+from llmfleet.appthread import free_port
+from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
+from llmfleet.bench.workloads import Conversation, conversations, random_prompts
+from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
+
+BENCH_VENV = Path.home() / ".cache" / "llmfleet" / "bench-venv"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    replicas: int = 4
+    conversations: int = 24
+    turns: int = 8
+    system_words: int = 600
+    user_words: int = 30
+    shared_turns: int = 4
+    random_requests: int = 96
+    random_words: int = 300
+    concurrency: int = 24
+    max_tokens: int = 16
+    seed: int = 0
+
+
+@dataclass
+class Cell:
+    workload: str
+    front_door: str
+    hit_rate: float
+    p50_ttft_s: float
+    p90_ttft_s: float
+    requests_per_s: float
+    wall_s: float
+    errors: int
+    load_avg: float
+    per_replica_queries: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+# --- front doors -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrontDoor:
+    """A way to start one front door in front of ``urls``; returns (process, base URL)."""
+
+    name: str
+    start: Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]
+    available: Callable[[], str | None] = lambda: None
+    """None when it can run here, else why not."""
+
+
+def _llmfleet(routing: dict[str, object]) -> Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]:
+    def start(urls: list[str], tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        cfg = tmp / f"fleet-{port}.yaml"
+        cfg.write_text(yaml.safe_dump({"routing": routing} if routing else {}))
+        cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(port), "--config", str(cfg)]
+        for u in urls:
+            cmd += ["--replica", u]
+        log = (tmp / f"gateway-{port}.log").open("wb")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/ready", 60)
+        return p, url
+
+    return start
+
+
+def _nginx(urls: list[str], tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    d = tmp / f"nginx-{port}"
+    d.mkdir()
+    servers = "".join(f"    server {u.removeprefix('http://')};\n" for u in urls)
+    (d / "nginx.conf").write_text(
+        f"""worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  upstream vllm {{
+    least_conn;
+{servers}    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://vllm; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off; proxy_read_timeout 600s;
+    }}
+  }}
+}}
+"""
+    )
+    p = subprocess.Popen(
+        ["nginx", "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{url}/health", 30)
+    return p, url
+
+
+def _router(argv0: list[str]) -> Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]:
+    def start(urls: list[str], tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        cmd = [
+            *argv0,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--policy",
+            "cache_aware",
+            "--worker-urls",
+            *urls,
+        ]
+        log = (tmp / f"router-{port}.log").open("wb")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/v1/models", 90)
+        return p, url
+
+    return start
+
+
+def _needs(path: Path) -> Callable[[], str | None]:
+    return lambda: None if path.exists() else f"{path} missing (pip install vllm-router sglang-router there)"
+
+
+FRONT_DOORS = [
+    FrontDoor("llmfleet default", _llmfleet({})),
+    FrontDoor("llmfleet load_aware+prefix", _llmfleet({"policy": "load_aware", "weights": {"prefix": 4.0}})),
+    FrontDoor("llmfleet least_outstanding", _llmfleet({"policy": "least_outstanding"})),
+    FrontDoor("nginx least_conn", _nginx, lambda: None if shutil.which("nginx") else "nginx not installed"),
+    FrontDoor("vllm-router cache_aware", _router([str(BENCH_VENV / "bin" / "vllm-router")]), _needs(BENCH_VENV)),
+    FrontDoor(
+        "sglang-router cache_aware",
+        _router([str(BENCH_VENV / "bin" / "python"), "-m", "sglang_router.launch_router"]),
+        _needs(BENCH_VENV / "bin" / "python"),
+    ),
+]
+
+
+def _stop(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        os.killpg(p.pid, 15)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
+
+
+# --- engines -----------------------------------------------------------------------------------------------------
+
+
+def _counters(url: str) -> tuple[float, float]:
+    hits = queries = 0.0
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("vllm:prefix_cache_hits_total"):
+                hits += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("vllm:prefix_cache_queries_total"):
+                queries += float(line.rsplit(" ", 1)[1])
+    return hits, queries
+
+
+def _reset_prefix_cache(url: str) -> None:
+    for _ in range(50):
+        req = urllib.request.Request(f"{url}/reset_prefix_cache", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+        if b"false" not in body:
+            return
+        time.sleep(0.2)  # blocks still held by finishing requests
+    raise RuntimeError(f"{url}: prefix cache reset kept failing")
+
+
+def start_replicas(n: int, logs: Path) -> list[VLLMReplica]:
+    """``n`` demo-model vLLM replicas started side by side (dev mode: /reset_prefix_cache is served)."""
+    runtime, model_dir = demo_setup()
+    reps = [
+        VLLMReplica(runtime, model_dir, logs / f"vllm-{i}.log", max_model_len=4096, ready_timeout_s=900)
+        for i in range(n)
+    ]
+    for r in reps:
+        r.env["VLLM_SERVER_DEV_MODE"] = "1"
+    errors: list[BaseException] = []
+
+    def go(r: VLLMReplica) -> None:
+        try:
+            r.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(r,)) for r in reps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for r in reps:
+            r.stop()
+        raise errors[0]
+    return reps
+
+
+@dataclass
+class _Running:
+    """A replica someone else started (``--replica-urls``)."""
+
+    url: str
+    model: str = "demo-model"
+
+    def stop(self) -> None:
+        return None
+
+
+# --- workloads ---------------------------------------------------------------------------------------------------
+
+
+def shared_prompt_conversations(n: int, seed: int, system_words: int, user_words: int) -> list[Conversation]:
+    """``n`` conversations that all start with the same long system prompt."""
+    base = conversations(n, seed, system_words, user_words)
+    system = "[shared] " + base[0].system
+    return [Conversation(system, c.rng, c.user_words) for c in base]
+
+
+async def run_workload(workload: str, url: str, model: str, sz: Sizes) -> RunResult:
+    if workload == "conversations":
+        convs = conversations(sz.conversations, sz.seed, sz.system_words, sz.user_words)
+        return await run_conversations(url, model, convs, sz.turns, sz.max_tokens)
+    if workload == "shared_prompt":
+        convs = shared_prompt_conversations(sz.conversations, sz.seed + 1, sz.system_words, sz.user_words)
+        return await run_conversations(url, model, convs, sz.shared_turns, sz.max_tokens)
+    prompts = random_prompts(sz.random_requests, sz.seed + 2, sz.random_words)
+    return await run_prompts(url, model, prompts, sz.concurrency, sz.max_tokens)
+
+
+def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Running], sz: Sizes, tmp: Path) -> Cell:
+    urls = [r.url for r in reps]
+    for u in urls:
+        _reset_prefix_cache(u)
+    proc, url = fd.start(urls, tmp)
+    try:
+        before = [_counters(u) for u in urls]
+        t0 = time.monotonic()
+        res = asyncio.run(run_workload(workload, url, reps[0].model, sz))
+        wall = time.monotonic() - t0
+        after = [_counters(u) for u in urls]
+        note = _gateway_note(url) if fd.name.startswith("llmfleet") else ""
+    finally:
+        _stop(proc)
+    hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+    per = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
+    queries = sum(per)
+    return Cell(
+        workload,
+        fd.name,
+        hits / queries if queries else 0.0,
+        res.percentile(res.ttft_s, 50),
+        res.percentile(res.ttft_s, 90),
+        res.requests_per_s,
+        wall,
+        res.errors,
+        os.getloadavg()[0],
+        per,
+        note,
+    )
+
+
+def _gateway_note(url: str) -> str:
+    """llmfleet's routing decisions by reason and the replicas' health states at the end of a cell."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    reasons, states = [], []
+    for line in text.splitlines():
+        if line.startswith("llmfleet_gateway_routing_decisions_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            reasons.append(f"{reason} {float(line.rsplit(' ', 1)[1]):.0f}")
+        elif line.startswith("llmfleet_gateway_replica_state{") and line.endswith(" 1.0"):
+            states.append(line.split('state="', 1)[1].split('"', 1)[0])
+    return "decisions: " + ", ".join(reasons) + "; states at end: " + ", ".join(states)
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+
+def _med(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], started: str) -> str:
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.workload, c.front_door), []).append(c)
+    lines = [
+        f"\n## Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs shared with other "
+        f"work; {sz.replicas} vLLM CPU replicas of the demo model, 1 GiB KV cache each; {repeats} repeat(s), medians; "
+        f"{started}; load avg = the machine's 1-minute load average after the cell)\n",
+        f"Sizes: {sz.conversations} conversations x {sz.turns} turns ({sz.system_words}-word system prompts, "
+        f"{sz.user_words}-word user turns), shared_prompt {sz.conversations} x {sz.shared_turns} turns, random "
+        f"{sz.random_requests} x {sz.random_words} words at concurrency {sz.concurrency}; "
+        f"max_tokens {sz.max_tokens}.\n",
+        "| workload | front door | prefix cache hit rate | TTFT p50 | TTFT p90 | requests/s | wall | errors | "
+        "load avg (1 min) | max/mean queried tokens per replica |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (workload, name), cs in groups.items():
+        spread = [
+            max(c.per_replica_queries) / (sum(c.per_replica_queries) / len(c.per_replica_queries) or 1) for c in cs
+        ]
+        lines.append(
+            f"| {workload} | {name} | {_med([c.hit_rate for c in cs]):.1%} | "
+            f"{_med([c.p50_ttft_s for c in cs]):.2f} s | "
+            f"{_med([c.p90_ttft_s for c in cs]):.2f} s | {_med([c.requests_per_s for c in cs]):.2f} | "
+            f"{_med([c.wall_s for c in cs]):.0f} s | {sum(c.errors for c in cs)} | "
+            f"{_med([c.load_avg for c in cs]):.1f} | {_med(spread):.2f} |"
+        )
+    if len(cells) > len(groups):
+        lines.append("\nEvery repeat (hit rate / TTFT p90):\n")
+        for (workload, name), cs in groups.items():
+            lines.append(f"- {workload}, {name}: " + ", ".join(f"{c.hit_rate:.1%} / {c.p90_ttft_s:.2f} s" for c in cs))
+    notes = [f"- {c.workload}, {c.front_door}: {c.note}" for c in cells if c.note]
+    if notes:
+        lines.append("\nllmfleet gateways (routing decisions by reason; replica health at the end):\n")
+        lines.extend(notes)
+    for s in skipped:
+        lines.append(f"\nSkipped: {s}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--front-doors", default="", help="Comma-separated substrings of front-door names (default all).")
+    ap.add_argument("--workloads", default="conversations,shared_prompt,random")
+    ap.add_argument("--quick", action="store_true", help="Smaller workloads (a smoke run).")
+    ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "routing_real.md")
+    ap.add_argument("--no-record", action="store_true", help="Print the table without appending it to --results.")
+    ap.add_argument(
+        "--serve-replicas", action="store_true", help="Start the replicas, print their URLs and keep them until killed."
+    )
+    ap.add_argument("--replica-urls", default="", help="Use these running dev-mode replicas (from --serve-replicas).")
+    args = ap.parse_args()
+    sz = Sizes(conversations=8, turns=3, random_requests=24, shared_turns=2) if args.quick else Sizes()
+    wanted = [w for w in args.front_doors.split(",") if w]
+    doors, skipped = [], []
+    for fd in FRONT_DOORS:
+        if wanted and not any(w in fd.name for w in wanted):
+            continue
+        why = fd.available()
+        if why:
+            skipped.append(f"{fd.name}: {why}")
+        else:
+            doors.append(fd)
+    cells: list[Cell] = []
+    with tempfile.TemporaryDirectory(prefix="routing-real-") as tmp_s:
+        tmp = Path(tmp_s)
+        t0 = time.monotonic()
+        reps: list[VLLMReplica] | list[_Running]
+        if args.replica_urls:
+            reps = [_Running(u) for u in args.replica_urls.split(",")]
+        else:
+            reps = start_replicas(sz.replicas, tmp)
+        started_s = time.monotonic() - t0
+        print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
+        try:
+            if args.serve_replicas:
+                while True:
+                    time.sleep(3600)
+            for rep in range(args.repeats):
+                order = doors[rep % len(doors) :] + doors[: rep % len(doors)]
+                for workload in args.workloads.split(","):
+                    for fd in order:
+                        c = run_cell(workload, fd, reps, sz, tmp)
+                        print(
+                            f"{workload:14} {fd.name:30} hits {c.hit_rate:6.1%}  p50 {c.p50_ttft_s:6.2f} s  "
+                            f"p90 {c.p90_ttft_s:6.2f} s  {c.requests_per_s:5.2f} req/s  wall {c.wall_s:5.0f} s  "
+                            f"errors {c.errors}  load {c.load_avg:.1f}  {c.note}",
+                            flush=True,
+                        )
+                        cells.append(c)
+        finally:
+            for r in reps:
+                r.stop()
+    started = "replicas started elsewhere" if args.replica_urls else f"replicas ready in {started_s:.0f} s"
+    text = report(cells, sz, args.repeats, skipped, started)
+    print(text)
+    if not args.no_record:
+        append_results(
+            args.results,
+            "# Prefix-aware routing on real vLLM\n\nProduced by `benchmarks/routing_real.py` (see its docstring).\n",
+            text,
+        )
+
+
+if __name__ == "__main__":
+    main()
