@@ -107,7 +107,7 @@ async def run(ctx: CheckContext, cfg: ValidateFailoverConfig) -> CheckResult:
     worst = max(spanning, default=0.0)
     passed = worst < cfg.max_interruption_s and len(failed) <= cfg.max_failed_requests and recovered_s is not None
     back = (
-        f"back after {recovered_s:.1f} s"
+        f"restarted and routable {recovered_s:.1f} s after the kill"
         if recovered_s is not None
         else f"NOT back within {cfg.recovery_timeout_s:g} s"
     )
