@@ -67,6 +67,12 @@ class SimEngineConfig(_Section):
     time_scale: float = Field(1.0, gt=0.0, description="Simulated seconds per wall second.")
     default_max_tokens: int = Field(256, ge=1, description="Output length when a request sets no max_tokens.")
     seed: int = Field(0, description="Seed for generated text and injected errors.")
+    lora_modules: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters served beside the base model, name -> path (vLLM's --lora-modules name=path); "
+        "each is listed in /v1/models with the base as `parent` and generates its own distinct text.",
+    )
+    max_loras: int = Field(8, ge=1, description="Adapters that may be loaded at once (vLLM's --max-loras).")
     faults: FaultConfig = Field(default_factory=FaultConfig)
 
 

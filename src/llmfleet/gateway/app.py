@@ -27,6 +27,7 @@ from llmfleet.gateway.openapi import openapi_document
 from llmfleet.gateway.prober import Prober, fetch_models
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
 from llmfleet.gateway.registry import Registry, Replica
+from llmfleet.gateway.routes import AUX_ROUTES, add_routes, forwarder_for, parse_auxiliary
 from llmfleet.health import Transition
 from llmfleet.loopmon import LoopLagMonitor
 from llmfleet.routing.base import RouteRequest
@@ -147,6 +148,8 @@ class Gateway:
             raise
         typed: CompletionRequest | ChatCompletionRequest
         try:
+            if route in AUX_ROUTES:  # embeddings, tokenize, score, rerank, responses (gateway/routes.py)
+                return parse_auxiliary(self, AUX_ROUTES[route], request, body, raw)
             if route == "chat":
                 typed = parse_request(ChatCompletionRequest, body)
                 prompt_text = "".join(f"<|{m.role}|>{m.text()}\n" for m in typed.messages)
@@ -239,7 +242,7 @@ class Gateway:
         self.retry_budget.request()
         self.admission.enter(req.typed.model)
         try:
-            return await self.front.handle(request, req, who, reservation, self.proxy)
+            return await self.front.handle(request, req, who, reservation, forwarder_for(req, self.proxy))
         finally:
             self.admission.leave(req.typed.model)
 
@@ -386,6 +389,7 @@ def create_app(
     r.add_post("/v1/completions", gw.completions)
     r.add_post("/v1/chat/completions", gw.chat)
     r.add_get("/v1/models", gw.models)
+    add_routes(r, gw)
     r.add_get("/health", gw.health)
     r.add_get("/ready", gw.ready)
     r.add_get("/metrics", gw.metrics_page)

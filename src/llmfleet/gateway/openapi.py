@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmfleet.api.types import ChatCompletionRequest, CompletionRequest
+from llmfleet.gateway.routes import AUX_ROUTES, AuxRoute
 
 _REF = "#/components/schemas/{model}"
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -58,6 +59,28 @@ def _generation(schema_name: str, summary: str) -> dict[str, Any]:
     }
 
 
+def _pass_through(route: AuxRoute) -> dict[str, Any]:
+    """A route the gateway routes by ``model`` and passes through (the engine validates the rest)."""
+    fields: dict[str, Any] = {f: {} for f in route.text_fields}
+    model = {"type": "string", "description": "The model (or LoRA adapter) to route to"}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": [] if route.model_optional else ["model"],
+        "properties": {"model": model, **fields},
+    }
+    ok = "The engine's answer (JSON)" + (", or its SSE stream when `stream` is true" if route.streams else "")
+    content: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+    if route.streams:
+        content["text/event-stream"] = {}
+    return {
+        "post": {
+            "summary": route.summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": {"200": {"description": ok, "content": content}, **_errors(400, 404, 413, 429, 502, 503, 504)},
+        }
+    }
+
+
 def _admin(method: str, summary: str, body: dict[str, Any] | None = None, query: bool = False) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
@@ -96,6 +119,7 @@ def openapi_document(models: Sequence[str] = ()) -> dict[str, Any]:
         "paths": {
             "/v1/completions": _generation("CompletionRequest", "Text completion (vLLM/OpenAI)"),
             "/v1/chat/completions": _generation("ChatCompletionRequest", "Chat completion (vLLM/OpenAI)"),
+            **{path: _pass_through(route) for route in AUX_ROUTES.values() for path in route.paths},
             "/v1/models": {"get": {"summary": "Served models", "responses": {"200": _json({"type": "object"}, "")}}},
             "/health": {"get": {"summary": "Liveness", "responses": plain}},
             "/ready": {"get": {"summary": "Readiness", "responses": {**plain, "503": {"description": "Not ready"}}}},

@@ -25,7 +25,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -39,6 +39,9 @@ from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
 from llmfleet.gateway.relay import Segment, StreamRelay, tokenize_on, upstream_stream_body
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
+
+if TYPE_CHECKING:
+    from llmfleet.gateway.routes import AuxiliaryRequest
 
 log = logging.getLogger(__name__)
 _JSON = {"Content-Type": "application/json"}
@@ -127,11 +130,11 @@ class ProxyRequest:
     """One client request, parsed once."""
 
     route: str
-    """``completions`` or ``chat``."""
+    """``completions``, ``chat``, or a pass-through route's name (:data:`llmfleet.gateway.routes.AUX_ROUTES`)."""
     path: str
     body: dict[str, Any]
     raw: bytes
-    typed: CompletionRequest | ChatCompletionRequest
+    typed: CompletionRequest | ChatCompletionRequest | AuxiliaryRequest
     route_request: RouteRequest
     started: float
     """Gateway clock time the request was parsed (end-to-end latency and TTFT are measured from here)."""

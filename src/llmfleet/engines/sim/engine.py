@@ -114,11 +114,15 @@ class SimEngine:
             self._finish(handle, FinishReason.ABORT)
 
     # ---- requests --------------------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], max_tokens: int, stop: list[str], ignore_eos: bool) -> RequestHandle:
+    def submit(
+        self, prompt_ids: list[int], max_tokens: int, stop: list[str], ignore_eos: bool, text_salt: int = 0
+    ) -> RequestHandle:
+        """Queue a request; ``text_salt`` varies the generated text (a LoRA adapter's output differs from the
+        base model's)."""
         req = SimRequest(
             request_id=str(next(self._ids)), prompt_ids=prompt_ids, max_tokens=max_tokens, arrival_s=self.clock.now()
         )
-        handle = RequestHandle(req, stop, ignore_eos, TextGenerator(self.config.seed, prompt_ids))
+        handle = RequestHandle(req, stop, ignore_eos, TextGenerator(self.config.seed + text_salt, prompt_ids))
         self._handles[id(req)] = handle
         self.scheduler.add(req)
         self._wakeup.set()

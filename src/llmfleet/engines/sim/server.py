@@ -16,6 +16,7 @@ import os
 import random
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,8 +28,11 @@ from llmfleet.api.errors import error_middleware, validation_message
 from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_request
 from llmfleet.clock import ScaledClock
 from llmfleet.config import SimEngineConfig
+from llmfleet.engines.sim.embedding import Vocabulary
 from llmfleet.engines.sim.engine import RequestHandle, SimEngine, TokenEvent
+from llmfleet.engines.sim.extras import SimExtras
 from llmfleet.engines.sim.faults import FaultState
+from llmfleet.engines.sim.lora import LoraAdapters
 from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.engines.sim.tokenizer import render_chat, token_ids
 from llmfleet.errors import InternalServerError, InvalidRequestError, ModelNotFoundError
@@ -55,6 +59,8 @@ class SimServer:
         self.model_name = served_model_name
         self.on_crash = on_crash
         self.created = int(time.time())
+        self.adapters = LoraAdapters(served_model_name, engine.config.lora_modules, engine.config.max_loras)
+        self.vocab = Vocabulary()
 
     # ---- fault gate --------------------------------------------------------------------------------------
     async def _gate(self, count: bool = True) -> None:
@@ -80,13 +86,16 @@ class SimServer:
             "max_model_len": self.engine.max_model_len,
             "permission": [],
         }
-        return web.json_response({"object": "list", "data": [card]})
+        cards = [card, *({**card, "id": n, "root": p, "parent": self.model_name} for n, p in self.adapters.items())]
+        return web.json_response({"object": "list", "data": cards})
 
     async def tokenize(self, request: web.Request) -> web.Response:
         """vLLM's ``POST /tokenize``: token ids of a prompt (``prompt``) or of chat ``messages``."""
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise InvalidRequestError("request body must be a JSON object")
+        if isinstance(body.get("model"), str):
+            self._check_model(body["model"])
         if "messages" in body:
             chat = parse_request(ChatCompletionRequest, {"model": self.model_name, **body})
             text = render_chat(chat.messages, chat.add_generation_prompt, chat.continue_final_message)
@@ -95,7 +104,10 @@ class SimServer:
         else:
             raise InvalidRequestError("give `prompt` (a string) or `messages`", param="prompt")
         ids = token_ids(text)
-        return web.json_response({"count": len(ids), "max_model_len": self.engine.max_model_len, "tokens": ids})
+        self.vocab.learn(text)
+        return web.json_response(
+            {"count": len(ids), "max_model_len": self.engine.max_model_len, "tokens": ids, "token_strs": None}
+        )
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "llmfleet-sim"})
@@ -121,9 +133,13 @@ class SimServer:
         return web.json_response(new.model_dump())
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def _check_model(self, model: str) -> None:
-        if model != self.model_name:
-            raise ModelNotFoundError(f"The model `{model}` does not exist.", param="model", code="404")
+    def _check_model(self, model: str) -> int:
+        """The text salt of ``model`` (0: the base model; an adapter's own otherwise); 404 for another name."""
+        if model == self.model_name:
+            return 0
+        if model in self.adapters:
+            return zlib.crc32(model.encode())
+        raise ModelNotFoundError(f"The model `{model}` does not exist.", param="model", code="404")
 
     def _budget(self, prompt_len: int, max_tokens: int | None) -> int:
         limit = self.engine.max_model_len
@@ -144,18 +160,20 @@ class SimServer:
             )
         return max_tokens
 
-    async def _admit(self, max_tokens: int, prompt: list[int], stop: list[str], ignore_eos: bool) -> RequestHandle:
+    async def _admit(
+        self, max_tokens: int, prompt: list[int], stop: list[str], ignore_eos: bool, salt: int = 0
+    ) -> RequestHandle:
         if self.faults.should_error():
             raise InternalServerError("injected engine error", code="500")
         extra_ms = self.faults.config.extra_latency_ms
         if extra_ms > 0:
             await self.engine.clock.sleep(extra_ms / 1000.0)
-        return self.engine.submit(prompt, max_tokens, stop, ignore_eos)
+        return self.engine.submit(prompt, max_tokens, stop, ignore_eos, salt)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         await self._gate()
         req = parse_request(CompletionRequest, await _json_body(request))
-        self._check_model(req.model)
+        salt = self._check_model(req.model)
         _only_n1(req.n)
         prompt = req.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
@@ -166,9 +184,9 @@ class SimServer:
         if not ids:
             raise InvalidRequestError("prompt must not be empty", param="prompt")
         max_tokens = self._budget(len(ids), req.max_tokens)
-        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos)
+        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos, salt)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        base = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
+        base = {"id": rid, "object": "text_completion", "created": created, "model": req.model}
 
         def chunk(piece: str, finish: str | None) -> dict[str, Any]:
             choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish, "stop_reason": None}
@@ -192,7 +210,7 @@ class SimServer:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         await self._gate()
         req = parse_request(ChatCompletionRequest, await _json_body(request))
-        self._check_model(req.model)
+        salt = self._check_model(req.model)
         _only_n1(req.n)
         if req.continue_final_message and req.messages[-1].role != "assistant":
             raise InvalidRequestError(
@@ -206,9 +224,9 @@ class SimServer:
         text_prompt = render_chat(req.messages, req.add_generation_prompt, req.continue_final_message)
         ids = token_ids(text_prompt)
         max_tokens = self._budget(len(ids), req.effective_max_tokens)
-        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos)
+        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos, salt)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name}
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model}
 
         def chunk(piece: str, finish: str | None) -> dict[str, Any]:
             choice = {
@@ -428,6 +446,7 @@ def create_app(
     app.router.add_get("/health", server.health)
     app.router.add_get("/version", server.version)
     app.router.add_post("/tokenize", server.tokenize)
+    SimExtras(server).register(app.router)
     app.router.add_get("/metrics", server.metrics)
     app.router.add_get("/admin/faults", server.get_faults)
     app.router.add_post("/admin/faults", server.set_faults)

@@ -48,6 +48,11 @@ def piece_id(piece: str) -> int:
     return zlib.crc32(piece.encode()) % VOCAB_SIZE
 
 
+def generated_pieces() -> tuple[str, ...]:
+    """Every piece :class:`TextGenerator` may produce."""
+    return tuple(" " + w for w in _WORDS)
+
+
 def render_chat(messages: Sequence[ChatMessage], add_generation_prompt: bool, continue_final_message: bool) -> str:
     """A simple chat template: ``<|role|>\\ncontent\\n`` per message, then ``<|assistant|>\\n`` to generate.
 
