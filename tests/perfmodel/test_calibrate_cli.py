@@ -9,10 +9,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 from rich.console import Console
 
 from llmfleet.appthread import AppThread, free_port
+from llmfleet.clock import WallClock
 from llmfleet.config import SimEngineConfig
 from llmfleet.engines.sim.cli import build_profiled_engine, merge_profile
 from llmfleet.engines.sim.server import create_app
@@ -20,6 +22,7 @@ from llmfleet.errors import ConfigError
 from llmfleet.perfmodel import Efficiency, SeqWork, load_catalog
 from llmfleet.perfmodel.calibration import CalibrationPlan
 from llmfleet.perfmodel.cli import calibrate
+from llmfleet.perfmodel.probe import EngineProbe
 from llmfleet.perfmodel.profile import EngineSettings, Profile, save_profile
 from tests.perfmodel.test_profile import make_profile
 
@@ -129,28 +132,14 @@ def _get(url: str) -> str:
 
 
 def test_sim_engine_takes_its_settings_from_a_profile(tmp_path: Path) -> None:
-    profile = make_profile(TRUTH)
-    path = tmp_path / "profile.yaml"
-    save_profile(profile, path)
-    port = free_port()
-    cmd = [sys.executable, "-m", "llmfleet", "engine", "sim", "--profile", str(path), "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--max-num-seqs", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    save_profile(make_profile(TRUTH), tmp_path / "profile.yaml")
+    proc, url = _start_sim(tmp_path / "profile.yaml")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                models = _get(f"http://127.0.0.1:{port}/v1/models")
-                break
-            except OSError:
-                assert proc.poll() is None, "sim engine exited"
-                assert time.monotonic() < deadline, "sim engine did not start"
-                time.sleep(0.1)
-        assert '"id":"m"' in models.replace(" ", "") and '"max_model_len":8192' in models.replace(" ", "")
-        metrics = _get(f"http://127.0.0.1:{port}/metrics")
-        assert 'num_gpu_blocks="4096"' in metrics
+        models = _get(f"{url}/v1/models").replace(" ", "")
+        assert '"id":"m"' in models and '"max_model_len":8192' in models
+        assert 'num_gpu_blocks="4096"' in _get(f"{url}/metrics")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        _stop(proc)
 
 
 def test_profile_options_lose_to_the_command_line() -> None:
@@ -159,3 +148,17 @@ def test_profile_options_lose_to_the_command_line() -> None:
     cfg = SimEngineConfig.model_validate(merged)
     assert cfg.max_num_seqs == 7 and cfg.max_model_len == 8192 and cfg.num_gpu_blocks_override == 4096
     assert cfg.faults.extra_latency_ms == pytest.approx(1.0)
+
+
+def test_probe_finds_max_num_seqs(tmp_path: Path) -> None:
+    save_profile(make_profile(TRUTH), tmp_path / "p.yaml")
+    proc, url = _start_sim(tmp_path / "p.yaml", "--max-num-seqs", "3")
+
+    async def probe() -> int | None:
+        async with aiohttp.ClientSession() as session:
+            return await EngineProbe(url, "m", session, WallClock()).max_num_seqs(8, output_tokens=48)
+
+    try:
+        assert asyncio.run(probe()) == 3
+    finally:
+        _stop(proc)
