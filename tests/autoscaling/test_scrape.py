@@ -56,7 +56,8 @@ async def test_engine_load_and_gateway_rates_latency_quantiles(
     engines[0].kv_usage.set(0.5)
     engines[1].running.set(4)
     engines[1].kv_usage.set(0.9)
-    gw.requests.labels(route="completions", status="200", replica=urls[0]).inc(100)  # before the first sample
+    # before the first sample:
+    gw.requests.labels(route="completions", status="200", replica=urls[0], model="m", pool="p").inc(100)
     async with aiohttp.ClientSession() as session:
         src = PrometheusSignalSource(session, _urls([*urls, dead]), gw_url, time_scale=10.0)
         first = await src.sample(0.0)
@@ -65,12 +66,12 @@ async def test_engine_load_and_gateway_rates_latency_quantiles(
         assert [r.id for r in first.replicas] == urls
         assert (first.request_rate, first.latency_s, first.latency_p95_s) == (0.0, None, None)  # nothing to diff yet
 
-        gw.requests.labels(route="completions", status="200", replica=urls[0]).inc(27)
-        gw.requests.labels(route="completions", status="503", replica=urls[1]).inc(3)
+        gw.requests.labels(route="completions", status="200", replica=urls[0], model="m", pool="p").inc(27)
+        gw.requests.labels(route="completions", status="503", replica=urls[1], model="m", pool="p").inc(3)
         for _ in range(20):
-            gw.latency.labels(route="completions").observe(0.03)  # bucket (0.025, 0.05]
-            gw.ttft.labels(route="completions").observe(0.004)
-        gw.in_flight.labels(replica=urls[0]).set(5)
+            gw.latency.labels(route="completions", model="m").observe(0.03)  # bucket (0.025, 0.05]
+            gw.ttft.labels(route="completions", model="m").observe(0.004)
+        gw.in_flight.labels(replica=urls[0], pool="p").set(5)
         second = await src.sample(10.0)
     assert second.request_rate == pytest.approx(3.0)  # 30 requests in 10 s; the 100 before are not counted
     assert second.error_rate == pytest.approx(0.1)
@@ -140,8 +141,8 @@ async def test_gateway_source_reports_p95_and_per_replica_load(
         first = await src.sample(0.0)
         assert first.latency_p95_s is None and [r.id for r in first.replicas] == ["r1"]
         for _ in range(10):
-            gw.requests.labels(route="completions", status="200", replica="r1").inc()
-            gw.latency.labels(route="completions").observe(0.2)  # bucket (0.1, 0.25]
+            gw.requests.labels(route="completions", status="200", replica="r1", model="m", pool="p").inc()
+            gw.latency.labels(route="completions", model="m").observe(0.2)  # bucket (0.1, 0.25]
         second = await src.sample(5.0)
     assert second.request_rate == pytest.approx(2.0)
     assert second.latency_s == pytest.approx(0.4)

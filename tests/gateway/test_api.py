@@ -92,8 +92,8 @@ async def test_metrics_record_routes_and_decisions(fleet: Fleet) -> None:
         async with s.get(f"{gw.url}/metrics") as r:
             text = await r.text()
     assert 'llmfleet_gateway_routing_decisions_total{policy="prefix_affinity"' in text
-    assert 'llmfleet_gateway_tokens_total{direction="completion"} 6.0' in text
-    assert "llmfleet_gateway_replica_state{replica=" in text
+    assert f'llmfleet_gateway_tokens_total{{direction="completion",model="{MODEL}"}} 6.0' in text
+    assert 'llmfleet_gateway_replica_state{pool="default",replica="replica-1"' in text
 
 
 def test_no_replicas_means_503_not_a_crash() -> None:

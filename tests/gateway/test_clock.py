@@ -48,10 +48,10 @@ async def test_latencies_are_measured_on_the_injected_clock() -> None:
             wall = time.monotonic() - wall0
         assert len([c for c in chunks if json.loads(c[6:])["choices"]]) >= 4
         m = gw.gateway.metrics
-        latency = _sum(m, "llmfleet_gateway_request_duration_seconds_sum", route="completions")
-        ttft = _sum(m, "llmfleet_gateway_time_to_first_token_seconds_sum", route="completions")
-        itl_count = _sum(m, "llmfleet_gateway_inter_token_latency_seconds_count")
-        itl = _sum(m, "llmfleet_gateway_inter_token_latency_seconds_sum")
+        latency = _sum(m, "llmfleet_gateway_request_duration_seconds_sum", route="completions", model=MODEL)
+        ttft = _sum(m, "llmfleet_gateway_time_to_first_token_seconds_sum", route="completions", model=MODEL)
+        itl_count = _sum(m, "llmfleet_gateway_inter_token_latency_seconds_count", model=MODEL)
+        itl = _sum(m, "llmfleet_gateway_inter_token_latency_seconds_sum", model=MODEL)
         # Each is a positive wall duration x 1,000: at least one millisecond of wall time is 1 s here.
         assert latency >= 1.0 and ttft > 0.05 and itl_count >= 3 and itl > 0.05, (latency, ttft, itl)
         assert latency <= wall * SCALE * 1.1

@@ -131,7 +131,7 @@ async def test_admin_auth_scheme_weights_and_public_metrics(fleet: Fleet) -> Non
                 assert resp.status == 400 and (await resp.json())["error"]["param"] == "weight", weight
         async with s.get(f"{gw.url}/metrics") as resp:
             text = await resp.text()
-    assert "llmfleet_gateway_replica_state{replica=" in text and 'replica="replica-1"' in text
+    assert 'llmfleet_gateway_replica_state{pool="default",replica="replica-1"' in text
     assert "127.0.0.1" not in text and "http://" not in text
 
 

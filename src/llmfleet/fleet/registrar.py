@@ -1,5 +1,8 @@
 """Replicas join the gateway when they are ready and leave it when they go: the supervisor's listener in `up`.
 
+Each registration carries the replica's stable name (its metrics label in the gateway), weight, pool, capacity type,
+and the GPU type and count the registrar was given (the gateway prices the fleet from them).
+
 The registrar also remembers which replicas it registered, so a gateway that `up` restarted after a crash gets every
 ready replica back (same pool and weight; draining ones draining) with :meth:`GatewayRegistrar.reregister`. While
 the gateway is down a registration fails quietly: the re-registration after its restart brings the replica in.
@@ -20,8 +23,12 @@ log = logging.getLogger(__name__)
 class GatewayRegistrar:
     """Supervisor listener that adds ready replicas to the gateway (with their pool) and removes gone ones."""
 
-    def __init__(self, admin: GatewayAdminClient) -> None:
+    def __init__(self, admin: GatewayAdminClient, gpu: str | None = None, gpus: int = 1) -> None:
+        """``gpu`` (catalog name) and ``gpus`` (tensor parallel size) of every replica, for the gateway's cost
+        metrics; without ``gpu`` the gateway cannot price the fleet."""
         self.admin = admin
+        self.gpu = gpu
+        self.gpus = gpus
         self._ready: dict[str, ManagedReplica] = {}
         # One registration change at a time: a re-registration sweep must not re-add a replica that is leaving.
         self._lock = asyncio.Lock()
@@ -67,6 +74,14 @@ class GatewayRegistrar:
             return len(self._ready)
 
     async def _register(self, replica: ManagedReplica) -> None:
-        await self.admin.add_replica(replica.url, replica.pool)
+        await self.admin.add_replica(
+            replica.url,
+            replica.pool,
+            replica.weight,
+            name=replica.name or None,
+            gpu=self.gpu,
+            gpus=self.gpus if self.gpu else None,
+            capacity_type=replica.capacity_type,
+        )
         if replica.draining:
             await self.admin.drain_replica(replica.url)

@@ -35,8 +35,22 @@ class GatewayAdminClient:
         except TimeoutError:  # a hung gateway must look like any other failed call to the callers
             raise AdminError(f"{method} {url}: timed out") from None
 
-    async def add_replica(self, url: str, pool: str = "default", weight: float = 1.0) -> None:
-        await self._call("POST", "/admin/replicas", {"url": url, "pool": pool, "weight": weight})
+    async def add_replica(
+        self,
+        url: str,
+        pool: str = "default",
+        weight: float = 1.0,
+        *,
+        name: str | None = None,
+        gpu: str | None = None,
+        gpus: int | None = None,
+        capacity_type: str | None = None,
+    ) -> None:
+        """Register ``url`` (again); ``name`` labels its metrics, ``gpu``/``gpus``/``capacity_type`` price it."""
+        body: dict[str, Any] = {"url": url, "pool": pool, "weight": weight}
+        extra = {"name": name, "gpu": gpu, "gpus": gpus, "capacity_type": capacity_type}
+        body.update({k: v for k, v in extra.items() if v is not None})
+        await self._call("POST", "/admin/replicas", body)
 
     async def remove_replica(self, url: str) -> None:
         await self._call("DELETE", f"/admin/replicas?url={url}")

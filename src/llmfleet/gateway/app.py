@@ -6,6 +6,7 @@ import hmac
 import logging
 import math
 import random
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,12 +22,13 @@ from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, O
 from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.auth import RateLimitError
 from llmfleet.gateway.bodyparse import BodyLimits, check_prompt_text, check_token_ids, parse_json, read_body
+from llmfleet.gateway.dashboard import Dashboard
 from llmfleet.gateway.front_door import build_front_door
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.openapi import openapi_document
 from llmfleet.gateway.prober import Prober, fetch_models
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
-from llmfleet.gateway.registry import Registry, Replica
+from llmfleet.gateway.registry import Hardware, Registry, Replica
 from llmfleet.gateway.routes import AUX_ROUTES, add_routes, forwarder_for, parse_auxiliary
 from llmfleet.health import Transition
 from llmfleet.loopmon import LoopLagMonitor
@@ -56,7 +58,7 @@ class Gateway:
         self.routing = routing
         self.clock = clock or WallClock()
         self.rng = rng or random.Random()
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(self.clock.now)
         self.policy = build_policy(routing, self.clock, self.rng)
         self.registry = Registry(
             config.health, self.clock, config.ewma_alpha, self._on_transition, on_complete=self.policy.on_complete
@@ -76,15 +78,17 @@ class Gateway:
         )
         self.draining = False
         self.autoscaler_status: dict[str, Any] | None = None
+        self.autoscaler_history: deque[tuple[float, dict[str, Any]]] = deque(maxlen=50)
+        """(clock time received, decision) of the last decisions the autoscaler published (the dashboard's list)."""
         self.session: aiohttp.ClientSession | None = None
         self.proxy: Proxy | None = None
         self.prober: Prober | None = None
         self.front = build_front_door(config, self.clock, self.metrics.registry)  # keys, limits, cache
 
     def _on_transition(self, r: Replica, t: Transition) -> None:
-        self.metrics.set_state(r.name, t.new)
+        self.metrics.set_state(r, t.new)
         if t.new == ReplicaState.UNHEALTHY:
-            self.metrics.ejections.labels(r.name, t.reason).inc()
+            self.metrics.ejected(r, t.reason)
 
     async def start(self) -> None:
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True)
@@ -117,7 +121,15 @@ class Gateway:
             await self.session.close()
         await self.front.close()
 
-    async def add_replica(self, url: str, pool: str = "default", weight: float = 1.0) -> Replica:
+    async def add_replica(
+        self,
+        url: str,
+        pool: str = "default",
+        weight: float = 1.0,
+        *,
+        name: str | None = None,
+        hardware: Hardware | None = None,
+    ) -> Replica:
         """Register a replica; it takes traffic once its models are known (fetched now, else by the prober)."""
         assert self.session is not None
         try:
@@ -125,14 +137,14 @@ class Gateway:
             state = ReplicaState.HEALTHY
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
             models, state = [], ReplicaState.UNHEALTHY
-        r = self.registry.add(url, pool, weight, models, state)
-        self.metrics.set_state(r.name, r.state)
+        r = self.registry.add(url, pool, weight, models, state, name=name, hardware=hardware)
+        self.metrics.replica_added(r)
         return r
 
     def remove_replica(self, url: str) -> Replica | None:
         r = self.registry.remove(url)
         if r is not None:
-            self.metrics.forget(r.name)
+            self.metrics.forget(r)
         return r
 
     # ---- OpenAI routes ---------------------------------------------------------------------------------------
@@ -234,10 +246,10 @@ class Gateway:
             self._admit(req.typed.model)
             reservation = await self.front.admit(who, req)
         except RateLimitError as exc:
-            self.metrics.requests.labels(route, "429", "none").inc()
+            self.metrics.count_request(route, "429", None, None)
             return exc.response()
         except ApiError as exc:
-            self.metrics.requests.labels(route, str(exc.status), "none").inc()
+            self.metrics.count_request(route, str(exc.status), None, None)
             raise
         self.retry_budget.request()
         self.admission.enter(req.typed.model)
@@ -265,12 +277,7 @@ class Gateway:
         )
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        counts: dict[str, int] = {s.value: 0 for s in ReplicaState}
-        for r in self.registry.all():
-            counts[r.state.value] += 1
-            self.metrics.child(self.metrics.in_flight, r.name).set(r.in_flight)
-        for s, n in counts.items():
-            self.metrics.replicas.labels(s).set(n)
+        self.metrics.scrape_time(self.registry.all())
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ---- admin -------------------------------------------------------------------------------------------------
@@ -308,7 +315,11 @@ class Gateway:
             raise InvalidRequestError("`pool` must be a string", param="pool")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
             raise InvalidRequestError("`weight` must be a positive finite number", param="weight")
-        r = await self.add_replica(body["url"], pool, float(weight))
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequestError("`name` must be a string", param="name")
+        hardware = Hardware.from_admin_body(body, self.metrics.cost.catalog)
+        r = await self.add_replica(body["url"], pool, float(weight), name=name, hardware=hardware)
         return web.json_response(r.to_json(), status=201)
 
     async def admin_remove(self, request: web.Request) -> web.Response:
@@ -327,8 +338,14 @@ class Gateway:
         r = self.registry.drain(body["url"])
         if r is None:
             raise InvalidRequestError(f"no replica {body['url']}", param="url")
-        self.metrics.set_state(r.name, r.state)
+        self.metrics.set_state(r, r.state)
         return web.json_response(r.to_json())
+
+    async def admin_metrics(self, request: web.Request) -> web.Response:
+        """Metrics with URLs (``llmfleet_gateway_replica_info``): admin token only."""
+        self._authorize(request)
+        page = generate_latest(self.metrics.admin_registry)
+        return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def admin_status(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -338,6 +355,7 @@ class Gateway:
         """The controller publishes its last decision here so `llmfleet status` shows it in one place."""
         self._authorize(request)
         self.autoscaler_status = await self._admin_json(request)
+        self.autoscaler_history.append((self.clock.now(), self.autoscaler_status))
         return web.json_response({"ok": True})
 
     def status(self) -> dict[str, Any]:
@@ -400,4 +418,8 @@ def create_app(
     r.add_post("/admin/replicas/drain", gw.admin_drain)
     r.add_get("/admin/status", gw.admin_status)
     r.add_post("/admin/autoscaler", gw.admin_autoscaler)
+    r.add_get("/admin/metrics", gw.admin_metrics)
+    dashboard = Dashboard(gw)
+    r.add_get("/dashboard", dashboard.page)
+    r.add_get("/dashboard/feed", dashboard.feed)
     return app

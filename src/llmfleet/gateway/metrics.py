@@ -1,56 +1,109 @@
-"""The gateway's Prometheus metrics (one registry per gateway; no process-wide state)."""
+"""The gateway's Prometheus metrics (one registry per gateway; no process-wide state).
+
+Series on the public ``/metrics`` name a replica by its ``replica`` name and ``pool`` (names given at registration
+survive restarts of replicas and of the gateway; ports do not) and requests by ``model`` (only models some replica
+serves: a client cannot mint label values). The URL behind a name is only on the admin side:
+``llmfleet_gateway_replica_info`` in :attr:`GatewayMetrics.admin_registry` (``GET /admin/metrics``). Fleet cost
+(:mod:`llmfleet.gateway.cost`) is read at scrape time.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from llmfleet.clock import WallClock
+from llmfleet.gateway.cost import CostCollector, CostMeter
+from llmfleet.gateway.registry import Replica
+from llmfleet.perfmodel import Catalog, load_catalog
 from llmfleet.routing.views import ReplicaState
 
 _LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _ITL = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.5)
 
 
-class GatewayMetrics:
-    """Counters, gauges and histograms named ``llmfleet_gateway_*``."""
+NO_REPLICA = "none"
+"""``replica``/``pool``/``model`` label of requests refused before routing."""
 
-    def __init__(self) -> None:
+
+class _ReplicaInfo(Collector):
+    """``llmfleet_gateway_replica_info``: which URL, GPU and capacity type each replica name stands for."""
+
+    def __init__(self, replicas: Callable[[], list[Replica]]) -> None:
+        self.replicas = replicas
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "llmfleet_gateway_replica_info",
+            "1 per registered replica: its name, pool, URL and hardware (admin side only).",
+            labels=["replica", "pool", "url", "gpu", "gpus", "capacity_type"],
+        )
+        for r in self.replicas():
+            hw = r.hardware
+            info.add_metric([r.name, r.pool, r.url, hw.gpu or "", str(hw.gpus), hw.capacity_type], 1.0)
+        yield info
+
+
+class GatewayMetrics:
+    """Counters, gauges and histograms named ``llmfleet_gateway_*``, and the fleet's cost.
+
+    ``now`` is the gateway's clock (cost accrues on it; default: the wall clock); ``catalog`` prices the GPUs
+    (default: the bundled catalog).
+    """
+
+    def __init__(
+        self, now: Callable[[], float] | None = None, catalog: Catalog | None = None, cost_window_s: float = 300.0
+    ) -> None:
+        now = now or WallClock().now
+        self.now = now
         r = self.registry = CollectorRegistry()
+        self.cost = CostMeter(catalog or load_catalog([]), now(), cost_window_s)
+        r.register(CostCollector(self.cost, now))
+        self.admin_registry = CollectorRegistry()
+        self._tracked: dict[str, Replica] = {}
+        self.admin_registry.register(_ReplicaInfo(lambda: list(self._tracked.values())))
         self.requests = Counter(
             "llmfleet_gateway_requests",
-            "Requests by route, status and replica (its name, never its URL).",
-            ["route", "status", "replica"],
+            "Upstream attempts and refused requests by route, status, model and replica (name and pool, never URL).",
+            ["route", "status", "model", "replica", "pool"],
             registry=r,
         )
         self.latency = Histogram(
             "llmfleet_gateway_request_duration_seconds",
             "End-to-end request latency.",
-            ["route"],
+            ["route", "model"],
             buckets=_LAT,
             registry=r,
         )
         self.ttft = Histogram(
             "llmfleet_gateway_time_to_first_token_seconds",
             "Time to first content chunk.",
-            ["route"],
+            ["route", "model"],
             buckets=_LAT,
             registry=r,
         )
         self.itl = Histogram(
-            "llmfleet_gateway_inter_token_latency_seconds", "Gap between content chunks.", buckets=_ITL, registry=r
+            "llmfleet_gateway_inter_token_latency_seconds",
+            "Gap between content chunks.",
+            ["model"],
+            buckets=_ITL,
+            registry=r,
         )
         self.tokens = Counter(
             "llmfleet_gateway_tokens",
-            "Tokens by direction (prompt, completion), from usage.",
-            ["direction"],
+            "Tokens by direction (prompt, completion) and model, from usage.",
+            ["direction", "model"],
             registry=r,
         )
         self.in_flight = Gauge(
             "llmfleet_gateway_in_flight",
             "Requests outstanding per replica (read from the registry at scrape time).",
-            ["replica"],
+            ["replica", "pool"],
             registry=r,
         )
         self.retries = Counter(
@@ -69,10 +122,16 @@ class GatewayMetrics:
             "llmfleet_gateway_stream_resumes", "Streams resumed on another replica by outcome.", ["outcome"], registry=r
         )
         self.ejections = Counter(
-            "llmfleet_gateway_ejections", "Replica health transitions to unhealthy.", ["replica", "reason"], registry=r
+            "llmfleet_gateway_ejections",
+            "Replica health transitions to unhealthy.",
+            ["replica", "pool", "reason"],
+            registry=r,
         )
         self.replica_state = Gauge(
-            "llmfleet_gateway_replica_state", "1 for the replica's current state.", ["replica", "state"], registry=r
+            "llmfleet_gateway_replica_state",
+            "1 for the replica's current state.",
+            ["replica", "pool", "state"],
+            registry=r,
         )
         self.decisions = Counter(
             "llmfleet_gateway_routing_decisions",
@@ -86,6 +145,8 @@ class GatewayMetrics:
         self.replicas = Gauge("llmfleet_gateway_replicas", "Replicas known, by state.", ["state"], registry=r)
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._labels: dict[str, tuple[str, str]] = {}
+        """(name, pool) each replica's gauges carry now, by replica id."""
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: label lookups were ~10% of the gateway's CPU per request."""
@@ -95,18 +156,75 @@ class GatewayMetrics:
             c = self._children[key] = metric.labels(*labels)
         return c
 
-    def observe_usage(self, usage: dict[str, Any]) -> None:
-        """Count an OpenAI ``usage`` object's prompt and completion tokens."""
-        self.child(self.tokens, "prompt").inc(usage.get("prompt_tokens") or 0)
-        self.child(self.tokens, "completion").inc(usage.get("completion_tokens") or 0)
+    def count_request(self, route: str, status: str, model: str | None, replica: Replica | None) -> None:
+        """One upstream attempt answered ``status`` (``replica``), or a request refused before routing (None)."""
+        name, pool = (replica.name, replica.pool) if replica is not None else (NO_REPLICA, NO_REPLICA)
+        self.child(self.requests, route, status, model or NO_REPLICA, name, pool).inc()
 
-    def set_state(self, replica: str, state: ReplicaState) -> None:
-        for s in ReplicaState:
-            self.replica_state.labels(replica=replica, state=s.value).set(1.0 if s == state else 0.0)
+    def observe_latency(self, route: str, model: str, seconds: float) -> None:
+        """End-to-end duration of a request that succeeded."""
+        self.child(self.latency, route, model).observe(seconds)
 
-    def forget(self, replica: str) -> None:
-        self._children = {k: v for k, v in self._children.items() if replica not in k[1]}
+    def observe_ttft(self, route: str, model: str, seconds: float) -> None:
+        """Time from arrival to the first content chunk of a stream."""
+        self.child(self.ttft, route, model).observe(seconds)
+
+    def observe_itl(self, model: str, seconds: float) -> None:
+        """Gap between two content chunks of a stream."""
+        self.child(self.itl, model).observe(seconds)
+
+    def observe_usage(self, usage: dict[str, Any], model: str) -> None:
+        """Count an OpenAI ``usage`` object's prompt and completion tokens (completion tokens also for cost)."""
+        completion = int(usage.get("completion_tokens") or 0)
+        self.child(self.tokens, "prompt", model).inc(usage.get("prompt_tokens") or 0)
+        self.child(self.tokens, "completion", model).inc(completion)
+        self.cost.output_tokens(completion)
+
+    def replica_added(self, r: Replica) -> None:
+        """A replica was registered (or registered again, maybe with new hardware): state series and billing."""
+        self._tracked[r.id] = r
+        self.set_state(r, r.state)
+        hw = r.hardware
+        self.cost.track(r.id, r.pool, hw.gpu, hw.gpus, hw.capacity_type, self.now())
+
+    def set_state(self, r: Replica, state: ReplicaState) -> None:
+        """Set the replica's one-hot state series (``replica_state``)."""
+        self._reconcile(r)
         for s in ReplicaState:
-            self.replica_state.remove(replica, s.value)
+            self.child(self.replica_state, r.name, r.pool, s.value).set(1.0 if s == state else 0.0)
+
+    def ejected(self, r: Replica, reason: str) -> None:
+        """The replica went unhealthy."""
+        self.child(self.ejections, r.name, r.pool, reason).inc()
+
+    def scrape_time(self, replicas: list[Replica]) -> None:
+        """Refresh the gauges read from the registry (in-flight per replica, replicas by state) before a scrape."""
+        counts: dict[str, int] = {s.value: 0 for s in ReplicaState}
+        for r in replicas:
+            counts[r.state.value] += 1
+            self._reconcile(r)
+            self.child(self.in_flight, r.name, r.pool).set(r.in_flight)
+        for s, n in counts.items():
+            self.replicas.labels(s).set(n)
+
+    def forget(self, r: Replica) -> None:
+        """A replica was removed: drop its gauges and stop billing it (its counters stay, as Prometheus expects)."""
+        self._tracked.pop(r.id, None)
+        name, pool = self._labels.pop(r.id, (r.name, r.pool))
+        self._forget_series(name, pool)
+        self.cost.untrack(r.id, self.now())
+
+    def _reconcile(self, r: Replica) -> None:
+        """A pool changed by re-registration: the gauges under the old pool label go."""
+        old = self._labels.get(r.id)
+        if old is not None and old != (r.name, r.pool):
+            self._forget_series(*old)
+        self._labels[r.id] = (r.name, r.pool)
+
+    def _forget_series(self, name: str, pool: str) -> None:
+        self._children = {k: v for k, v in self._children.items() if k[1][:2] != (name, pool)}
+        for s in ReplicaState:
+            with contextlib.suppress(KeyError):
+                self.replica_state.remove(name, pool, s.value)
         with contextlib.suppress(KeyError):
-            self.in_flight.remove(replica)
+            self.in_flight.remove(name, pool)

@@ -234,7 +234,7 @@ class Proxy:
         """End ``attempt`` in the registry and count it under HTTP ``status`` (None: not counted)."""
         self.registry.end(attempt, outcome)
         if status is not None:
-            self.metrics.child(self.metrics.requests, req.route, status, attempt.replica.name).inc()
+            self.metrics.count_request(req.route, status, req.route_request.model, attempt.replica)
 
     def _fail(self, req: ProxyRequest, attempt: Attempt, exc: AttemptFailed, verdicts: _Verdicts) -> None:
         kind = fault_kind(exc)
@@ -287,11 +287,11 @@ class Proxy:
                 raise
             verdicts.close(blame=True)
             self.settle(req, attempt, Outcome.success(), str(status))
-            self.metrics.child(self.metrics.latency, req.route).observe(self.clock.now() - req.started)
+            self.metrics.observe_latency(req.route, req.route_request.model, self.clock.now() - req.started)
             if n:
                 self.metrics.failovers.inc()
             if status == 200:
-                self._count_tokens(data)
+                self._count_tokens(data, req.route_request.model)
             return web.Response(body=data, status=status, headers=_JSON)
         assert last is not None
         if verdicts.request_fault is not None:
@@ -356,12 +356,12 @@ class Proxy:
                 return b"".join(parts)
             parts.append(chunk)
 
-    def _count_tokens(self, data: bytes) -> None:
+    def _count_tokens(self, data: bytes, model: str) -> None:
         # A regex on the bytes instead of parsing the whole response: the body can be large, the usage is small.
         usage = {k.decode(): int(v) for k, v in _USAGE_RE.findall(data[-512:] if len(data) > 512 else data)}
         if not usage:
             usage = {k.decode(): int(v) for k, v in _USAGE_RE.findall(data)}
-        self.metrics.observe_usage(usage)
+        self.metrics.observe_usage(usage, model)
 
     # ---- streamed ------------------------------------------------------------------------------------------
     async def stream(self, request: web.Request, req: ProxyRequest) -> web.StreamResponse:

@@ -9,14 +9,16 @@ drive the same object without any HTTP.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
-from llmfleet.errors import InvalidRequestError
+from llmfleet.errors import CatalogError, InvalidRequestError
 from llmfleet.health import HealthTracker, Transition
+from llmfleet.perfmodel import Catalog
 from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.views import EngineLoad, ReplicaState, ReplicaView
 
@@ -24,6 +26,43 @@ log = logging.getLogger(__name__)
 
 OnComplete = Callable[[str, RouteRequest, bool, float], None]
 """``RoutingPolicy.on_complete``: (replica id, request, ok, latency in seconds)."""
+
+CAPACITY_TYPES = ("on-demand", "spot", "reserved")
+"""Capacity types a replica may be registered with (which catalog price applies)."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What a replica runs on, for the gateway's cost metrics (given at registration; unknown by default)."""
+
+    gpu: str | None = None
+    """GPU catalog name (``H100``...); None: unknown, the replica is not billed."""
+    gpus: int = 1
+    """GPUs per replica (tensor parallel size)."""
+    capacity_type: str = "on-demand"
+    """``on-demand``, ``spot`` or ``reserved``: which catalog price applies."""
+
+    @classmethod
+    def from_admin_body(cls, body: dict[str, Any], catalog: Catalog) -> Hardware | None:
+        """The optional ``gpu``, ``gpus`` and ``capacity_type`` of a ``POST /admin/replicas`` body (None when none
+        is given); a bad one is an :class:`InvalidRequestError` naming the field."""
+        if not {"gpu", "gpus", "capacity_type"} & body.keys():
+            return None
+        gpu, gpus, capacity = body.get("gpu"), body.get("gpus", 1), body.get("capacity_type", "on-demand")
+        if gpu is not None:
+            if not isinstance(gpu, str):
+                raise InvalidRequestError("`gpu` must be a GPU name from the catalog (a string)", param="gpu")
+            try:
+                gpu = catalog.gpu(gpu).name
+            except CatalogError as exc:
+                raise InvalidRequestError(f"`gpu`: {exc}", param="gpu") from None
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= 1024:
+            raise InvalidRequestError("`gpus` must be an integer from 1 to 1024 (GPUs per replica)", param="gpus")
+        if capacity not in CAPACITY_TYPES:
+            kinds = ", ".join(CAPACITY_TYPES)
+            raise InvalidRequestError(f"`capacity_type` must be one of {kinds}", param="capacity_type")
+        return cls(gpu, gpus, capacity)
 
 
 @dataclass(eq=False)
@@ -37,7 +76,9 @@ class Replica:
     health: HealthTracker
     added_at: float
     name: str = ""
-    """Short label for metrics on the public port (``replica-<n>``): URLs stay in the admin API."""
+    """Label for metrics on the public port: the name given at registration (``up`` gives ``gen-0-r1``...), else
+    ``replica-<n>``; URLs stay in the admin API."""
+    hardware: Hardware = Hardware()
     models: frozenset[str] = frozenset()
     in_flight: int = 0
     latency_ewma_s: float | None = None
@@ -72,6 +113,9 @@ class Replica:
             "url": self.url,
             "pool": self.pool,
             "weight": self.weight,
+            "gpu": self.hardware.gpu,
+            "gpus": self.hardware.gpus,
+            "capacity_type": self.hardware.capacity_type,
             "state": self.state.value,
             "models": sorted(self.models),
             "in_flight": self.in_flight,
@@ -188,11 +232,25 @@ class Registry:
         weight: float = 1.0,
         models: Iterable[str] = (),
         state: ReplicaState = ReplicaState.HEALTHY,
+        *,
+        name: str | None = None,
+        hardware: Hardware | None = None,
     ) -> Replica:
+        """Add a replica, or update pool, weight, models and hardware of a known one (its name stays: metrics
+        series keep their labels). ``name`` must be unique; without one the replica is ``replica-<n>``."""
         url = normalize_url(url)
+        if name is not None and not _NAME.match(name):
+            raise InvalidRequestError(
+                f"replica name {name!r}: 1-64 characters of letters, digits and . _ : -, starting alphanumeric",
+                param="name",
+            )
         existing = self._replicas.get(url)
+        if name is not None and any(r.name == name and r is not existing for r in self._replicas.values()):
+            raise InvalidRequestError(f"replica name {name!r} is taken by another replica", param="name")
         if existing is not None:
             existing.pool, existing.weight = pool, weight
+            if hardware is not None:
+                existing.hardware = hardware
             if models:
                 existing.models = frozenset(models)
             return existing
@@ -204,13 +262,21 @@ class Registry:
             health=HealthTracker(self.health_config),
             added_at=self.clock.now(),
             models=frozenset(models),
-            name=f"replica-{self._added + 1}",
+            name=name or self._fresh_name(),
+            hardware=hardware or Hardware(),
         )
         self._added += 1
         r.health.state = state
         self._replicas[url] = r
         log.info("replica added: %s (pool %s, state %s)", url, pool, state.value)
         return r
+
+    def _fresh_name(self) -> str:
+        taken = {r.name for r in self._replicas.values()}
+        n = self._added + 1
+        while f"replica-{n}" in taken:
+            n += 1
+        return f"replica-{n}"
 
     def remove(self, replica_id: str) -> Replica | None:
         r = self._replicas.pop(normalize_url(replica_id), None)
