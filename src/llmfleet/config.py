@@ -431,6 +431,17 @@ class VLLMEngineConfig(_Section):
     gpus: list[int] | None = Field(None, description="GPU ids to spread replicas over (CUDA_VISIBLE_DEVICES).")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for the CPU build.")
     python: str | None = Field(None, description="Interpreter that imports vllm (default: found or installed).")
+    lora_modules: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters each replica loads at start, name -> local path (--enable-lora --lora-modules).",
+    )
+    max_lora_rank: int | None = Field(None, ge=1, description="--max-lora-rank (vLLM's default: 16).")
+    max_loras: int | None = Field(None, ge=1, description="--max-loras: adapters resident at once.")
+    runtime_lora_updating: bool = Field(
+        False,
+        description="Allow /v1/load_lora_adapter and /v1/unload_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING); "
+        "implies --enable-lora.",
+    )
     extra_args: list[str] = Field(default_factory=list, description="Appended verbatim to the command.")
 
 

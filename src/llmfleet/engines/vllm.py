@@ -65,6 +65,20 @@ def served_name(cfg: VLLMEngineConfig) -> str:
     return Path(cfg.model).name or cfg.model
 
 
+def lora_args(cfg: VLLMEngineConfig) -> list[str]:
+    """``--enable-lora`` and its settings when adapters are configured or may be loaded at run time."""
+    if not (cfg.lora_modules or cfg.runtime_lora_updating):
+        return []
+    argv = ["--enable-lora"]
+    if cfg.lora_modules:
+        argv += ["--lora-modules", *(f"{name}={path}" for name, path in cfg.lora_modules.items())]
+    if cfg.max_lora_rank:
+        argv += ["--max-lora-rank", str(cfg.max_lora_rank)]
+    if cfg.max_loras:
+        argv += ["--max-loras", str(cfg.max_loras)]
+    return argv
+
+
 def render_command(
     cfg: VLLMEngineConfig, runtime: VLLMRuntime, host: str, port: int, gpu_ids: list[int] | None = None
 ) -> tuple[list[str], dict[str, str]]:
@@ -96,6 +110,9 @@ def render_command(
     if cfg.max_model_len:
         argv += ["--max-model-len", str(cfg.max_model_len)]
     env = {"HF_HUB_OFFLINE": "1"}
+    argv += lora_args(cfg)
+    if cfg.runtime_lora_updating:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if cpu:
         argv += ["--dtype", "bfloat16" if cfg.dtype == "auto" else cfg.dtype]
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.cpu_kvcache_space_gib)

@@ -6,6 +6,10 @@ failover, metrics labelled with the route's name). What differs is small and liv
 validated (:class:`AuxiliaryRequest`: a ``model`` and the route's own fields, everything else passed through
 untouched), which text the routing policy sees, and how a streamed answer (``/v1/responses`` only) is relayed — a
 plain byte pass-through without resumption, since only completions and chat can be resumed on another replica.
+
+LoRA adapters are models to the gateway: a replica lists its loaded adapters in ``/v1/models``, so a request naming
+an adapter is routed only among the replicas that have it; :class:`LoraAdmin` loads and unloads adapters at run
+time and refreshes the replicas' model lists.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from llmfleet.api.types import parse_request
 from llmfleet.errors import ApiError, InvalidRequestError
 from llmfleet.gateway.bodyparse import check_prompt_text
 from llmfleet.gateway.front_door import Forwarder
+from llmfleet.gateway.prober import fetch_models
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
-from llmfleet.gateway.registry import Outcome
+from llmfleet.gateway.registry import Outcome, normalize_url
 from llmfleet.routing.base import RouteRequest
 
 if TYPE_CHECKING:
@@ -204,8 +209,66 @@ def forwarder_for(req: ProxyRequest, proxy: Proxy) -> Forwarder:
     return PassThrough(proxy) if req.route in AUX_ROUTES else proxy
 
 
+class LoraAdmin:
+    """``POST /admin/lora/load`` and ``/admin/lora/unload``: load or unload a LoRA adapter on replicas through
+    vLLM's runtime adapter API (``/v1/load_lora_adapter``; the engine needs VLLM_ALLOW_RUNTIME_LORA_UPDATING),
+    then refresh those replicas' models so that requests naming the adapter reach exactly the replicas holding it.
+    ``replicas`` (URLs) defaults to every registered replica."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def load(self, request: web.Request) -> web.Response:
+        """Load ``lora_name`` from ``lora_path``."""
+        return await self._apply(request, "/v1/load_lora_adapter", needs_path=True)
+
+    async def unload(self, request: web.Request) -> web.Response:
+        """Unload ``lora_name``."""
+        return await self._apply(request, "/v1/unload_lora_adapter", needs_path=False)
+
+    async def _apply(self, request: web.Request, path: str, *, needs_path: bool) -> web.Response:
+        gw = self.gw
+        gw._authorize(request)
+        body = await gw._admin_json(request)
+        name, lora_path, urls = body.get("lora_name"), body.get("lora_path"), body.get("replicas")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError("`lora_name` must be a non-empty string", param="lora_name")
+        if needs_path and (not isinstance(lora_path, str) or not lora_path):
+            raise InvalidRequestError("`lora_path` must be a non-empty string", param="lora_path")
+        replicas = gw.registry.all()
+        if urls is not None:
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise InvalidRequestError("`replicas` must be a list of replica URLs", param="replicas")
+            wanted = {normalize_url(u) for u in urls}
+            replicas = [r for r in replicas if r.url in wanted]
+            if len(replicas) != len(wanted):
+                raise InvalidRequestError("`replicas` names a replica that is not registered", param="replicas")
+        payload = {"lora_name": name, **({"lora_path": lora_path} if needs_path else {})}
+        results = {}
+        for r in replicas:
+            results[r.url] = await self._one(r.url, path, payload)
+            if results[r.url]["status"] == 200:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                    r.models = frozenset(await fetch_models(self._session(), r.url, gw.config.health.probe_timeout_s))
+        ok = all(v["status"] == 200 for v in results.values())
+        return web.json_response({"ok": ok, "replicas": results}, status=200 if ok else 502)
+
+    def _session(self) -> aiohttp.ClientSession:
+        assert self.gw.session is not None
+        return self.gw.session
+
+    async def _one(self, url: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=self.gw.config.request_timeout_s)
+        try:
+            async with self._session().post(url + path, json=payload, timeout=timeout) as resp:
+                return {"status": resp.status, "detail": (await resp.text())[:300]}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return {"status": 0, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def add_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
-    """Register every path of :data:`AUX_ROUTES` on ``router``, each handled by the gateway's request path."""
+    """Register every path of :data:`AUX_ROUTES` on ``router``, each handled by the gateway's request path, and
+    the adapter admin routes (:class:`LoraAdmin`)."""
     for route in AUX_ROUTES.values():
 
         async def handler(request: web.Request, name: str = route.name) -> web.StreamResponse:
@@ -213,3 +276,6 @@ def add_routes(router: web.UrlDispatcher, gw: Gateway) -> None:
 
         for path in route.paths:
             router.add_post(path, handler)
+    lora = LoraAdmin(gw)
+    router.add_post("/admin/lora/load", lora.load)
+    router.add_post("/admin/lora/unload", lora.unload)
