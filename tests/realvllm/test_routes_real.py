@@ -20,7 +20,7 @@ import pytest
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
 from tests.gateway.conftest import GatewayThread, start_gateway
 
-pytestmark = pytest.mark.realvllm
+pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(600)]  # an engine start-up on 2 busy cores takes minutes
 
 
 @pytest.fixture(scope="module")
