@@ -34,6 +34,10 @@ from llmfleet.appthread import free_port
 HERE = Path(__file__).parent
 BODY = '{"model":"bench-model","prompt":"hello","max_tokens":4}'
 WRK_LUA = f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+STREAM_TOKENS = 200
+"""Chunks per streamed request in the streamed scenarios (the backend adds a usage chunk and ``[DONE]``)."""
+STREAM_BODY = f'{{"model":"bench-model","prompt":"hello","max_tokens":{STREAM_TOKENS},"stream":true}}'
+WRK_STREAM_LUA = WRK_LUA.replace(BODY, STREAM_BODY)
 NGINX_CONF = """
 worker_processes 1;
 error_log {prefix}/error.log warn;
@@ -92,9 +96,10 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def wrk(url: str, duration_s: float, lua: Path) -> float:
+def wrk(url: str, duration_s: float, lua: Path, connections: int = 64) -> float:
+    """Requests/s of a closed-loop wrk run (one thread); raises on any non-2xx answer."""
     out = subprocess.run(
-        ["wrk", "-t1", "-c64", f"-d{duration_s:.0f}s", "-s", str(lua), f"{url}/v1/completions"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:.0f}s", "-s", str(lua), f"{url}/v1/completions"],
         capture_output=True,
         text=True,
         check=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from llmfleet.config import (
 )
 from llmfleet.errors import ConfigError
 from llmfleet.gateway.app import create_app
+from llmfleet.gateway.workers import serve_workers
 
 
 def load_gateway_config(
@@ -87,6 +89,15 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Response cache for deterministic requests: off, memory or redis.")
         ] = None,
         log_level: Annotated[str, typer.Option(help="Python log level.")] = "WARNING",
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                help="Gateway processes sharing the port (SO_REUSEPORT), one per core; each routes with its own "
+                "view of load and prefixes. Replicas must come from --replica, --discover or the config "
+                "(the admin API would reach one worker only).",
+            ),
+        ] = 1,
     ) -> None:
         """Run the gateway: OpenAI API in front of replicas, with routing, health checks and failover."""
         if admin_token_file is not None:
@@ -108,36 +119,53 @@ def register(app: typer.Typer) -> None:
             policy,
             discover or [],
         )
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        app = create_app(gw_cfg, routing)
-        if gw_cfg.discovery:
-            from llmfleet.gateway.discovery import discovery_context, kubernetes_watches
-
-            watches = kubernetes_watches(gw_cfg.discovery, fleet.kubernetes)  # config errors before serving
-            app.cleanup_ctx.append(discovery_context(watches, gw_cfg.drain_grace_s))
-        found = "".join(f", discovering {d.target}" for d in gw_cfg.discovery)
-        Console(stderr=True).print(
-            f"[bold green]llmfleet gateway[/] http://{gw_cfg.host}:{gw_cfg.port}/v1, policy {routing.policy}, "
-            f"{len(gw_cfg.replicas)} replica(s){found}; admin API {'on' if gw_cfg.admin_token else 'off'}",
-            highlight=False,
-        )
-        loop = _fast_event_loop()
-        try:
-            web.run_app(
-                app,
-                host=gw_cfg.host,
-                port=gw_cfg.port,
-                print=None,
-                access_log=None,
-                handler_cancellation=True,
-                shutdown_timeout=gw_cfg.drain_grace_s,
-                loop=loop,
-                backlog=4096,
-            )
-        except OSError as exc:  # e.g. the port is taken: one line naming the address, not a traceback
+        if workers > 1 and gw_cfg.admin_token:
             raise ConfigError(
-                f"gateway.port: cannot listen on {gw_cfg.host}:{gw_cfg.port}: {exc.strerror or exc}"
-            ) from None
+                "--workers: the admin API (admin token) would change one worker only; with several workers "
+                "list replicas with --replica, --discover or the config file"
+            )
+        if workers > 1:
+            serve_workers(workers, _serve, gw_cfg, routing, fleet, log_level)
+            return
+        _serve(gw_cfg, routing, fleet, log_level, reuse_port=False)
+
+
+def _serve(
+    gw_cfg: GatewayConfig, routing: RoutingConfig, fleet: FleetConfig, log_level: str, *, reuse_port: bool
+) -> None:
+    """Run one gateway process in the foreground until SIGINT/SIGTERM."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(gw_cfg, routing)
+    if gw_cfg.discovery:
+        from llmfleet.gateway.discovery import discovery_context, kubernetes_watches
+
+        watches = kubernetes_watches(gw_cfg.discovery, fleet.kubernetes)  # config errors before serving
+        app.cleanup_ctx.append(discovery_context(watches, gw_cfg.drain_grace_s))
+    found = "".join(f", discovering {d.target}" for d in gw_cfg.discovery)
+    Console(stderr=True).print(
+        f"[bold green]llmfleet gateway[/]{f' worker {os.getpid()}' if reuse_port else ''} "
+        f"http://{gw_cfg.host}:{gw_cfg.port}/v1, policy {routing.policy}, "
+        f"{len(gw_cfg.replicas)} replica(s){found}; admin API {'on' if gw_cfg.admin_token else 'off'}",
+        highlight=False,
+    )
+    loop = _fast_event_loop()
+    try:
+        web.run_app(
+            app,
+            host=gw_cfg.host,
+            port=gw_cfg.port,
+            print=None,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=gw_cfg.drain_grace_s,
+            loop=loop,
+            backlog=4096,
+            reuse_port=reuse_port or None,
+        )
+    except OSError as exc:  # e.g. the port is taken: one line naming the address, not a traceback
+        raise ConfigError(
+            f"gateway.port: cannot listen on {gw_cfg.host}:{gw_cfg.port}: {exc.strerror or exc}"
+        ) from None
 
 
 def _fast_event_loop() -> asyncio.AbstractEventLoop | None:

@@ -14,7 +14,6 @@ Opening segments (routing, retries, failover) is the proxy's job, reached throug
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,13 +26,15 @@ from llmfleet.api.errors import error_payload
 from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
+from llmfleet.gateway.chunkscan import dumps, loads, scan_plain
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome
 from llmfleet.gateway.resume import resume_body
 
 log = logging.getLogger(__name__)
-_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _DONE = b"data: [DONE]\n\n"
+_MAX_LINE_BYTES = 1 << 20
+"""An upstream SSE line longer than this (without its newline yet) fails the segment instead of growing a buffer."""
 
 
 def sse(payload: bytes) -> bytes:
@@ -124,9 +125,16 @@ def new_state(body: dict[str, Any], chat: bool, include_usage: bool) -> StreamSt
 
 
 def track_chunk(payload: bytes, st: StreamState) -> Chunk:
-    """Account for one upstream SSE payload in ``st`` and say what to send the client. Pure apart from ``st``."""
+    """Account for one upstream SSE payload in ``st`` and say what to send the client. Pure apart from ``st``.
+
+    A plain content chunk (:func:`~llmfleet.gateway.chunkscan.scan_plain`) is accounted from its bytes and
+    forwarded as is; any other is parsed."""
+    if st.id is not None and not st.resumed:
+        text = scan_plain(payload, st.chat)
+        if text is not None:
+            return _plain_chunk(payload, text, st)
     try:
-        obj = json.loads(payload)
+        obj = loads(payload)
     except ValueError:
         return Chunk(sse(payload))
     if not isinstance(obj, dict):
@@ -166,6 +174,17 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
         st.finished = True
     changed = _strip(obj, choice, st) or changed
     return Chunk(_encode(obj, payload, changed), tokens=n)
+
+
+def _plain_chunk(payload: bytes, text: str, st: StreamState) -> Chunk:
+    """What :func:`track_chunk`'s full parse does for a plain chunk: no ids or usage, so one token per text chunk."""
+    if not text:
+        return Chunk(sse(payload))
+    st.exact = False
+    st.token_ids = None
+    st.parts.append(text)
+    st.delivered += 1
+    return Chunk(sse(payload), tokens=1)
 
 
 def _note_prompt(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -> None:
@@ -239,7 +258,7 @@ def _encode(obj: dict[str, Any], payload: bytes, changed: bool) -> bytes:
     """The upstream payload as is, or re-encoded (keeping the stream's first ``id``/``created``) when changed."""
     if not changed:
         return sse(payload)
-    return sse(_DUMPS(obj).encode())
+    return sse(dumps(obj))
 
 
 def synthetic_finish(st: StreamState, reason: str) -> bytes:
@@ -253,12 +272,12 @@ def synthetic_finish(st: StreamState, reason: str) -> bytes:
         }
     else:
         chunk = {**base, "object": "text_completion", "choices": [{"index": 0, "text": "", "finish_reason": reason}]}
-    return sse(_DUMPS(chunk).encode())
+    return sse(dumps(chunk))
 
 
 def error_event(message: str) -> bytes:
     """An OpenAI-style error event (502, as :class:`~llmfleet.errors.UpstreamError`)."""
-    return sse(_DUMPS(error_payload(UpstreamError(message))).encode())
+    return sse(dumps(error_payload(UpstreamError(message))))
 
 
 @dataclass(eq=False)
@@ -308,11 +327,6 @@ class StreamRequest(Protocol):
     def include_usage(self) -> bool: ...
 
 
-def _model(req: StreamRequest) -> str:
-    """The request's model (validated as served before routing): the ``model`` label of its metrics."""
-    return str(req.body.get("model", ""))
-
-
 class StreamRelay:
     """Relays a stream to the client over as many segments as it takes; see the module docstring."""
 
@@ -349,7 +363,7 @@ class StreamRelay:
             if result == "done":
                 seg.response.release()
                 upstream.end(seg, Outcome.success())
-                self.metrics.observe_latency(req.route, _model(req), self.clock.now() - req.started)
+                self.metrics.child(self.metrics.latency, req.route).observe(self.clock.now() - req.started)
                 return resp
             seg.response.close()
             upstream.end(seg, Outcome.failure(result))
@@ -357,45 +371,72 @@ class StreamRelay:
         return resp
 
     async def _relay_segment(self, seg: Segment, resp: web.StreamResponse, st: StreamState, req: StreamRequest) -> str:
-        """Relay one upstream segment. Returns ``done`` or the failure reason."""
-        line: bytes | None = seg.first
+        """Relay one upstream segment. Returns ``done`` or the failure reason.
+
+        Reads whatever the upstream has sent (not line by line) and writes the events it completes to the client in
+        one write: one read and one write per packet, and never a wait for more data before writing."""
         content = seg.response.content
         idle = self.cfg.idle_stream_timeout_s
-        while True:
-            if line is None:
-                try:
-                    async with asyncio.timeout(idle):
-                        line = await content.readline()
-                except TimeoutError:
-                    return "idle_timeout"
-                except (aiohttp.ClientError, ConnectionError):
-                    return "disconnect"
-            if not line:
-                return "done" if st.finished else "disconnect"
-            if line.startswith(b"data:"):
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    if not st.finished:
-                        return "truncated"
-                    await resp.write(_DONE)
-                    return "done"
-                chunk = track_chunk(payload, st)
-                if chunk.token:
-                    self._observe_token(seg, st, req)
-                if chunk.usage is not None:
-                    self.metrics.observe_usage(chunk.usage, _model(req))
-                if chunk.out is not None:
-                    await resp.write(chunk.out)
-            line = None
+        out: list[bytes] = []
+        result = self._take_line(seg.first, seg, st, req, out)
+        pending = b""
+        while result is None:
+            if out:
+                await resp.write(b"".join(out) if len(out) > 1 else out[0])
+                out.clear()
+            try:
+                async with asyncio.timeout(idle):
+                    data = await content.readany()
+            except TimeoutError:
+                return "idle_timeout"
+            except (aiohttp.ClientError, ConnectionError):
+                return "disconnect"
+            if not data:  # end of the upstream body (a last line without a newline still counts)
+                result = self._take_line(pending, seg, st, req, out) if pending else None
+                result = result or ("done" if st.finished else "disconnect")
+                break
+            lines = (pending + data if pending else data).split(b"\n")
+            pending = lines.pop()
+            if len(pending) > _MAX_LINE_BYTES:
+                return "line_too_long"
+            for line in lines:
+                result = self._take_line(line, seg, st, req, out)
+                if result is not None:
+                    break
+        if out:
+            await resp.write(b"".join(out))
+        return result
+
+    def _take_line(
+        self, line: bytes, seg: Segment, st: StreamState, req: StreamRequest, out: list[bytes]
+    ) -> str | None:
+        """Account for one upstream line and queue what the client gets in ``out``; ``done``/``truncated`` at
+        ``[DONE]``, else None."""
+        if not line.startswith(b"data:"):
+            return None
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            if not st.finished:
+                return "truncated"
+            out.append(_DONE)
+            return "done"
+        chunk = track_chunk(payload, st)
+        if chunk.token:
+            self._observe_token(seg, st, req)
+        if chunk.usage is not None:
+            self.metrics.observe_usage(chunk.usage)
+        if chunk.out is not None:
+            out.append(chunk.out)
+        return None
 
     def _observe_token(self, seg: Segment, st: StreamState, req: StreamRequest) -> None:
         now = self.clock.now()
         seg.attempt.first_token(now)
         if st.first_at is None:
             st.first_at = now
-            self.metrics.observe_ttft(req.route, _model(req), now - req.started)
+            self.metrics.child(self.metrics.ttft, req.route).observe(now - req.started)
         elif st.last_at is not None:
-            self.metrics.observe_itl(_model(req), now - st.last_at)
+            self.metrics.itl.observe(now - st.last_at)
         st.last_at = now
 
     async def _resume(
@@ -423,7 +464,7 @@ class StreamRelay:
             self.metrics.resumes.labels("impossible").inc()
             return None
         try:
-            seg = await upstream.open(_DUMPS(body).encode())
+            seg = await upstream.open(dumps(body))
         except (ServiceUnavailableError, UpstreamError, GatewayTimeoutError) as exc:
             await _write_final(resp, error_event(f"upstream replica failed mid-stream; resuming failed: {exc.message}"))
             self.metrics.resumes.labels("failed").inc()
