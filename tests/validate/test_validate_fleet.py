@@ -110,16 +110,21 @@ def test_replica_that_cannot_restart_fails_failover(tmp_path: Path) -> None:
 def test_all_seven_pass_on_a_simulated_fleet(tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     # Real time (time-scale 1): 100 concurrent streams through gateway and client at 2x would be CPU-bound here.
+    # The autoscaler's queue target (60 per replica) is above the throughput check's 100 in flight on 2 replicas:
+    # with the default 8, a throughput run that lasts a few seconds longer on a loaded machine scales the fleet to
+    # max_replicas before `cost` (then 3 replicas vs 2 projected) and `scaling` (no room left to scale). The step
+    # of the scaling check is then 45 -> 135 in flight (ceil(135 / 60) = 3 replicas).
     cfg = write_fleet(
         tmp_path,
         {
             "engine": {"time_scale": 1},
+            "autoscaler": {"target_queue_per_replica": 60},
             "validate": {
                 "throughput": {"requests": 100},
                 "cost": {"window_s": 12},
                 "memory": {"soak_s": 12},
                 "error_recovery": {"phase_s": 6},
-                "scaling": {"base_s": 6, "observe_s": 30},
+                "scaling": {"base_s": 6, "observe_s": 30, "base_concurrency": 45},
             },
         },
     )
