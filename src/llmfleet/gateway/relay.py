@@ -327,6 +327,11 @@ class StreamRequest(Protocol):
     def include_usage(self) -> bool: ...
 
 
+def _model(req: StreamRequest) -> str:
+    """The request's model (validated as served before routing): the ``model`` label of its metrics."""
+    return str(req.body.get("model", ""))
+
+
 class StreamRelay:
     """Relays a stream to the client over as many segments as it takes; see the module docstring."""
 
@@ -363,7 +368,7 @@ class StreamRelay:
             if result == "done":
                 seg.response.release()
                 upstream.end(seg, Outcome.success())
-                self.metrics.child(self.metrics.latency, req.route).observe(self.clock.now() - req.started)
+                self.metrics.observe_latency(req.route, _model(req), self.clock.now() - req.started)
                 return resp
             seg.response.close()
             upstream.end(seg, Outcome.failure(result))
@@ -424,7 +429,7 @@ class StreamRelay:
         if chunk.token:
             self._observe_token(seg, st, req)
         if chunk.usage is not None:
-            self.metrics.observe_usage(chunk.usage)
+            self.metrics.observe_usage(chunk.usage, _model(req))
         if chunk.out is not None:
             out.append(chunk.out)
         return None
@@ -434,9 +439,9 @@ class StreamRelay:
         seg.attempt.first_token(now)
         if st.first_at is None:
             st.first_at = now
-            self.metrics.child(self.metrics.ttft, req.route).observe(now - req.started)
+            self.metrics.observe_ttft(req.route, _model(req), now - req.started)
         elif st.last_at is not None:
-            self.metrics.itl.observe(now - st.last_at)
+            self.metrics.observe_itl(_model(req), now - st.last_at)
         st.last_at = now
 
     async def _resume(
