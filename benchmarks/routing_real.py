@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -101,7 +102,7 @@ def _llmfleet(routing: dict[str, object]) -> Callable[[list[str], Path], tuple[s
         log = (tmp / f"gateway-{port}.log").open("wb")
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/ready", 60)
+        wait_http_ok(f"{url}/ready", 240)
         return p, url
 
     return start
@@ -287,7 +288,10 @@ def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Runni
     urls = [r.url for r in reps]
     for u in urls:
         _reset_prefix_cache(u)
-    proc, url = fd.start(urls, tmp)
+    try:
+        proc, url = fd.start(urls, tmp)
+    except (TimeoutError, OSError) as exc:  # a loaded machine: record the cell as not run, go on with the others
+        return Cell(workload, fd.name, *([float("nan")] * 5), 0, os.getloadavg()[0], [0.0], f"not run: {exc}")
     try:
         before = [_counters(u) for u in urls]
         t0 = time.monotonic()
@@ -382,6 +386,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--front-doors", default="", help="Comma-separated substrings of front-door names (default all).")
     ap.add_argument("--workloads", default="conversations,shared_prompt,random")
+    ap.add_argument(
+        "--llmfleet-routing",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='An extra llmfleet front door with this routing section, e.g. loose=\'{"prefix": {"spill_margin": 64}}\'.',
+    )
     ap.add_argument("--quick", action="store_true", help="Smaller workloads (a smoke run).")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "routing_real.md")
     ap.add_argument("--no-record", action="store_true", help="Print the table without appending it to --results.")
@@ -393,7 +404,11 @@ def main() -> None:
     sz = Sizes(conversations=8, turns=3, random_requests=24, shared_turns=2) if args.quick else Sizes()
     wanted = [w for w in args.front_doors.split(",") if w]
     doors, skipped = [], []
-    for fd in FRONT_DOORS:
+    extra = []
+    for spec in args.llmfleet_routing:
+        name, _, js = spec.partition("=")
+        extra.append(FrontDoor(f"llmfleet {name}", _llmfleet(json.loads(js))))
+    for fd in FRONT_DOORS + extra:
         if wanted and not any(w in fd.name for w in wanted):
             continue
         why = fd.available()
