@@ -27,6 +27,9 @@ def test_cache_key_only_for_deterministic_requests() -> None:
     assert cache_key("completions", {**base, "seed": 1}) is not None
     assert cache_key("completions", {**base, "seed": 1, "n": 2}) is None
     assert cache_key("completions", {**base, "seed": 1, "logprobs": 2}) is None
+    # Other routes are never cached: a replay would use the chat/completions chunk format.
+    for route in ("responses", "embeddings", "tokenize", "rerank"):
+        assert cache_key(route, {**base, "temperature": 0, "seed": 1}) is None
 
 
 def test_memory_cache_is_bounded_with_ttl() -> None:

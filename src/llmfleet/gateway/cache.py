@@ -40,12 +40,19 @@ from llmfleet.gateway.shared_state import SharedState, SharedStateUnavailable
 log = logging.getLogger(__name__)
 HEADER = "x-llmfleet-cache"
 _IGNORED = frozenset({"stream", "stream_options", "user"})
+CACHEABLE_ROUTES = frozenset({"completions", "chat"})
 _DUMPS = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _PIECES = re.compile(r"\s*\S+|\s+")
 
 
 def cache_key(route: str, body: dict[str, Any]) -> str | None:
-    """The cache key of a request body, or None when its output is not reproducible."""
+    """The cache key of a request body, or None when its output is not reproducible or not cacheable here.
+
+    Only completions and chat are cached: their streams are replayed in their own chunk format, which the other
+    routes (e.g. the Responses API's events) do not share.
+    """
+    if route not in CACHEABLE_ROUTES:
+        return None
     seeded = body.get("seed") is not None
     greedy = body.get("temperature") in (0, 0.0) and "temperature" in body
     if not (seeded or greedy):
