@@ -25,6 +25,18 @@ from llmfleet.render.prometheus import ScrapeSettings, ScrapeTarget, file_sd_pat
 
 PROMETHEUS = shutil.which("prometheus")
 MODEL = "llama-3.1-8b"
+GPU = "H100"
+ADMIN_TOKEN = "t"
+
+
+def _admin_post(gateway_url: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(
+        f"{gateway_url}/admin/replicas",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
 
 
 @dataclass
@@ -78,13 +90,14 @@ def live_fleet(tmp: Path, alerts: AlertSettings, n_sims: int = 2) -> Iterator[Li
         started += sims
         gw_cfg = GatewayConfig.model_validate(
             {
-                "replicas": [{"url": s.url} for s in sims],
-                "admin_token": "t",
+                "admin_token": ADMIN_TOKEN,
                 "health": {"probe_interval_s": 0.5, "scrape_interval_s": 0.5, "probe_completion": False},
             }
         )
         gateway = AppThread(lambda: create_app(gw_cfg, RoutingConfig())).start()
         started.append(gateway)
+        for i, sim in enumerate(sims):  # as `up` registers them: named and priced (the cost metrics need the GPU)
+            _admin_post(gateway.url, {"url": sim.url, "name": f"r{i}", "gpu": GPU, "gpus": 1})
 
         prom_dir = tmp / "prometheus"
         scrape = ScrapeSettings(discovery="file", scrape_interval="1s", evaluation_interval="1s")
@@ -111,7 +124,7 @@ def live_fleet(tmp: Path, alerts: AlertSettings, n_sims: int = 2) -> Iterator[Li
         live = LiveFleet(f"http://127.0.0.1:{port}", gateway.url, sims, log)
 
         def all_up() -> bool:
-            with contextlib.suppress(OSError, KeyError, AssertionError):
+            with contextlib.suppress(OSError, KeyError, AssertionError, ValueError):  # 503 text while starting
                 ups = live.query("up")
                 return len(ups) == len(targets) and all(r["value"][1] == "1" for r in ups)
             return False

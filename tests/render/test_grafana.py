@@ -18,8 +18,8 @@ from llmfleet.render.grafana import DASHBOARD_FILE, grafana_files, overview_dash
 
 from .live_prometheus import MODEL, PROMETHEUS, LiveFleet, live_fleet
 
-# Series that need a process this test does not run (the control API) or metrics still to come (cost).
-NOT_SCRAPED_HERE = ("llmfleet_autoscaler_", COST_USD_PER_HOUR, COST_USD_PER_MILLION_OUTPUT_TOKENS, GPU_HOURS)
+# Series that need a process this test does not run (the control API publishes the autoscaler's).
+NOT_SCRAPED_HERE = ("llmfleet_autoscaler_",)
 
 
 def _not_scraped(query: str) -> bool:
@@ -98,3 +98,7 @@ def test_every_panel_query_runs_against_prometheus(live: LiveFleet) -> None:
             empty.append((title, q))
     assert all(_not_scraped(q) for _, q in empty), empty
     assert len(empty) < len(queries) / 4
+    cost = [
+        q for _, q in queries if any(m in q for m in (COST_USD_PER_HOUR, COST_USD_PER_MILLION_OUTPUT_TOKENS, GPU_HOURS))
+    ]
+    assert len(cost) == 3 and all(live.query(q) for q in cost)  # the cost panels read the gateway's cost metrics

@@ -18,6 +18,7 @@ import yaml
 
 from llmfleet.config import FleetConfig, parse_fleet_config
 from llmfleet.errors import ConfigError
+from llmfleet.perfmodel import load_catalog
 from llmfleet.render.alerts import AlertSettings, alert_rules, default_daily_budget_usd, rules_document
 from llmfleet.render.prometheus import (
     ScrapeSettings,
@@ -29,6 +30,7 @@ from llmfleet.render.prometheus import (
     write_file_sd,
 )
 
+from .live_prometheus import GPU as FLEET_GPU
 from .live_prometheus import MODEL, PROMETHEUS, live_fleet
 
 PROMTOOL = shutil.which("promtool")
@@ -350,3 +352,8 @@ def test_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
         assert fired() == {"LLMFleetP99LatencyHigh", "LLMFleetGPUMemoryHigh"}
         rules = live.api("rules")["data"]["groups"][0]["rules"]
         assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
+        # The budget rule reads the gateway's cost: two on-demand H100s (live_fleet registers them priced), quiet.
+        (spend,) = live.query("sum(avg_over_time(llmfleet_gateway_cost_usd_per_hour[1h])) * 24")
+        assert float(spend["value"][1]) == pytest.approx(
+            2 * load_catalog([]).gpu(FLEET_GPU).price.on_demand_usd_per_hour * 24
+        )

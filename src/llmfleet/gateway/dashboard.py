@@ -26,6 +26,8 @@ from llmfleet.gateway.registry import Registry, Replica
 from llmfleet.promtext import HistogramTotals, Sample, Scrape
 
 QUANTILES = (0.5, 0.9, 0.99)
+_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"
+"""The page runs its own inline script and style and talks to the gateway only."""
 
 
 class DashboardSource(Protocol):
@@ -90,7 +92,7 @@ class Dashboard:
             body=PAGE.encode(),
             content_type="text/html",
             charset="utf-8",
-            headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self' 'unsafe-inline'"},
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP},
         )
 
     async def feed(self, request: web.Request) -> web.Response:

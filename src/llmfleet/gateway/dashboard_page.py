@@ -23,12 +23,12 @@ PAGE = """<!doctype html>
   #status { color: var(--dim); }
   #status.stale { color: var(--bad); }
   main { padding: 16px 20px; display: grid; gap: 16px; }
-  .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px; }
+  .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px; }
   .card { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
   .card .label { color: var(--dim); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-  .card .value { font-size: 24px; font-variant-numeric: tabular-nums; }
+  .card .value { font-size: 19px; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; }
   .card .sub { color: var(--dim); font-size: 12px; font-variant-numeric: tabular-nums; }
-  .card canvas { width: 100%; height: 34px; display: block; margin-top: 4px; }
+  .card canvas { width: 100%; height: 40px; display: block; margin-top: 6px; }
   section { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
   section h2 { margin: 0 0 8px; font-size: 14px; color: var(--dim); font-weight: 600; }
   table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
@@ -116,11 +116,12 @@ function spark(id, values, color) {
   const finite = values.filter(Number.isFinite);
   if (finite.length < 2) { return; }
   const max = Math.max(...finite, 1e-9);
+  const span = Math.max(values.length, 12);
   g.strokeStyle = color; g.lineWidth = 1.5; g.beginPath();
   let started = false;
   values.forEach((v, i) => {
     if (!Number.isFinite(v)) { started = false; return; }
-    const x = (i / (KEEP - 1)) * w, y = h - 2 - (v / max) * (h - 4);
+    const x = (i / (span - 1)) * w, y = h - 2 - (v / max) * (h - 4);
     if (started) { g.lineTo(x, y); } else { g.moveTo(x, y); started = true; }
   });
   g.stroke();

@@ -26,13 +26,13 @@ JOB_ENGINE = "llmfleet-engine"
 JOB_CONTROL = "llmfleet-control"
 """Job labels of the three kinds of scrape targets (the control API serves the autoscaler's metrics)."""
 
-# Cost metrics the gateway is to export (issue #13); the budget rule and the dashboard's cost panels read them.
+# Cost metrics the gateway exports (llmfleet.gateway.cost); the budget rule and the dashboard's cost panels read them.
 COST_USD_PER_HOUR = "llmfleet_gateway_cost_usd_per_hour"
 """Gauge, labels ``pool``, ``capacity_type``: what the replicas now running cost per hour."""
 GPU_HOURS = "llmfleet_gateway_gpu_hours_total"
 """Counter, labels ``pool``, ``capacity_type``: GPU-hours consumed."""
 COST_USD_PER_MILLION_OUTPUT_TOKENS = "llmfleet_gateway_cost_usd_per_million_output_tokens"
-"""Gauge: USD per 1M output tokens over the gateway's recent window."""
+"""Gauge: USD per 1M output tokens over the gateway's last 300 s (absent without tokens)."""
 
 Severity = Literal["critical", "warning", "info"]
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
