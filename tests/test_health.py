@@ -51,3 +51,30 @@ def test_draining_is_sticky() -> None:
     assert h.drain() is not None
     assert h.observe_probe(False, 0.0, 0.0) is None and h.state == S.DRAINING
     assert h.observe_probe(True, 0.01, 1.0) is None and h.state == S.DRAINING
+
+
+def test_slow_probes_degrade_only_when_slower_than_the_peers() -> None:
+    h = HealthTracker(HealthConfig(healthy_latency_s=0.5, degraded_latency_s=1.0, degraded_peer_factor=2.0))
+    # Fleet-wide load: every probe takes ~2-3 s; this replica is no worse than its peers -> stays healthy.
+    assert h.observe_probe(True, 3.0, 0.0, peer_latency_s=2.0) is None and h.state == S.HEALTHY
+    # Alone slow: 3 s against peers at 0.3 s -> degraded.
+    assert h.observe_probe(True, 3.0, 1.0, peer_latency_s=0.3).new == S.DEGRADED  # type: ignore[union-attr]
+    # As fast as its peers again (even though over healthy_latency_s in absolute terms) -> healthy.
+    assert h.observe_probe(True, 1.5, 2.0, peer_latency_s=1.6).new == S.HEALTHY  # type: ignore[union-attr]
+    # Without peers the absolute threshold decides, as before.
+    assert h.observe_probe(True, 1.5, 3.0).new == S.DEGRADED  # type: ignore[union-attr]
+
+
+def test_a_probe_timeout_while_requests_succeed_is_slow_not_dead() -> None:
+    cfg = HealthConfig(probe_interval_s=10, probe_timeout_s=5, degraded_latency_s=1.0)
+    h = HealthTracker(cfg)
+    h.observe_request(True, now=100.0)
+    t = h.observe_probe(False, 5.0, now=104.0, timed_out=True)
+    assert t is not None and t.new == S.DEGRADED and h.ejections == 0  # busy: judged as a 5 s probe
+    # No request has succeeded for longer than a probe interval + timeout: the timeout ejects.
+    t = h.observe_probe(False, 5.0, now=200.0, timed_out=True)
+    assert t is not None and t.new == S.UNHEALTHY and t.reason == "probe_failed"
+    # A refused probe is a failure whatever the recent requests did.
+    h2 = HealthTracker(cfg)
+    h2.observe_request(True, now=100.0)
+    assert h2.observe_probe(False, 0.0, now=101.0).new == S.UNHEALTHY  # type: ignore[union-attr]

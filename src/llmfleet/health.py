@@ -5,7 +5,11 @@ States: healthy (takes traffic), degraded (slow probes: traffic only when nothin
 
 - A failed probe (connect error, timeout, 5xx) ``failures_to_eject`` times in a row makes a replica unhealthy.
 - A probe slower than ``degraded_latency_s`` makes it degraded; at or under ``healthy_latency_s`` healthy again
-  (in between, the state holds: hysteresis).
+  (in between, the state holds: hysteresis). When the caller knows the peers' latest probe latencies (their
+  median), "slow" also means ``degraded_peer_factor`` times slower than the peers, and as fast as the peers counts
+  as fast: under fleet-wide load every probe is slow, and degrading everyone would only break routing affinity.
+- A probe that *timed out* while the replica kept completing requests (one succeeded within the last probe
+  interval) is a slow probe, not a failure: a busy engine queues the probe behind real work.
 - Passive ejection: ``request_failures_to_eject`` failures in a row, or an error rate over the recent window above
   ``error_rate_to_eject``, eject for a backoff that doubles with each repeat (capped).
 - An unhealthy replica is re-admitted after ``successes_to_readmit`` good probes in a row and once its ejection
@@ -42,6 +46,7 @@ class HealthTracker:
     ejections: int = 0
     ejected_until: float = 0.0
     last_probe_latency_s: float | None = None
+    last_request_ok_at: float | None = None
     _outcomes: deque[bool] = field(default_factory=deque)
 
     def _move(self, new: ReplicaState, reason: str) -> Transition | None:
@@ -60,9 +65,22 @@ class HealthTracker:
         self.request_failures = 0
         return self._move(ReplicaState.UNHEALTHY, reason)
 
-    def observe_probe(self, ok: bool, latency_s: float, now: float) -> Transition | None:
-        """Feed one active probe result."""
+    def observe_probe(
+        self,
+        ok: bool,
+        latency_s: float,
+        now: float,
+        peer_latency_s: float | None = None,
+        timed_out: bool = False,
+    ) -> Transition | None:
+        """Feed one active probe result.
+
+        ``peer_latency_s``: the median of the other routable replicas' latest probe latencies (None: no peers).
+        ``timed_out``: the probe failed by timing out rather than by an error or refusal.
+        """
         cfg = self.config
+        if not ok and timed_out and self._progressing(now):
+            ok = True  # busy, not dead: judged below by its latency like any slow probe
         if not ok:
             self.probe_successes = 0
             self.probe_failures += 1
@@ -81,11 +99,21 @@ class HealthTracker:
                 new = ReplicaState.HEALTHY if latency_s <= cfg.healthy_latency_s else ReplicaState.DEGRADED
                 return self._move(new, "readmitted")
             return None
-        if latency_s > cfg.degraded_latency_s:
+        if self._slow(latency_s, peer_latency_s):
             return self._move(ReplicaState.DEGRADED, "probe_slow")
-        if latency_s <= cfg.healthy_latency_s:
+        if latency_s <= cfg.healthy_latency_s or (peer_latency_s is not None and latency_s <= peer_latency_s):
             return self._move(ReplicaState.HEALTHY, "probe_fast")
         return None
+
+    def _slow(self, latency_s: float, peer_latency_s: float | None) -> bool:
+        if latency_s <= self.config.degraded_latency_s:
+            return False
+        return peer_latency_s is None or latency_s > self.config.degraded_peer_factor * peer_latency_s
+
+    def _progressing(self, now: float) -> bool:
+        """Whether a request succeeded recently enough to vouch for a probe that timed out."""
+        window = self.config.probe_interval_s + self.config.probe_timeout_s
+        return self.last_request_ok_at is not None and now - self.last_request_ok_at <= window
 
     def observe_request(self, ok: bool, now: float) -> Transition | None:
         """Feed one proxied request's outcome (ok = not a connect error, timeout or 5xx)."""
@@ -95,6 +123,7 @@ class HealthTracker:
             self._outcomes.popleft()
         if ok:
             self.request_failures = 0
+            self.last_request_ok_at = now
             return None
         self.request_failures += 1
         if self.state in (ReplicaState.UNHEALTHY, ReplicaState.DRAINING):

@@ -79,3 +79,22 @@ def test_abandoned_attempts_only_release_the_in_flight_count() -> None:
     r = reg.add("http://127.0.0.1:1", models=["m"])
     reg.end(reg.begin(r, REQ), Outcome.abandoned())
     assert (r.in_flight, r.requests_total, r.state, on_complete.calls) == (0, 0, ReplicaState.HEALTHY, [])
+
+
+def test_probes_are_judged_against_the_median_of_peers_serving_the_same_model() -> None:
+    reg = Registry(
+        HealthConfig(healthy_latency_s=0.5, degraded_latency_s=1.0, degraded_peer_factor=2.0), ManualClock(), 0.2
+    )
+    a, b, c = (reg.add(f"http://127.0.0.1:{p}", models=["m"]) for p in (1, 2, 3))
+    other = reg.add("http://127.0.0.1:4", models=["x"])
+    reg.record_probe(other, ok=True, latency_s=0.01)  # another model's replica is not a peer
+    assert reg.peer_probe_latency(a) is None
+    reg.record_probe(b, ok=True, latency_s=2.0)
+    reg.record_probe(c, ok=True, latency_s=3.0)
+    assert reg.peer_probe_latency(a) == 2.5
+    reg.record_probe(a, ok=True, latency_s=2.8)  # loaded like everyone: not degraded
+    assert a.state == ReplicaState.HEALTHY
+    reg.record_probe(b, ok=True, latency_s=0.2)
+    reg.record_probe(c, ok=True, latency_s=0.2)
+    reg.record_probe(a, ok=True, latency_s=2.8)  # now alone in being slow
+    assert a.state == ReplicaState.DEGRADED

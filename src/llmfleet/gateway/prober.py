@@ -103,6 +103,7 @@ class Prober:
         timeout = aiohttp.ClientTimeout(total=self.cfg.probe_timeout_s)
         t0 = self.clock.now()
         ok = False
+        timed_out = False
         try:
             async with self.session.get(f"{r.url}/health", timeout=timeout) as resp:
                 ok = resp.status == 200
@@ -111,11 +112,13 @@ class Prober:
             if ok and self.cfg.probe_completion and r.models:
                 t0 = self.clock.now()
                 ok = await self._probe_completion(r, timeout)
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+        except TimeoutError:
+            ok, timed_out = False, True
+        except (aiohttp.ClientError, ValueError, KeyError):
             ok = False
         latency = self.clock.now() - t0
         if r.id in {x.id for x in self.registry.all()}:
-            self.registry.record_probe(r, ok, latency)
+            self.registry.record_probe(r, ok, latency, timed_out)
 
     async def _probe_completion(self, r: Replica, client_timeout: aiohttp.ClientTimeout) -> bool:
         """A 1-token completion. Giving up at the degraded threshold reports "slow" at once, instead of only

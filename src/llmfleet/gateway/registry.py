@@ -355,8 +355,22 @@ class Registry:
         if self._on_complete is not None:
             self._on_complete(r.id, attempt.request, ok, latency_s if ok else 0.0)
 
-    def record_probe(self, r: Replica, ok: bool, latency_s: float) -> None:
-        self._transition(r, r.health.observe_probe(ok, latency_s, self.clock.now()))
+    def record_probe(self, r: Replica, ok: bool, latency_s: float, timed_out: bool = False) -> None:
+        """Feed an active probe's result, judged against the peers serving the same models."""
+        peers = self.peer_probe_latency(r)
+        self._transition(r, r.health.observe_probe(ok, latency_s, self.clock.now(), peers, timed_out))
+
+    def peer_probe_latency(self, r: Replica) -> float | None:
+        """Median latest probe latency of the other routable replicas sharing a model with ``r`` (None: none)."""
+        seen = sorted(
+            p.health.last_probe_latency_s
+            for p in self._replicas.values()
+            if p is not r and p.health.last_probe_latency_s is not None and p.view().routable and p.models & r.models
+        )
+        if not seen:
+            return None
+        mid = len(seen) // 2
+        return seen[mid] if len(seen) % 2 else (seen[mid - 1] + seen[mid]) / 2
 
     def drain(self, replica_id: str) -> Replica | None:
         r = self._replicas.get(normalize_url(replica_id))
