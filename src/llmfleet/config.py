@@ -266,6 +266,12 @@ class HealthConfig(_Section):
     )
     healthy_latency_s: float = Field(0.5, gt=0, description="Probe latency at or under this is healthy.")
     degraded_latency_s: float = Field(1.0, gt=0, description="Probe latency over this marks the replica degraded.")
+    degraded_peer_factor: float = Field(
+        2.0,
+        ge=1.0,
+        description="... but only when it is also this many times slower than the median of its peers' latest "
+        "probes: a fleet-wide slowdown (load) degrades nobody. 1 disables the peer comparison.",
+    )
     failures_to_eject: int = Field(1, ge=1, description="Consecutive failed probes that mark a replica unhealthy.")
     successes_to_readmit: int = Field(2, ge=1, description="Consecutive good probes that re-admit a replica.")
     request_failures_to_eject: int = Field(3, ge=1, description="Consecutive failed requests that eject a replica.")
