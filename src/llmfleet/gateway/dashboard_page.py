@@ -26,7 +26,7 @@ PAGE = """<!doctype html>
   .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 12px; }
   .card { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
   .card .label { color: var(--dim); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-  .card .value { font-size: 19px; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; }
+  .card .value { font-size: 17px; font-variant-numeric: tabular-nums; white-space: nowrap; overflow: hidden; }
   .card .sub { color: var(--dim); font-size: 12px; font-variant-numeric: tabular-nums; }
   .card canvas { width: 100%; height: 40px; display: block; margin-top: 6px; }
   section { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
