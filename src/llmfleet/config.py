@@ -288,6 +288,12 @@ class GatewayReplicaConfig(_Section):
     url: str = Field(pattern=r"^https?://", description="Base URL, e.g. http://127.0.0.1:8001.")
     pool: str = Field("default", min_length=1, description="Pool name (tiered routing, spot/reserved).")
     weight: float = Field(1.0, gt=0, description="Relative capacity.")
+    name: str | None = Field(None, description="Name in metrics and status (default: replica-<n>).")
+    gpu: str | None = Field(None, description="GPU catalog name, for the cost metrics (unset: not billed).")
+    gpus: int = Field(1, ge=1, description="GPUs per replica (tensor parallel size), for the cost metrics.")
+    capacity_type: Literal["on-demand", "spot", "reserved"] = Field(
+        "on-demand", description="Which catalog price applies to this replica."
+    )
 
 
 class GatewayDiscoveryConfig(_Section):

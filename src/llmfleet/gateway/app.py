@@ -111,7 +111,8 @@ class Gateway:
         )
         self.prober = Prober(self.registry, self.session, self.config.health, self.clock)
         for rc in self.config.replicas:
-            await self.add_replica(rc.url, rc.pool, rc.weight)
+            hw = Hardware(rc.gpu, rc.gpus, rc.capacity_type) if rc.gpu else None
+            await self.add_replica(rc.url, rc.pool, rc.weight, name=rc.name, hardware=hw)
         self.prober.start()
 
     async def stop(self) -> None:

@@ -20,7 +20,7 @@ from llmfleet.config import (
     load_fleet_config,
     validate_section,
 )
-from llmfleet.errors import ConfigError
+from llmfleet.errors import ConfigError, LLMFleetError
 from llmfleet.gateway.app import create_app
 from llmfleet.gateway.workers import serve_workers
 
@@ -55,7 +55,23 @@ def load_gateway_fleet(
             "discovery": found,
         }
         gateway = validate_section(GatewayConfig, data, "gateway")
+    _check_replica_gpus(gateway)
     return gateway, cfg.routing, cfg
+
+
+def _check_replica_gpus(gateway: GatewayConfig) -> None:
+    """A priced replica's GPU must be in the catalog (checked before serving, naming the key)."""
+    if not any(r.gpu for r in gateway.replicas):
+        return
+    from llmfleet.perfmodel.catalog import load_catalog
+
+    catalog = load_catalog()
+    for i, r in enumerate(gateway.replicas):
+        if r.gpu:
+            try:
+                catalog.gpu(r.gpu)
+            except LLMFleetError as exc:
+                raise ConfigError(f"gateway.replicas[{i}].gpu: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:

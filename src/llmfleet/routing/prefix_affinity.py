@@ -14,9 +14,10 @@ For each request the prompt's chained block keys are looked up in a bounded :cla
 
 "Overloaded" means the load exceeds both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the
 eligible replicas: a conversation leaves its cache only when the fleet is imbalanced (a miss on a long prompt
-costs a full prefill), and the bound keeps a popular prefix from piling everything onto one replica. Load is the gateway's in-flight count, or the engine's scraped running + waiting when larger and
-scraped at most ``engine_load_max_age_s`` ago, per unit of weight. Every decision is recorded, so after a spill
-the prefix is remembered on the new replica too (up to ``replicas_per_block`` holders per block). Replicas absent for
+costs a full prefill), and the bound keeps a popular prefix from piling everything onto one replica. Load is the
+gateway's in-flight count, or the engine's scraped running + waiting when larger and scraped at most
+``engine_load_max_age_s`` ago, per unit of weight. Every decision is recorded, so after a spill the prefix is
+remembered on the new replica too (up to ``replicas_per_block`` holders per block). Replicas absent for
 ``forget_after_s`` are forgotten (see :mod:`llmfleet.routing.membership`).
 """
 
