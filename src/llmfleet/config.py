@@ -8,6 +8,7 @@ names the offending key (``engine.max_num_seqs: Input should be greater than 0``
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -76,11 +77,26 @@ class SimEngineConfig(_Section):
     faults: FaultConfig = Field(default_factory=FaultConfig)
 
 
+_INDEXED_LISTS = frozenset({"models"})
+"""Lists whose errors name entries as ``models[1].replicas`` (older lists keep ``deploy.pools.0.name``, quoted by
+tests and docs)."""
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i > 0 and loc[i - 1] in _INDEXED_LISTS:
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
+    return key
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem, each naming the full dotted key."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err.get("loc", ()))
+        key = _dotted(tuple(err.get("loc", ())))
         full = f"{prefix}.{key}" if prefix and key else (prefix or key)
         lines.append(f"{full}: {err.get('msg', 'invalid value')}")
     return "; ".join(lines)
@@ -251,6 +267,30 @@ class FleetSection(_Section):
     max_replicas: int | None = Field(None, ge=1, description="Autoscaler ceiling (default: replicas).")
     spot_replicas: int = Field(0, ge=0, description="How many of the initial replicas run as spot capacity.")
     rollout_verify_s: float = Field(5.0, ge=0, description="A rollout watches the new replicas this long.")
+
+
+class ModelConfig(_Section):
+    """One model of a multi-model fleet (an entry of ``models:``; see docs/multi-model.md).
+
+    ``engine``, ``vllm`` and ``autoscaler`` hold only what differs from the fleet-wide sections of the same names;
+    the rest is inherited. Replica counts and bounds default to the ``fleet`` section's.
+    """
+
+    name: str = Field(min_length=1, description="Served model name: what clients send as ``model``.")
+    replicas: int | None = Field(None, ge=1, le=64, description="Replicas to start (default: fleet.replicas).")
+    min_replicas: int | None = Field(
+        None, ge=1, description="Autoscaler floor (default: fleet.min_replicas, replicas)."
+    )
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaler ceiling (default: fleet.max_replicas, ...).")
+    spot_replicas: int = Field(0, ge=0, description="How many of the initial replicas run as spot capacity.")
+    pool: str = Field("default", min_length=1, description="Pool of this model's replicas (tiered routing, cost).")
+    engine: dict[str, Any] = Field(
+        default_factory=dict, description="Simulated engine settings over the ``engine`` section (gpu, model, ...)."
+    )
+    vllm: dict[str, Any] = Field(default_factory=dict, description="vLLM settings over the ``vllm`` section.")
+    autoscaler: dict[str, Any] = Field(
+        default_factory=dict, description="Autoscaler settings over the ``autoscaler`` section (policies, targets)."
+    )
 
 
 # --- gateway and health (owner: lead) ----------------------------------------------------------------------------
@@ -874,15 +914,96 @@ class FleetConfig(_Section):
         serialization_alias="validate",
         description="Pre-production checks and their targets (section ``validate``; `llmfleet validate`).",
     )
+    models: list[ModelConfig] = Field(
+        default_factory=list,
+        description="Several models in one `llmfleet up` fleet, each with its own replicas and autoscaler (empty: "
+        "the one model of the engine/vllm sections).",
+    )
 
 
 def parse_fleet_config(data: dict[str, Any], source: str = "") -> FleetConfig:
     """Validate a fleet.yaml mapping; errors name the dotted key (prefixed by ``source`` when given)."""
     try:
-        return FleetConfig.model_validate(data)
+        cfg = FleetConfig.model_validate(data)
     except ValidationError as exc:
         msg = format_validation_error(exc)
         raise ConfigError(f"{source}: {msg}" if source else msg) from None
+    model_settings(cfg, source)  # each entry's merged sections, checked once for every command
+    return cfg
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One model of a fleet with everything resolved: its entry's overrides merged over the fleet-wide sections."""
+
+    name: str
+    """Served model name."""
+    replicas: int
+    spot_replicas: int
+    pool: str
+    engine: SimEngineConfig
+    """Its simulated engine (``served_model_name`` is ``name``)."""
+    vllm: VLLMEngineConfig
+    """Its vLLM settings (``served_model_name`` is ``name``)."""
+    autoscaler: AutoscalerConfig
+    """Its controller; ``min_replicas``/``max_replicas`` are the entry's bounds."""
+
+
+def model_settings(cfg: FleetConfig, source: str = "") -> list[ModelSettings]:
+    """The entries of ``models:`` resolved (empty for a single-model fleet); :class:`ConfigError` naming the key
+    (``models[1].engine.max_num_seqs: ...``).
+
+    Bounds: an entry's ``autoscaler.min_replicas`` wins over its ``min_replicas``, then the ``autoscaler`` section's,
+    then ``fleet.min_replicas``, then its ``replicas`` (the same order for ``max_replicas``, which is at least
+    ``replicas``).
+    """
+    where = f"{source}: " if source else ""
+    out: list[ModelSettings] = []
+    seen: dict[str, int] = {}
+    auto_top = cfg.autoscaler.model_dump(exclude_unset=True)
+    for i, m in enumerate(cfg.models):
+        key = f"models[{i}]"
+        if m.name in seen:
+            raise ConfigError(f"{where}{key}.name: {m.name!r} is already the name of models[{seen[m.name]}]")
+        seen[m.name] = i
+        for section, named in (
+            ("engine", m.engine.get("served_model_name")),
+            ("vllm", m.vllm.get("served_model_name")),
+        ):
+            if named is not None and named != m.name:
+                raise ConfigError(f"{where}{key}.{section}.served_model_name: the entry's name ({m.name!r}) is served")
+        if m.engine.get("time_scale", cfg.engine.time_scale) != cfg.engine.time_scale:
+            raise ConfigError(
+                f"{where}{key}.engine.time_scale: every model runs on the fleet's clock; set engine.time_scale"
+            )
+        engine = validate_section(
+            SimEngineConfig,
+            merge_overrides(cfg.engine.model_dump(), {**m.engine, "served_model_name": m.name}),
+            f"{where}{key}.engine",
+        )
+        vllm = validate_section(
+            VLLMEngineConfig,
+            merge_overrides(cfg.vllm.model_dump(), {**m.vllm, "served_model_name": m.name}),
+            f"{where}{key}.vllm",
+        )
+        replicas = m.replicas or cfg.fleet.replicas
+        auto = merge_overrides(auto_top, m.autoscaler)
+        for bound, entry, fleet in (
+            ("min_replicas", m.min_replicas, cfg.fleet.min_replicas),
+            ("max_replicas", m.max_replicas, cfg.fleet.max_replicas),
+        ):
+            if bound not in m.autoscaler and entry is not None:
+                auto[bound] = entry
+            auto.setdefault(bound, fleet)
+            if auto[bound] is None:
+                del auto[bound]
+        auto.setdefault("min_replicas", replicas)
+        auto.setdefault("max_replicas", max(replicas, auto["min_replicas"]))
+        autoscaler = validate_section(AutoscalerConfig, auto, f"{where}{key}.autoscaler")
+        if m.spot_replicas > replicas:
+            raise ConfigError(f"{where}{key}.spot_replicas: {m.spot_replicas} is more than its {replicas} replicas")
+        out.append(ModelSettings(m.name, replicas, m.spot_replicas, m.pool, engine, vllm, autoscaler))
+    return out
 
 
 def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

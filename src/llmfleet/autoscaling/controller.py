@@ -53,8 +53,12 @@ class Controller:
         extra_policies: dict[str, PolicyFn] | None = None,
         publish: Callable[[Decision], Awaitable[None]] | None = None,
         registry: CollectorRegistry | None = None,
+        name: str = "",
     ) -> None:
+        """``name`` (a model's, in a multi-model fleet) tags its log lines and task."""
         self.source = source
+        self.name = name
+        self._log_tag = f"autoscaler [{name}]" if name else "autoscaler"
         self.provider = provider
         self.cfg = cfg
         self.clock = clock
@@ -135,7 +139,12 @@ class Controller:
         self.decisions.labels(decision.direction, decision.label).inc()
         if decision.replicas != current:
             log.warning(
-                "autoscaler: %d -> %d replicas [%s]: %s", current, decision.replicas, decision.label, decision.reason
+                "%s: %d -> %d replicas [%s]: %s",
+                self._log_tag,
+                current,
+                decision.replicas,
+                decision.label,
+                decision.reason,
             )
             try:
                 await self._stage("scale", self.provider.scale_to(decision.replicas, decision.reason))
@@ -144,7 +153,7 @@ class Controller:
                 self.state = replace(self.state, last_scale_at=before.last_scale_at)
                 raise
         else:
-            log.info("autoscaler: hold at %d [%s]: %s", current, decision.label, decision.reason)
+            log.info("%s: hold at %d [%s]: %s", self._log_tag, current, decision.label, decision.reason)
         if self.publish is not None:
             with contextlib.suppress(Exception):  # status publishing must never stop the control loop
                 await self.publish(decision)
@@ -155,13 +164,13 @@ class Controller:
             try:
                 await self.step()
             except LLMFleetError as exc:  # an expected failure (signals or provider unreachable): one line
-                log.warning("autoscaler step failed (%s); retrying in %gs", exc, self.cfg.interval_s)
+                log.warning("%s step failed (%s); retrying in %gs", self._log_tag, exc, self.cfg.interval_s)
             except Exception:
-                log.exception("autoscaler step failed; retrying next interval")
+                log.exception("%s step failed; retrying next interval", self._log_tag)
             await self.clock.sleep(self.cfg.interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="autoscaler")
+        self._task = asyncio.create_task(self.run(), name=self._log_tag)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -74,13 +74,23 @@ def _failed(labels: Mapping[str, str]) -> bool:
     return status.startswith("5") or status == "0"
 
 
-def gateway_totals(s: Scrape) -> Totals:
-    """The gateway's totals (``llmfleet_gateway_*``); a request failed when it answered 5xx or nothing (status 0)."""
+def gateway_totals(s: Scrape, model: str | None = None) -> Totals:
+    """The gateway's totals (``llmfleet_gateway_*``); a request failed when it answered 5xx or nothing (status 0).
+
+    With ``model``, only that model's series (their ``model`` label): one model's signals in a multi-model fleet.
+    """
+
+    def mine(labels: Mapping[str, str]) -> bool:
+        return model is None or labels.get("model") == model
+
+    def failed(labels: Mapping[str, str]) -> bool:
+        return mine(labels) and _failed(labels)
+
     return Totals(
-        s.counter(GATEWAY_REQUESTS),
-        s.counter(GATEWAY_REQUESTS, _failed) or 0.0,
-        HistogramTotals.of(s, GATEWAY_LATENCY),
-        HistogramTotals.of(s, GATEWAY_TTFT),
+        s.counter(GATEWAY_REQUESTS, mine),
+        s.counter(GATEWAY_REQUESTS, failed) or 0.0,
+        HistogramTotals.of(s, GATEWAY_LATENCY, mine),
+        HistogramTotals.of(s, GATEWAY_TTFT, mine),
     )
 
 

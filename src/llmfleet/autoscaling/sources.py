@@ -17,7 +17,9 @@ class GatewaySignalSource:
     """Turns the gateway's counters into rates and window means, in the controller's clock.
 
     ``time_scale`` converts the gateway's wall-clock latencies into simulated seconds when the fleet runs faster
-    than real time (``--time-scale``), so thresholds keep their meaning.
+    than real time (``--time-scale``), so thresholds keep their meaning. With ``model`` the sample covers that
+    model only: the replicas that list it in their ``models`` and the gateway series labelled with it (one
+    controller per model in a multi-model fleet).
     """
 
     def __init__(
@@ -28,8 +30,10 @@ class GatewaySignalSource:
         time_scale: float = 1.0,
         timeout_s: float = 5.0,
         quantile: float = 0.95,
+        model: str | None = None,
     ) -> None:
         self.admin = admin
+        self.model = model
         self.session = session
         self.url = gateway_url.rstrip("/")
         self.time_scale = time_scale
@@ -41,8 +45,10 @@ class GatewaySignalSource:
     async def sample(self, now: float) -> FleetSample:
         """One observation: rates and latencies over the time since the previous call (none on the first)."""
         replicas = await self.admin.replicas()
+        if self.model is not None:
+            replicas = [r for r in replicas if self.model in r.get("models", ())]
         try:
-            totals = gateway_totals(await get_page(self.session, self.url, self.timeout))
+            totals = gateway_totals(await get_page(self.session, self.url, self.timeout), self.model)
         except (aiohttp.ClientError, TimeoutError, MetricsParseError) as exc:
             raise SignalSourceError(f"gateway metrics at {self.url}: {exc!r}") from None
         prev, prev_t = self._prev, self._prev_t

@@ -1,13 +1,15 @@
 """What the control API can ask of a running fleet: rollouts and spot interruptions (:class:`FleetControl`).
 
-Both change the fleet's size for a while, so the autoscaler holds still until they finish. A bad setting in a
-rollout is a :class:`~llmfleet.errors.ConfigError` naming the key (the control API answers it with HTTP 400).
+Both change the fleet's size for a while, so the autoscaler holds still until they finish (in a multi-model fleet,
+the affected model's). A bad setting in a rollout is a :class:`~llmfleet.errors.ConfigError` naming the key (the
+control API answers it with HTTP 400). Rollouts of multi-model fleets are not automated yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ from llmfleet.config import SimEngineConfig, merge_overrides, parse_fleet_config
 from llmfleet.engines.launch import EngineLauncher
 from llmfleet.errors import InvalidRequestError
 from llmfleet.fleet.launchers import SimLauncher
-from llmfleet.fleet.local_provider import LocalProvider, PortAllocator
+from llmfleet.fleet.local_provider import PortAllocator
+from llmfleet.fleet.model_fleet import ModelFleet
 from llmfleet.fleet.options import UpOptions, check_sim_engine
 from llmfleet.fleet.rollout import Rollout, retire
 from llmfleet.fleet.supervisor import Supervisor
@@ -38,30 +41,40 @@ def patched_engine(current: SimEngineConfig, patch: dict[str, Any]) -> SimEngine
 
 
 class FleetActions:
-    """Rollouts and spot interruptions on the fleet `llmfleet up` runs; ``sup`` always owns the serving replicas."""
+    """Rollouts and spot interruptions on the fleet `llmfleet up` runs; each model's ``sup`` always owns its serving
+    replicas (a rollout swaps it)."""
 
     def __init__(
         self,
         opts: UpOptions,
-        sup: Supervisor,
+        models: list[ModelFleet],
         make_supervisor: SupervisorFactory,
         admin: GatewayAdminClient,
         session: aiohttp.ClientSession,
         run_dir: Path,
         clock: Clock,
     ) -> None:
+        """``make_supervisor`` makes supervisors for the (single) model's rollouts."""
         self.opts = opts
-        self.sup = sup
+        self.models = models
         self.make_supervisor = make_supervisor
         self.admin = admin
         self.session = session
         self.run_dir = run_dir
         self.clock = clock
-        self.controller: Controller | None = None
-        self.provider: LocalProvider | None = None
         self.allocate_port = PortAllocator(opts.host)
         self._generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def sup(self) -> Supervisor:
+        """The first (in a single-model fleet: the) model's supervisor."""
+        return self.models[0].sup
+
+    @property
+    def controller(self) -> Controller | None:
+        """The first (in a single-model fleet: the) model's controller."""
+        return self.models[0].controller
 
     async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
         """Start replacing every replica with ``engine_patch`` applied; each keeps its pool and capacity type."""
@@ -69,6 +82,11 @@ class FleetActions:
             raise InvalidRequestError(
                 "rollouts of real vLLM replicas: give new settings in fleet.yaml and restart (not automated yet)"
             )
+        if len(self.models) > 1:
+            raise InvalidRequestError(
+                "rollouts of a multi-model fleet: give new settings in fleet.yaml and restart (not automated yet)"
+            )
+        unit = self.models[0]
         new_cfg = patched_engine(self.opts.sim, engine_patch)
         self._generation += 1
         tag = f"gen-{self._generation}"
@@ -88,13 +106,14 @@ class FleetActions:
         )
 
         async def run() -> None:
-            with self.autoscaler_paused("rollout in progress"):
+            with self.autoscaler_paused(unit, "rollout in progress"):
                 result = await rollout.run()
-            if result is not self.sup:
-                self.sup = result
+            if result is not unit.sup:
+                unit.sup = result
                 self.opts.config.engine = new_cfg
-                if self.provider is not None:
-                    self.provider.supervisor = result
+                self.opts.models[0] = dataclasses.replace(self.opts.models[0], engine=new_cfg)
+                if unit.provider is not None:
+                    unit.provider.supervisor = result
 
         task = asyncio.create_task(run(), name="rollout")
         self._tasks.add(task)
@@ -103,22 +122,24 @@ class FleetActions:
 
     async def spot_interrupt(self, url: str) -> dict[str, Any]:
         """Backfill with reserved capacity first, then drain and stop the interrupted replica."""
-        victim = next((r for r in self.sup.replicas if r.url == url.rstrip("/")), None)
-        if victim is None:
+        found = ((m, r) for m in self.models for r in m.sup.replicas if r.url == url.rstrip("/"))
+        unit, victim = next(found, (None, None))
+        if unit is None or victim is None:
             raise InvalidRequestError(f"no replica {url} in this fleet", param="url")
-        with self.autoscaler_paused(f"spot interruption of {url}"):
-            backfill = self.sup.add(self.allocate_port(), "reserved", "reserved")
-            await self.sup.wait_ready([backfill], self.opts.ready_timeout_s)
-            await retire(self.admin, self.sup, [victim], self.clock, self.opts.autoscaler.drain_timeout_s)
+        sup = unit.sup
+        with self.autoscaler_paused(unit, f"spot interruption of {url}"):
+            backfill = sup.add(self.allocate_port(), "reserved", "reserved")
+            await sup.wait_ready([backfill], self.opts.ready_timeout_s)
+            await retire(self.admin, sup, [victim], self.clock, unit.settings.autoscaler.drain_timeout_s)
         return {"interrupted": url, "backfilled_by": backfill.url, "capacity_type": backfill.capacity_type}
 
     @contextlib.contextmanager
-    def autoscaler_paused(self, reason: str) -> Iterator[None]:
-        """The autoscaler holds the fleet size while a rollout or a backfill changes it."""
-        if self.controller is not None:
-            self.controller.pause(reason)
+    def autoscaler_paused(self, unit: ModelFleet, reason: str) -> Iterator[None]:
+        """``unit``'s autoscaler holds its size while a rollout or a backfill changes it."""
+        if unit.controller is not None:
+            unit.controller.pause(reason)
         try:
             yield
         finally:
-            if self.controller is not None:
-                self.controller.resume()
+            if unit.controller is not None:
+                unit.controller.resume()

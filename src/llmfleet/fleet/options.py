@@ -4,6 +4,10 @@
 :class:`~llmfleet.config.FleetConfig`; :func:`preflight` then checks what the schema cannot (catalog names, whether
 the model fits the GPU, the routing policy, the gateway port), so a mistake is one line naming the key before any
 process is started.
+
+A fleet serves one model (the ``engine``/``vllm`` sections) or several (``models:``); either way
+:attr:`UpOptions.models` lists them resolved (:class:`~llmfleet.config.ModelSettings`), a single model being the
+one-entry case.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from llmfleet.clock import WallClock
 from llmfleet.config import (
     AutoscalerConfig,
     FleetConfig,
+    ModelSettings,
     SimEngineConfig,
     VLLMEngineConfig,
     load_yaml,
     merge_overrides,
+    model_settings,
     parse_fleet_config,
     validate_section,
 )
@@ -35,6 +41,29 @@ class UpOptions:
 
     config: FleetConfig = field(default_factory=FleetConfig)
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    models: list[ModelSettings] = field(default_factory=list)
+    """The models the fleet serves, resolved (default: from ``config``; one entry for a single-model fleet)."""
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            self.models = model_settings(self.config) or [self._single_model()]
+
+    def _single_model(self) -> ModelSettings:
+        cfg = self.config
+        if self.engine == "sim":
+            name = cfg.engine.served_model_name or cfg.engine.model
+        else:
+            from llmfleet.engines.vllm import served_name
+
+            name = served_name(cfg.vllm) if cfg.vllm.model else cfg.vllm.served_model_name or "-"
+        return ModelSettings(
+            name, cfg.fleet.replicas, self.spot_replicas, "default", cfg.engine, cfg.vllm, cfg.autoscaler
+        )
+
+    @property
+    def multi_model(self) -> bool:
+        """Whether fleet.yaml declares ``models:`` (each model gets its own replicas, controller and log folder)."""
+        return bool(self.config.models)
 
     @property
     def replicas(self) -> int:
@@ -103,6 +132,8 @@ def build_options(config_path: Path | None, overrides: dict[str, Any]) -> UpOpti
     source = str(config_path) if config_path is not None else ""
     data = merge_overrides(load_yaml(config_path) if config_path is not None else {}, overrides)
     cfg = parse_fleet_config(data, source)
+    if cfg.models:  # each model has its own bounds (model_settings); the autoscaler section stays as written
+        return UpOptions(config=cfg, models=model_settings(cfg, source))
     auto = cfg.autoscaler.model_dump(exclude_unset=True)
     auto.setdefault("min_replicas", cfg.fleet.min_replicas or cfg.fleet.replicas)
     auto.setdefault("max_replicas", cfg.fleet.max_replicas or max(cfg.fleet.replicas, auto["min_replicas"]))
@@ -112,39 +143,58 @@ def build_options(config_path: Path | None, overrides: dict[str, Any]) -> UpOpti
 
 def preflight(opts: UpOptions) -> None:
     """Checks the schema cannot make, before any process starts; :class:`ConfigError` naming the key."""
-    if opts.engine == "sim":
-        check_sim_engine(opts.sim)
-    else:
-        _check_vllm(opts.vllm, opts.replicas)
+    for i, m in enumerate(opts.models):
+        key = f"models[{i}]." if opts.multi_model else ""
+        if opts.engine == "sim":
+            check_sim_engine(m.engine, f"{key}engine")
+        else:
+            _check_vllm(m.vllm, m.replicas, f"{key}vllm")
+    if opts.engine == "vllm" and opts.multi_model:
+        _check_gpus_disjoint(opts.models)
     from llmfleet.routing.factory import build_policy
 
     build_policy(opts.config.routing, WallClock(), random.Random(0))
     _check_port(opts.host, opts.port)
 
 
-def check_sim_engine(sim: SimEngineConfig) -> None:
-    """The GPU and model exist in the catalog and the model fits (what each replica would check at start-up)."""
+def check_sim_engine(sim: SimEngineConfig, key: str = "engine") -> None:
+    """The GPU and model exist in the catalog and the model fits (what each replica would check at start-up);
+    errors name the key under ``key`` (the section: ``engine``, ``models[1].engine``)."""
     from llmfleet.engines.sim.server import build_engine
     from llmfleet.perfmodel import load_catalog
 
     catalog = load_catalog()
-    for key, lookup, name in (("gpu", catalog.gpu, sim.gpu), ("model", catalog.model, sim.model)):
+    for field_, lookup, name in (("gpu", catalog.gpu, sim.gpu), ("model", catalog.model, sim.model)):
         try:
             lookup(name)
         except CatalogError as exc:
-            raise ConfigError(f"engine.{key}: {exc}") from None
-    build_engine(sim)  # sizes the KV cache: "engine: ... does not fit on 1 x L40S ..."
+            raise ConfigError(f"{key}.{field_}: {exc}") from None
+    try:
+        build_engine(sim)  # sizes the KV cache: "engine: ... does not fit on 1 x L40S ..."
+    except ConfigError as exc:
+        if key == "engine":
+            raise
+        raise ConfigError(f"{key}{str(exc).removeprefix('engine')}") from None
 
 
-def _check_vllm(vllm: VLLMEngineConfig, replicas: int) -> None:
+def _check_vllm(vllm: VLLMEngineConfig, replicas: int, key: str = "vllm") -> None:
     if not vllm.model:
-        raise ConfigError("vllm.model: give a model directory (e.g. made by `llmfleet demo-model DIR`) or --model")
+        raise ConfigError(f"{key}.model: give a model directory (e.g. made by `llmfleet demo-model DIR`) or --model")
     need = replicas * vllm.tensor_parallel_size
     if vllm.gpus is not None and len(vllm.gpus) < need:
         raise ConfigError(
-            f"vllm.gpus: {replicas} replicas x tensor_parallel_size {vllm.tensor_parallel_size} need {need} GPUs, "
+            f"{key}.gpus: {replicas} replicas x tensor_parallel_size {vllm.tensor_parallel_size} need {need} GPUs, "
             f"{len(vllm.gpus)} listed"
         )
+
+
+def _check_gpus_disjoint(models: list[ModelSettings]) -> None:
+    """Two models' vLLM replicas must not be given the same GPU."""
+    owner: dict[int, int] = {}
+    for i, m in enumerate(models):
+        for gpu in m.vllm.gpus or []:
+            if owner.setdefault(gpu, i) != i:
+                raise ConfigError(f"models[{i}].vllm.gpus: GPU {gpu} is also models[{owner[gpu]}]'s")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -18,7 +18,8 @@ from llmfleet.render.prometheus import ScrapeTarget, file_sd_path, write_file_sd
 class PrometheusTargets:
     """Supervisor listener keeping ``<run_dir>/prometheus/targets/llmfleet-up.json`` equal to the live endpoints.
 
-    Engine targets carry ``replica`` (the replica's stable name), ``pool`` and ``capacity_type`` labels.
+    Engine targets carry ``replica`` (the replica's stable name), ``pool`` and ``capacity_type`` labels, and
+    ``model`` in a multi-model fleet.
     """
 
     def __init__(self, run_dir: Path, gateway_url: str) -> None:
@@ -34,6 +35,8 @@ class PrometheusTargets:
             out.append(ScrapeTarget(JOB_CONTROL, self.control_url))
         for r in sorted(self._replicas.values(), key=lambda r: (r.name, r.port)):
             labels = {"replica": r.name or f"r{r.index}", "pool": r.pool, "capacity_type": r.capacity_type}
+            if r.model:
+                labels["model"] = r.model
             out.append(ScrapeTarget(JOB_ENGINE, r.url, labels))
         return out
 

@@ -3,6 +3,9 @@
 ``--watch`` redraws it in place (:func:`watch`, a rich ``Live`` view) until Ctrl-C; the table fits the terminal's
 width by dropping its least important columns.
 
+Replicas are grouped by the models they serve (:func:`group_by_model`): one table per model in a multi-model fleet,
+and ``by_model`` in the JSON document.
+
 The gateway's request and failure totals are taken from its Prometheus counters
 (``llmfleet_gateway_requests``), which only grow: the admin document sums per-replica counts, and a replica
 that restarts rejoins the gateway with fresh ones, so that sum can go down.
@@ -54,7 +57,24 @@ async def fetch_status(url: str, token: str | None, timeout_s: float = 5.0) -> d
         counted = None
     if counted is not None:
         doc["gateway"]["requests_total"], doc["gateway"]["failures_total"] = counted
+    doc["by_model"] = {
+        model: {"replicas": [r["name"] or r["url"] for r in rows], "routable": sum(_routable(r) for r in rows)}
+        for model, rows in group_by_model(doc["replicas"]).items()
+    }
     return doc
+
+
+def group_by_model(replicas: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Replicas by the models they serve, as listed by their ``/v1/models`` (``"base, adapter"`` for a replica with
+    a LoRA adapter; ``-`` while not known yet), in order of first appearance."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in replicas:
+        groups.setdefault(", ".join(r.get("models") or ["-"]), []).append(r)
+    return groups
+
+
+def _routable(r: dict[str, Any]) -> bool:
+    return str(r["state"]) in ("healthy", "degraded")
 
 
 def counted_totals(scrape: Scrape) -> tuple[int, int] | None:
@@ -129,27 +149,39 @@ def status_view(status: dict[str, Any], width: int) -> Group:
     """The status as one renderable, fitted to ``width`` columns: the replica table (narrow terminals drop the
     least important columns and the ``http://``), the gateway's totals and the autoscaler's last decision."""
     gw = status["gateway"]
-    rows = [_cells(r, short_url=width < 120) for r in status["replicas"]]
-    cols = _fit_columns(rows, width)
-    table = Table(
-        title=f"llmfleet: {gw['replicas_routable']}/{gw['replicas_total']} replicas routable, "
+    title = (
+        f"llmfleet: {gw['replicas_routable']}/{gw['replicas_total']} replicas routable, "
         f"policy {gw['policy']}, models {', '.join(gw['models']) or '-'}"
     )
-    for col in cols:
-        table.add_column(col, justify="left" if col in _LEFT else "right")
-    for row in rows:
-        table.add_row(*(row[c] for c in cols))
+    groups = group_by_model(status["replicas"])
+    short = width < 120
+    cols = _fit_columns([_cells(r, short) for r in status["replicas"]], width)
+    tables: list[Table | Text] = []
+    if len(groups) > 1:
+        tables.append(Text(title, style="italic"))
+    for model, replicas in groups.items() if len(groups) > 1 else [("", status["replicas"])]:
+        routable = sum(_routable(r) for r in replicas)
+        table = Table(title=f"model {model}: {routable}/{len(replicas)} replicas routable" if model else title)
+        for col in cols:
+            table.add_column(col, justify="left" if col in _LEFT else "right")
+        for row in (_cells(r, short) for r in replicas):
+            table.add_row(*(row[c] for c in cols))
+        tables.append(table)
     totals = Text(
         f"gateway: {gw['in_flight']} in flight, {gw['requests_total']} requests, "
         f"{gw['failures_total']} upstream failures{' (draining)' if gw['draining'] else ''}"
     )
     auto = status.get("autoscaler")
-    decision = Text(
-        f"autoscaler: desired {auto.get('replicas')} — {auto.get('reason')}"
-        if auto
-        else "autoscaler: no decision published"
-    )
-    return Group(table, totals, decision)
+    if auto and isinstance(auto.get("models"), dict):  # a multi-model fleet: each model's last decision
+        decisions = [
+            Text(f"autoscaler [{model}]: desired {d.get('replicas')} — {d.get('reason')}")
+            for model, d in auto["models"].items()
+        ]
+    elif auto:
+        decisions = [Text(f"autoscaler: desired {auto.get('replicas')} — {auto.get('reason')}")]
+    else:
+        decisions = [Text("autoscaler: no decision published")]
+    return Group(*tables, totals, *decisions)
 
 
 def render(status: dict[str, Any], console: Console) -> None:

@@ -76,6 +76,8 @@ class ManagedReplica:
     capacity_type: str = "on-demand"
     name: str = ""
     """Stable name within the run (``gen-0-r1``): the ``replica`` label of its Prometheus target."""
+    model: str = ""
+    """The model it serves, in a multi-model fleet (empty for a single-model one)."""
     weight: float = 1.0
     """Routing weight it is registered with in the gateway."""
     draining: bool = False
@@ -121,8 +123,13 @@ class Supervisor:
         backoff_max_s: float = 30.0,
         max_restarts: int = 10,
         name_prefix: str = "r",
+        model: str = "",
+        pool: str = "default",
     ) -> None:
+        """``model`` and ``pool`` are given to every replica it adds (``pool`` unless :meth:`add` names another)."""
         self.launcher = launcher
+        self.model = model
+        self.pool = pool
         self.listener = listener
         self.clock = clock
         self.rng = rng
@@ -148,14 +155,16 @@ class Supervisor:
                 await self._session.close()
 
     # ---- public ------------------------------------------------------------------------------------------
-    def add(self, port: int, pool: str = "default", capacity_type: str = "on-demand") -> ManagedReplica:
-        """Start supervising a new replica on ``port``; returns at once (it becomes ready in the background)."""
+    def add(self, port: int, pool: str | None = None, capacity_type: str = "on-demand") -> ManagedReplica:
+        """Start supervising a new replica on ``port`` (in the supervisor's pool unless ``pool`` is given); returns
+        at once (it becomes ready in the background)."""
         replica = ManagedReplica(
             index=self._next_index,
             port=port,
-            pool=pool,
+            pool=pool or self.pool,
             capacity_type=capacity_type,
             name=f"{self.name_prefix}{self._next_index}",
+            model=self.model,
         )
         self._next_index += 1
         self.replicas.append(replica)
