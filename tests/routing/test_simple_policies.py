@@ -9,9 +9,11 @@ import pytest
 
 from llmfleet.clock import ManualClock
 from llmfleet.config import RoutingConfig, ScorerWeightsConfig
-from llmfleet.routing.base import NoReplicaAvailable, RoutingPolicy
+from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
+from llmfleet.routing.candidates import eligible, in_flight_load, pick_lowest
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.latency_ewma import LatencyEwmaPolicy
+from llmfleet.routing.least_outstanding import LeastOutstandingPolicy
 from llmfleet.routing.load_aware import build_load_aware
 from llmfleet.routing.views import ReplicaState, ReplicaView
 from tests.routing.helpers import req, rv
@@ -134,3 +136,39 @@ def test_load_aware_table(replicas: list[ReplicaView], expected: str) -> None:
 def test_zero_weights_cost_nothing() -> None:
     policy = build_load_aware(ScorerWeightsConfig(engine_running=0.0, latency=0.0), ManualClock(), random.Random(0))
     assert sorted(s.name for s, _ in policy.scorers) == ["engine_waiting", "in_flight", "kv_usage"]
+
+
+def test_least_outstanding_single_pass_matches_the_generic_helpers() -> None:
+    """The hand-fused loop must decide exactly like pick_lowest(eligible(...), in_flight_load) with the same rng."""
+    gen = random.Random(7)
+    for trial in range(400):
+        n = gen.randrange(1, 8)
+        views = [
+            ReplicaView(
+                id=f"r{i}",
+                url=f"http://r{i}",
+                state=gen.choice(
+                    [
+                        ReplicaState.HEALTHY,
+                        ReplicaState.HEALTHY,
+                        ReplicaState.DEGRADED,
+                        ReplicaState.UNHEALTHY,
+                        ReplicaState.DRAINING,
+                    ]
+                ),
+                in_flight=gen.randrange(0, 4),
+                weight=gen.choice([1.0, 2.0, 0.5]),
+            )
+            for i in range(n)
+        ]
+        exclude = frozenset(v.id for v in views if gen.random() < 0.2)
+        req = RouteRequest(model="m", endpoint="completions", prompt_text="p", exclude=exclude)
+        try:
+            expected = pick_lowest(eligible(req, views), in_flight_load, random.Random(trial)).id
+        except NoReplicaAvailable as exc:
+            expected = type(exc).__name__
+        try:
+            got = LeastOutstandingPolicy(random.Random(trial)).choose(req, views).replica.id
+        except NoReplicaAvailable as exc:
+            got = type(exc).__name__
+        assert got == expected, (trial, views, exclude)

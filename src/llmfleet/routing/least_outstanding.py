@@ -6,8 +6,11 @@ import random
 from collections.abc import Sequence
 
 from llmfleet.routing.base import RouteDecision, RouteRequest
-from llmfleet.routing.candidates import eligible, in_flight_load, pick_lowest
-from llmfleet.routing.views import ReplicaView
+from llmfleet.routing.candidates import eligible
+from llmfleet.routing.views import ReplicaState, ReplicaView
+
+_INF = float("inf")
+_MIN_WEIGHT = 1e-6
 
 
 class LeastOutstandingPolicy:
@@ -23,8 +26,38 @@ class LeastOutstandingPolicy:
         self._rng = rng
 
     def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
-        cands = eligible(request, replicas)
-        return RouteDecision(pick_lowest(cands, in_flight_load, self._rng), "least_outstanding")
+        # One pass over the replicas (filter and minimum together): this runs on every request, and in the fleet
+        # simulator for every one of millions. Same result as pick_lowest(eligible(...), in_flight_load, rng).
+        exclude = request.exclude
+        healthy: list[ReplicaView] = []
+        healthy_load = _INF
+        degraded: list[ReplicaView] = []
+        degraded_load = _INF
+        for r in replicas:
+            state = r.state
+            if state is ReplicaState.HEALTHY:
+                if exclude and r.id in exclude:
+                    continue
+                w = r.weight
+                load = r.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
+                if load < healthy_load:
+                    healthy_load, healthy = load, [r]
+                elif load == healthy_load:
+                    healthy.append(r)
+            elif state is ReplicaState.DEGRADED and not healthy:
+                if exclude and r.id in exclude:
+                    continue
+                w = r.weight
+                load = r.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
+                if load < degraded_load:
+                    degraded_load, degraded = load, [r]
+                elif load == degraded_load:
+                    degraded.append(r)
+        best = healthy or degraded
+        if not best:
+            eligible(request, replicas)  # raises NoReplicaAvailable with the explanation
+        chosen = best[0] if len(best) == 1 else best[self._rng.randrange(len(best))]
+        return RouteDecision(chosen, "least_outstanding")
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
         """Load is read from the snapshot; nothing to learn."""
