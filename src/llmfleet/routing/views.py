@@ -20,7 +20,7 @@ class ReplicaState(enum.StrEnum):
     DRAINING = "draining"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EngineLoad:
     """Engine-side load scraped from the replica's ``/metrics`` (vLLM names)."""
 
@@ -32,7 +32,7 @@ class EngineLoad:
     """Clock time of the scrape; None when never scraped."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaView:
     """What a routing policy may know about one replica at decision time."""
 
