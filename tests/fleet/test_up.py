@@ -8,11 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
+import pytest
 
 from llmfleet.appthread import free_port
+from llmfleet.perfmodel import load_catalog
+from llmfleet.promtext import parse
 
 LLMFLEET = [sys.executable, "-m", "llmfleet"]
 
@@ -64,6 +68,10 @@ def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
         doc = json.loads(status.stdout)
         assert doc["schema"] == "llmfleet.status/v1"
         assert [x["state"] for x in doc["replicas"]] == ["healthy", "healthy"]
+        # The simulated replicas are registered with their GPU, so the gateway prices the fleet (2 x H100).
+        page = parse(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+        h100 = load_catalog([]).gpu("H100").price.on_demand_usd_per_hour
+        assert sum(page.values("llmfleet_gateway_cost_usd_per_hour")) == pytest.approx(2 * h100)
         table = subprocess.run([*LLMFLEET, "status"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert table.returncode == 0 and table.stdout.count("healthy") == 2 and "autoscaler:" in table.stdout
         children = _children(proc.pid)

@@ -172,7 +172,13 @@ class FleetRunner:
         self, settings: ModelSettings, admin: GatewayAdminClient, stack: contextlib.AsyncExitStack
     ) -> ModelFleet:
         """A model's registrar and first supervisor (no replica started yet)."""
-        pending = _Pending(settings, GatewayRegistrar(admin))
+        # Simulated replicas say which GPU they stand for, so the gateway prices the fleet; real vLLM's hardware is
+        # not known here (register through the admin API with `gpu` to price it).
+        sim = self.opts.engine == "sim"
+        registrar = GatewayRegistrar(
+            admin, gpu=settings.engine.gpu if sim else None, gpus=settings.engine.tensor_parallel_size
+        )
+        pending = _Pending(settings, registrar)
         folder = self.run_dir / model_slug(settings.name) if self.opts.multi_model else self.run_dir
         sup = await self._supervisor_factory(pending, stack)(self._launcher(settings, folder), "gen-0")
         return ModelFleet(settings, sup, pending.registrar)
