@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from llmfleet.api.errors import error_payload
 from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
-from llmfleet.gateway.chunkscan import dumps, loads, scan_plain
+from llmfleet.gateway.chunkscan import dumps, loads
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome
 from llmfleet.gateway.resume import resume_body
@@ -78,6 +78,12 @@ class StreamState:
     usage: dict[str, Any] | None = None
     first_at: float | None = None
     last_at: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    """Gaps between token-bearing chunks, observed in one batch when the stream ends (not one metric update each)."""
+    finish_reason: str | None = None
+    """The ``finish_reason`` the (last) segment ended with."""
+    completed: bool = False
+    """The stream reached ``[DONE]`` after a finish (not ended by a failure, a synthetic finish or the client)."""
 
 
 @dataclass(frozen=True)
@@ -127,18 +133,18 @@ def new_state(body: dict[str, Any], chat: bool, include_usage: bool) -> StreamSt
 def track_chunk(payload: bytes, st: StreamState) -> Chunk:
     """Account for one upstream SSE payload in ``st`` and say what to send the client. Pure apart from ``st``.
 
-    A plain content chunk (:func:`~llmfleet.gateway.chunkscan.scan_plain`) is accounted from its bytes and
-    forwarded as is; any other is parsed."""
-    if st.id is not None and not st.resumed:
-        text = scan_plain(payload, st.chat)
-        if text is not None:
-            return _plain_chunk(payload, text, st)
+    Mid-stream content chunks (nearly all of them) take :func:`_content_chunk`'s short path; the rest the general
+    one. A chunk is forwarded as it came unless something in it must be stripped or rewritten."""
     try:
         obj = loads(payload)
     except ValueError:
         return Chunk(sse(payload))
     if not isinstance(obj, dict):
         return Chunk(sse(payload))
+    if st.id is not None and not st.resumed:
+        chunk = _content_chunk(obj, payload, st)
+        if chunk is not None:
+            return chunk
     if "error" in obj:
         st.finished = True
         return Chunk(sse(payload))
@@ -166,25 +172,55 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
             return Chunk(None)  # the resumed segment's opening role chunk: the client already had one
     else:
         text = choice.get("text")
-    n = _count(obj, choice, text, st)
+    usage = obj.get("usage")
+    n = _count(choice.get("token_ids"), usage if isinstance(usage, dict) else None, text, st)
     if text:
         st.parts.append(text)
     st.delivered += n
     if choice.get("finish_reason"):
         st.finished = True
+        st.finish_reason = choice["finish_reason"]
     changed = _strip(obj, choice, st) or changed
     return Chunk(_encode(obj, payload, changed), tokens=n)
 
 
-def _plain_chunk(payload: bytes, text: str, st: StreamState) -> Chunk:
-    """What :func:`track_chunk`'s full parse does for a plain chunk: no ids or usage, so one token per text chunk."""
-    if not text:
-        return Chunk(sse(payload))
-    st.exact = False
-    st.token_ids = None
-    st.parts.append(text)
-    st.delivered += 1
-    return Chunk(sse(payload), tokens=1)
+def _content_chunk(obj: dict[str, Any], payload: bytes, st: StreamState) -> Chunk | None:
+    """The full parse's common case in few steps: a mid-stream content chunk of one choice with no finish, role,
+    error or prompt ids (vLLM's, with ``token_ids`` and per-chunk ``usage``); None for anything else. Parsing with
+    orjson and reading the dict costs less CPU than any bytes scan written in Python (see docs/gateway.md)."""
+    choices = obj.get("choices")
+    if type(choices) is not list or len(choices) != 1 or "error" in obj or "prompt_token_ids" in obj:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason") is not None or "prompt_token_ids" in choice:
+        return None
+    if st.chat:
+        delta = choice.get("delta")
+        if type(delta) is not dict or "role" in delta:
+            return None
+        text = delta.get("content")
+    else:
+        text = choice.get("text")
+    if text is not None and type(text) is not str:
+        return None
+    usage = obj.get("usage")
+    if usage is not None and type(usage) is not dict:
+        return None
+    ids = choice.get("token_ids")
+    if usage is not None and st.prompt_tokens is None and isinstance(usage.get("prompt_tokens"), int):
+        st.prompt_tokens = usage["prompt_tokens"]
+    n = _count(ids, usage, text, st)
+    if text:
+        st.parts.append(text)
+    st.delivered += n
+    changed = False
+    if ids is not None and not st.want_token_ids:
+        del choice["token_ids"]
+        changed = True
+    if usage is not None and not st.want_continuous_usage:
+        del obj["usage"]
+        changed = True
+    return Chunk(sse(dumps(obj)) if changed else sse(payload), tokens=n)
 
 
 def _note_prompt(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -> None:
@@ -198,12 +234,11 @@ def _note_prompt(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -
         st.prompt_tokens = usage["prompt_tokens"]
 
 
-def _count(obj: dict[str, Any], choice: dict[str, Any], text: str | None, st: StreamState) -> int:
-    """Tokens in one chunk: by the engine's cumulative per-chunk usage, else its token ids, else 1 per text chunk
-    (inexact: vLLM packs tokens into one chunk under load and some tokens decode to no text)."""
-    ids = choice.get("token_ids")
-    usage = obj.get("usage")
-    reported = usage.get("completion_tokens") if isinstance(usage, dict) else None
+def _count(ids: Any, usage: dict[str, Any] | None, text: str | None, st: StreamState) -> int:
+    """Tokens in one chunk from its ``token_ids`` and per-chunk ``usage``: by the engine's cumulative usage, else
+    the ids, else 1 per text chunk (inexact: vLLM packs tokens into one chunk under load and some tokens decode to
+    no text)."""
+    reported = usage.get("completion_tokens") if usage is not None else None
     if isinstance(reported, int):
         n = max(0, reported - st.segment_reported)
         st.segment_reported = max(reported, st.segment_reported)
@@ -327,6 +362,19 @@ class StreamRequest(Protocol):
     def include_usage(self) -> bool: ...
 
 
+class StreamSink(Protocol):
+    """Someone told how a relayed stream ended (the front door: token settlement and the response cache)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Extra headers for the client's stream response."""
+        ...
+
+    def stream_ended(self, st: StreamState) -> None:
+        """The stream is over (completed or not: see ``st.completed``); ``st`` is not used after this."""
+        ...
+
+
 def _model(req: StreamRequest) -> str:
     """The request's model (validated as served before routing): the ``model`` label of its metrics."""
     return str(req.body.get("model", ""))
@@ -341,17 +389,35 @@ class StreamRelay:
         self.clock = clock
 
     async def run(
-        self, request: web.Request, req: StreamRequest, segment: Segment, upstream: Upstream
+        self,
+        request: web.Request,
+        req: StreamRequest,
+        segment: Segment,
+        upstream: Upstream,
+        sink: StreamSink | None = None,
     ) -> web.StreamResponse:
-        """Send ``segment`` (already open with HTTP 200) and its successors to the client."""
+        """Send ``segment`` (already open with HTTP 200) and its successors to the client; ``sink`` is told the
+        stream's final state."""
         st = new_state(req.body, req.route == "chat", req.include_usage)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        resp = web.StreamResponse(headers={**headers, **sink.headers} if sink is not None else headers)
         try:
             await resp.prepare(request)
         except BaseException:
             segment.response.close()
             upstream.end(segment, Outcome.abandoned())
             raise
+        try:
+            return await self._run_segments(req, segment, upstream, st, resp)
+        finally:
+            self._flush_itl(st, req)
+            if sink is not None:
+                sink.stream_ended(st)
+
+    async def _run_segments(
+        self, req: StreamRequest, segment: Segment, upstream: Upstream, st: StreamState, resp: web.StreamResponse
+    ) -> web.StreamResponse:
+        """Relay ``segment`` and, after a failure, the segments that resume it, into the prepared ``resp``."""
         current: Segment | None = segment
         while current is not None:
             seg = current
@@ -366,6 +432,7 @@ class StreamRelay:
                 upstream.end(seg, Outcome.abandoned())
                 raise
             if result == "done":
+                st.completed = True
                 seg.response.release()
                 upstream.end(seg, Outcome.success())
                 self.metrics.observe_latency(req.route, _model(req), self.clock.now() - req.started)
@@ -441,8 +508,16 @@ class StreamRelay:
             st.first_at = now
             self.metrics.observe_ttft(req.route, _model(req), now - req.started)
         elif st.last_at is not None:
-            self.metrics.observe_itl(_model(req), now - st.last_at)
+            st.itl_s.append(now - st.last_at)
         st.last_at = now
+
+    def _flush_itl(self, st: StreamState, req: StreamRequest) -> None:
+        """Observe the stream's inter-token gaps: one label lookup per stream instead of one per chunk."""
+        if st.itl_s:
+            hist = self.metrics.child(self.metrics.itl, _model(req))
+            for gap_s in st.itl_s:
+                hist.observe(gap_s)
+            st.itl_s.clear()
 
     async def _resume(
         self, req: StreamRequest, st: StreamState, resp: web.StreamResponse, upstream: Upstream
