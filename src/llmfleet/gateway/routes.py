@@ -176,7 +176,7 @@ class PassThrough:
         outcome, status = Outcome.abandoned(), None
         try:
             await resp.prepare(request)
-            proxy.metrics.child(proxy.metrics.ttft, req.route).observe(proxy.clock.now() - req.started)
+            proxy.metrics.observe_ttft(req.route, req.route_request.model, proxy.clock.now() - req.started)
             await resp.write(seg.first)
             while True:
                 try:
@@ -188,7 +188,7 @@ class PassThrough:
                     break
                 if not chunk:
                     outcome, status = Outcome.success(), "200"
-                    proxy.metrics.child(proxy.metrics.latency, req.route).observe(proxy.clock.now() - req.started)
+                    proxy.metrics.observe_latency(req.route, req.route_request.model, proxy.clock.now() - req.started)
                     break
                 await resp.write(chunk)
         except (ConnectionResetError, ApiError):
