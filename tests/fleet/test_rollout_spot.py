@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from llmfleet.appthread import free_port
 
@@ -47,6 +48,7 @@ async def _load(url: str, stop: asyncio.Event, results: list[int]) -> None:
         await asyncio.gather(*(worker(s, i % 2 == 0) for i in range(6)))
 
 
+@pytest.mark.slow  # ~60 s of real processes under load
 async def test_rollout_rollback_and_spot_interruption_under_load(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()

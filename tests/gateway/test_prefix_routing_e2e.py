@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llmfleet.bench.prefix_compare import Scenario, run_one
 
 # 12 turns, so that the cold first turns (1 in 12) fall below the p90; KV sized so one replica cannot hold every
@@ -10,6 +12,7 @@ from llmfleet.bench.prefix_compare import Scenario, run_one
 SMALL = Scenario(conversations=12, turns=12, random_requests=60, concurrency=12, kv_blocks_per_replica=600)
 
 
+@pytest.mark.slow  # ~55 s; the fast direction test is in tests/routing
 def test_prefix_affinity_raises_hits_and_cuts_tail_ttft() -> None:
     # Two runs per policy, alternating, compared on their means: one run is at the mercy of a noisy machine.
     runs = [run_one(p, "conversations", SMALL) for p in ("least_outstanding", "prefix_affinity") * 2]
@@ -24,6 +27,7 @@ def test_prefix_affinity_raises_hits_and_cuts_tail_ttft() -> None:
     assert mean([o.requests_per_s for o in pa]) >= 0.9 * mean([o.requests_per_s for o in lo])
 
 
+@pytest.mark.slow  # ~20 s; TTFT comparison needs a quiet machine
 def test_prefix_affinity_no_worse_on_random_prompts() -> None:
     lo = run_one("least_outstanding", "random", SMALL)
     pa = run_one("prefix_affinity", "random", SMALL)

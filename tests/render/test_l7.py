@@ -175,6 +175,7 @@ def _stream(url: str, max_tokens: int) -> tuple[list[float], list[str], float]:
 
 
 @needs_nginx
+@pytest.mark.slow  # ~25 s: nginx, two gateways and an engine
 def test_streamed_request_through_nginx_gateways_and_sim_engine(tmp_path: Path, processes: Processes) -> None:
     llmfleet = [sys.executable, "-m", "llmfleet"]
     sim_port = free_port()
