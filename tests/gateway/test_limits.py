@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from llmfleet.appthread import free_port
 from llmfleet.clock import ManualClock
 from llmfleet.gateway.auth import AccessControl, Principal, RateLimitError
+from llmfleet.gateway.keys import KeysFile
 from llmfleet.gateway.limits import (
     KeyLimits,
     Limiter,
@@ -22,7 +29,7 @@ from llmfleet.gateway.limits import (
     retry_after_header,
 )
 from llmfleet.gateway.shared_state import SharedState
-from tests.gateway.conftest import wait_until
+from tests.gateway.conftest import MODEL, wait_until
 
 
 @pytest.mark.parametrize(
@@ -103,3 +110,38 @@ def test_redis_script_matches_the_local_rule() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def _stream(url: str, key: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    req = urllib.request.Request(f"{url}/v1/completions", json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_streamed_request_settles_with_its_real_usage(fleet: Callable[..., Any], tmp_path: Path) -> None:
+    keys = KeysFile(tmp_path / "keys.json")
+    key, _ = keys.add("team", None, 300, 0)
+    gw, _ = fleet(
+        1, gateway={"auth": {"keys_file": str(keys.path)}, "health": {"probe_completion": False}}, time_scale=20.0
+    )
+    # Reserves ~250 of the 300 tokens per minute; the stop string ends the answer after a few tokens.
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 250, "stop": [" "], "stream": True}
+    status, data = _stream(gw.url, key, body)
+    assert status == 200 and data.rstrip().endswith(b"data: [DONE]")
+    usage = [json.loads(ln[6:]) for ln in data.decode().splitlines() if ln.startswith("data: {")]
+    assert usage and usage[-1]["choices"][0]["finish_reason"] == "stop"
+    # Settled with the few tokens used, the budget has room for a second such reservation (not with max_tokens).
+    status, data = _stream(gw.url, key, body)
+    assert status == 200, data
+    # One that generates its whole max_tokens is charged all of it: the next reservation no longer fits.
+    status, data = _stream(gw.url, key, {**body, "stop": []})
+    assert status == 200, data
+    status, data = _stream(gw.url, key, body)
+    assert status == 429 and json.loads(data)["error"]["code"] == "rate_limit_exceeded"
+    reg = gw.gateway.metrics.registry
+    completion = reg.get_sample_value("llmfleet_gateway_key_tokens_total", {"key": "team", "direction": "completion"})
+    assert completion is not None and 250 < completion < 290

@@ -6,16 +6,17 @@ logprobs. Its cache key hashes the route and the whole body except the fields th
 answers are stored, for ``ttl_s``, in a bounded LRU in the gateway (``memory``) or in Redis (``redis``, shared by
 gateways; bounded by the TTL and ``max_entry_bytes`` here, and by the Redis server's ``maxmemory`` policy).
 
-On a miss the gateway asks the replica for a *non-streamed* answer (one upstream call), stores it, and answers the
-client in the form it asked for: JSON, or a stream replayed from the stored answer (role chunk, content in word
-pieces, finish chunk, the usage chunk when ``stream_options.include_usage``, ``[DONE]``). Identical requests that
-arrive while one is upstream wait for it instead of calling again; the upstream call runs in its own task, so the
-first client leaving does not cancel it for the others. The usage replayed is the stored answer's, unchanged: the
-tokens that response consists of. Responses carry ``x-llmfleet-cache: hit`` (stored, or coalesced onto another
-request's call) or ``miss``.
-
-Trade-off: a streamed miss reaches the client only when the whole answer is in (no early first token); the relay
-would have to hand its chunks to the cache for a streamed miss to stream live.
+On a non-streamed miss the gateway asks the replica for the answer (one upstream call), stores it and returns it. A
+*streamed* miss streams live through the normal relay (first token as early as without a cache) while a
+:class:`StreamCapture` keeps what the stream carried; when the stream completed normally (a finish, ``[DONE]``, no
+mid-stream resume, no tool calls) the equivalent non-streamed answer is stored. Hits are answered in the form the
+client asked for: JSON, or a stream replayed from the stored answer (role chunk, content in word pieces, finish
+chunk, the usage chunk when ``stream_options.include_usage``, ``[DONE]``). Identical requests that arrive while one is
+upstream wait for it instead of calling again (and get a replay); a non-streamed upstream call runs in its own task,
+so the first client leaving does not cancel it for the others; a live stream that ends without a storable answer
+(client gone, replica failed) sends its waiters upstream themselves. The usage replayed is the stored answer's,
+unchanged: the tokens that response consists of. Responses carry ``x-llmfleet-cache: hit`` (stored, or coalesced
+onto another request's call) or ``miss``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -35,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from llmfleet.clock import Clock
+from llmfleet.gateway.relay import StreamState
 from llmfleet.gateway.shared_state import SharedState, SharedStateUnavailable
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,56 @@ Fetch = Callable[[], Awaitable[Upstreamed]]
 """One non-streamed upstream call for the request (the proxy's attempt loop)."""
 
 
+class StreamCapture:
+    """A :class:`~llmfleet.gateway.relay.StreamSink` keeping a relayed stream's final state: its usage (to settle the
+    token reservation) and, for a cache miss, the answer to store."""
+
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self.headers: Mapping[str, str] = dict(headers or {})
+        self.state: StreamState | None = None
+
+    def stream_ended(self, st: StreamState) -> None:
+        self.state = st
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The stream's final usage; for a stream cut short, its prompt plus the tokens delivered (None: unknown)."""
+        st = self.state
+        if st is None:
+            return None
+        if st.usage is not None:
+            return st.usage
+        if st.prompt_tokens is not None:
+            return {"prompt_tokens": st.prompt_tokens, "completion_tokens": st.delivered}
+        return None
+
+    def answer(self, route: str, body: Mapping[str, Any]) -> bytes | None:
+        """The non-streamed answer (JSON) the stream amounts to, or None when it is not one to store: it did not
+        complete normally, was resumed on another replica, carried no usage, or may have carried tool calls (only
+        the text is kept)."""
+        st = self.state
+        if st is None or not st.completed or st.resumes or st.finish_reason is None or st.usage is None:
+            return None
+        if body.get("tools") or body.get("functions"):
+            return None
+        text = "".join(st.parts)
+        choice: dict[str, Any]
+        if route == "chat":
+            obj = "chat.completion"
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+        else:
+            obj, choice = "text_completion", {"index": 0, "text": text}
+        choice.update(logprobs=None, finish_reason=st.finish_reason)
+        doc = {"id": st.id, "object": obj, "created": st.created, "model": body.get("model")}
+        return json.dumps({**doc, "choices": [choice], "usage": st.usage}, separators=(",", ":")).encode()
+
+
+Live = Callable[[StreamCapture], Awaitable[web.StreamResponse]]
+"""Relay the request as a live stream, telling the capture how it ended (the proxy's stream path)."""
+_Inflight = asyncio.Future[Upstreamed] | asyncio.Future[Upstreamed | None]
+"""A fetch (always an answer) or a live stream (None when it stored nothing)."""
+
+
 class CacheMetrics:
     """Cache lookups by result and the memory backend's size."""
 
@@ -200,26 +252,37 @@ class ResponseCache:
         self.backend = backend
         self.local = local
         self.metrics = CacheMetrics(registry)
-        self._inflight: dict[str, asyncio.Task[Upstreamed]] = {}
+        self._inflight: dict[str, _Inflight] = {}
+        """Upstream calls under way by cache key; a live stream's resolves to None when it stored nothing."""
 
     async def serve(
-        self, request: web.Request, key: str, route: str, stream: bool, include_usage: bool, fetch: Fetch
+        self,
+        request: web.Request,
+        key: str,
+        route: str,
+        body: Mapping[str, Any],
+        include_usage: bool,
+        fetch: Fetch,
+        live: Live | None = None,
     ) -> Served:
-        """Answer the request whose cache key is ``key`` from the cache, an in-flight twin, or ``fetch``."""
+        """Answer the request (``body``) whose cache key is ``key`` from the cache, an in-flight twin, or upstream:
+        ``live`` for a streamed miss when given, else ``fetch``."""
+        stream = bool(body.get("stream"))
         stored = await self.backend.get(key)
+        answer: Upstreamed | None = None
         if stored is not None:
             result: Literal["hit", "miss", "coalesced"] = "hit"
             answer = Upstreamed(200, stored)
         else:
-            task = self._inflight.get(key)
-            result = "coalesced" if task is not None else "miss"
-            if task is None:
-                task = asyncio.get_running_loop().create_task(self._fill(key, fetch))
-                self._inflight[key] = task
-                task.add_done_callback(lambda t: self._done(key, t))
-            answer = await asyncio.shield(task)
-        self.metrics.lookups.labels(result).inc()
-        self.metrics.entries.set(len(self.local))
+            waited = self._inflight.get(key)
+            if waited is not None:
+                answer = await asyncio.shield(waited)
+            result = "coalesced" if answer is not None else "miss"
+            if answer is None and stream and live is not None:
+                return await self._serve_live(key, route, body, live)
+            if answer is None:
+                answer = await asyncio.shield(self._start_fill(key, fetch))
+        self._count(result)
         header = "miss" if result == "miss" else "hit"
         usage = _usage(answer.body) if answer.status == 200 else None
         if stream and answer.status == 200:
@@ -230,16 +293,58 @@ class ResponseCache:
             )
         return Served(resp, result, answer.status, usage)
 
-    def _done(self, key: str, task: asyncio.Task[Upstreamed]) -> None:
-        self._inflight.pop(key, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("cache fill failed: %s", task.exception())  # retrieved: every waiter got it raised
+    def _count(self, result: str) -> None:
+        self.metrics.lookups.labels(result).inc()
+        self.metrics.entries.set(len(self.local))
+
+    def _start_fill(self, key: str, fetch: Fetch) -> asyncio.Task[Upstreamed]:
+        """The in-flight call for ``key``: a task of its own, so the first client leaving does not cancel it."""
+        task = asyncio.get_running_loop().create_task(self._fill(key, fetch))
+        self._track(key, task)
+        return task
+
+    def _track(self, key: str, fut: _Inflight) -> None:
+        self._inflight[key] = fut
+        fut.add_done_callback(lambda f: self._done(key, f))
+
+    def _done(self, key: str, fut: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is fut:
+            del self._inflight[key]
+        if not fut.cancelled() and fut.exception() is not None:
+            log.debug("cache fill failed: %s", fut.exception())  # retrieved: every waiter got it raised
 
     async def _fill(self, key: str, fetch: Fetch) -> Upstreamed:
         answer = await fetch()
         if answer.status == 200:
             await self.backend.put(key, answer.body)
         return answer
+
+    async def _serve_live(self, key: str, route: str, body: Mapping[str, Any], live: Live) -> Served:
+        """A streamed miss relayed live; its answer is stored once the stream completed normally. Waiters get the
+        stored answer, the same error, or None (go upstream yourselves) when nothing could be stored."""
+        fut: asyncio.Future[Upstreamed | None] = asyncio.get_running_loop().create_future()
+        self._track(key, fut)
+        self._count("miss")
+        capture = StreamCapture({HEADER: "miss"})
+        outcome: Upstreamed | BaseException | None = None
+        try:
+            resp = await live(capture)
+            stored = capture.answer(route, body)
+            if stored is not None:
+                await self.backend.put(key, stored)
+                outcome = Upstreamed(200, stored)
+            elif resp.status != 200 and isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+                outcome = Upstreamed(resp.status, resp.body)  # the request's own error: the twins get it too
+            return Served(resp, "miss", resp.status, capture.usage)
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            if not fut.done():
+                if isinstance(outcome, BaseException):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
 
 
 def _usage(body: bytes) -> dict[str, Any] | None:

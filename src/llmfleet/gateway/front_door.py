@@ -21,7 +21,7 @@ from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
 from llmfleet.errors import ApiError, ConfigError
 from llmfleet.gateway.auth import AccessControl, Principal, estimate_prompt_tokens, usage_from_body
-from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, Upstreamed, cache_key
+from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, StreamCapture, Upstreamed, cache_key
 from llmfleet.gateway.keys import KeyRing
 from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, Reservation
 from llmfleet.gateway.proxy import ProxyRequest
@@ -61,19 +61,27 @@ class FrontDoor:
     async def handle(
         self, request: web.Request, req: ProxyRequest, who: Principal, reservation: Reservation, proxy: Forwarder
     ) -> web.StreamResponse:
-        """Answer ``req`` from the cache or through ``proxy``, then account it to ``who``."""
+        """Answer ``req`` from the cache or through ``proxy``, then account it to ``who`` (a stream's reservation is
+        settled with the usage its relay saw)."""
         status, usage, generated = 500, None, True
         try:
             key = cache_key(req.route, req.body) if self.cache is not None else None
             if self.cache is not None and key is not None:
                 served = await self.cache.serve(
-                    request, key, req.route, req.typed.stream, req.include_usage, lambda: _fetch(proxy, req)
+                    request,
+                    key,
+                    req.route,
+                    req.body,
+                    req.include_usage,
+                    lambda: _fetch(proxy, req),
+                    lambda capture: proxy.stream(request, dataclasses.replace(req, stream_sink=capture)),
                 )
                 status, usage, generated = served.status, served.usage, served.result == "miss"
                 return served.response
             if req.typed.stream:
-                resp = await proxy.stream(request, req)
-                status = resp.status  # the relay does not hand the usage back: the reservation stands
+                capture = StreamCapture()
+                resp = await proxy.stream(request, dataclasses.replace(req, stream_sink=capture))
+                status, usage = resp.status, capture.usage
                 return resp
             fwd = await proxy.forward(req)
             status = fwd.status

@@ -37,7 +37,7 @@ from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUna
 from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
-from llmfleet.gateway.relay import Segment, StreamRelay, tokenize_on, upstream_stream_body
+from llmfleet.gateway.relay import Segment, StreamRelay, StreamSink, tokenize_on, upstream_stream_body
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -138,6 +138,8 @@ class ProxyRequest:
     route_request: RouteRequest
     started: float
     """Gateway clock time the request was parsed (end-to-end latency and TTFT are measured from here)."""
+    stream_sink: StreamSink | None = None
+    """Told how a relayed stream ended (the front door settles tokens and fills the cache from it)."""
 
     @property
     def max_tokens(self) -> int | None:
@@ -376,7 +378,7 @@ class Proxy:
                 seg.response.release()
                 self.settle(req, seg.attempt, Outcome.abandoned(), str(seg.response.status))
             return web.Response(body=data, status=seg.response.status, headers=_JSON)
-        return await self.relay.run(request, req, seg, upstream)
+        return await self.relay.run(request, req, seg, upstream, req.stream_sink)
 
     async def open_stream(self, req: ProxyRequest, body: bytes, tried: set[str]) -> Segment:
         """Open an upstream stream and read its first line, retrying on replicas not in ``tried`` before that."""
