@@ -83,7 +83,8 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.proxy: Proxy | None = None
         self.prober: Prober | None = None
-        self.front = build_front_door(config, self.clock, self.metrics.registry)  # keys, limits, cache
+        # keys, limits, cache, shared prefix table
+        self.front = build_front_door(config, self.clock, self.metrics.registry, self.policy, self.registry.views)
 
     def _on_transition(self, r: Replica, t: Transition) -> None:
         self.metrics.set_state(r, t.new)

@@ -1,17 +1,20 @@
 """The gateway's front door for the OpenAI routes: keys, limits and the response cache around the proxy.
 
 :func:`build_front_door` wires, from :class:`~llmfleet.config.GatewayConfig`, the shared state (when
-``redis_url`` is set), :class:`~llmfleet.gateway.auth.AccessControl` and the
-:class:`~llmfleet.gateway.cache.ResponseCache`. The request path calls :meth:`FrontDoor.authenticate`,
-:meth:`FrontDoor.admit` and :meth:`FrontDoor.handle`; nothing here knows about replicas.
+``redis_url`` is set), :class:`~llmfleet.gateway.auth.AccessControl`, the
+:class:`~llmfleet.gateway.cache.ResponseCache` and, when the routing policy keeps a prefix table, its sharing
+through Redis (:class:`~llmfleet.gateway.shared_prefix.SharedPrefixes`, around every upstream call). The request
+path calls :meth:`FrontDoor.authenticate`, :meth:`FrontDoor.admit` and :meth:`FrontDoor.handle`; nothing here
+knows about replicas.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -25,7 +28,12 @@ from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, Strea
 from llmfleet.gateway.keys import KeyRing
 from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, Reservation
 from llmfleet.gateway.proxy import ProxyRequest
+from llmfleet.gateway.shared_prefix import PrefixSharing, SharedPrefixes
 from llmfleet.gateway.shared_state import SharedState
+from llmfleet.routing.base import RoutingPolicy
+from llmfleet.routing.views import ReplicaView
+
+T = TypeVar("T")
 
 
 class Forwarder(Protocol):
@@ -39,10 +47,17 @@ class Forwarder(Protocol):
 class FrontDoor:
     """Authentication, admission by per-key limits, and the response cache, in front of the proxy."""
 
-    def __init__(self, access: AccessControl, cache: ResponseCache | None, shared: SharedState | None) -> None:
+    def __init__(
+        self,
+        access: AccessControl,
+        cache: ResponseCache | None,
+        shared: SharedState | None,
+        prefixes: SharedPrefixes | None = None,
+    ) -> None:
         self.access = access
         self.cache = cache
         self.shared = shared
+        self.prefixes = prefixes
 
     def authenticate(self, request: web.Request) -> Principal:
         """The caller (401 when keys are required and missing); its ``priority`` is for overload shedding."""
@@ -73,17 +88,21 @@ class FrontDoor:
                     req.route,
                     req.body,
                     req.include_usage,
-                    lambda: _fetch(proxy, req),
-                    lambda capture: proxy.stream(request, dataclasses.replace(req, stream_sink=capture)),
+                    lambda: self._routed(req, lambda: _fetch(proxy, req)),
+                    lambda capture: self._routed(
+                        req, lambda: proxy.stream(request, dataclasses.replace(req, stream_sink=capture))
+                    ),
                 )
                 status, usage, generated = served.status, served.usage, served.result == "miss"
                 return served.response
             if req.typed.stream:
                 capture = StreamCapture()
-                resp = await proxy.stream(request, dataclasses.replace(req, stream_sink=capture))
+                resp = await self._routed(
+                    req, lambda: proxy.stream(request, dataclasses.replace(req, stream_sink=capture))
+                )
                 status, usage = resp.status, capture.usage
                 return resp
-            fwd = await proxy.forward(req)
+            fwd = await self._routed(req, lambda: proxy.forward(req))
             status = fwd.status
             usage = usage_from_body(fwd.body) if isinstance(fwd.body, bytes) and status == 200 else None
             return fwd
@@ -93,8 +112,20 @@ class FrontDoor:
         finally:
             await self.access.finish(who, reservation, status, usage, generated=generated)
 
+    async def _routed(self, req: ProxyRequest, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` (an upstream call), with the shared prefix table read before routing and written after."""
+        if self.prefixes is None:
+            return await call()
+        keys = await self.prefixes.prefetch(req.route_request)
+        result = await call()
+        if keys:
+            self.prefixes.publish(keys)
+        return result
+
     async def close(self) -> None:
-        """Close the Redis connection, if any."""
+        """Finish background publishes and close the Redis connection, if any."""
+        if self.prefixes is not None:
+            await self.prefixes.close()
         if self.shared is not None:
             await self.shared.close()
 
@@ -108,8 +139,15 @@ async def _fetch(proxy: Forwarder, req: ProxyRequest) -> Upstreamed:
     return Upstreamed(resp.status, data)
 
 
-def build_front_door(config: GatewayConfig, clock: Clock, registry: CollectorRegistry) -> FrontDoor:
-    """Wire keys, limits, cache and shared state from ``config`` (a bad keys file is a ConfigError naming it)."""
+def build_front_door(
+    config: GatewayConfig,
+    clock: Clock,
+    registry: CollectorRegistry,
+    policy: RoutingPolicy | None = None,
+    views: Callable[[str], Sequence[ReplicaView]] | None = None,
+) -> FrontDoor:
+    """Wire keys, limits, cache and shared state from ``config`` (a bad keys file is a ConfigError naming it); with
+    Redis, a ``policy`` that keeps a prefix table shares it (``views``: the model's replicas, from the registry)."""
     shared = None
     if config.redis_url:
         shared = SharedState(
@@ -133,4 +171,7 @@ def build_front_door(config: GatewayConfig, clock: Clock, registry: CollectorReg
         local = MemoryCache(clock, c.ttl_s, c.max_entries, c.max_bytes, c.max_entry_bytes)
         store = RedisCache(shared, local) if backend == "redis" and shared is not None else local
         cache = ResponseCache(store, registry, local)
-    return FrontDoor(access, cache, shared)
+    prefixes = None
+    if shared is not None and isinstance(policy, PrefixSharing) and views is not None:
+        prefixes = SharedPrefixes(shared, policy, views)
+    return FrontDoor(access, cache, shared, prefixes)

@@ -120,6 +120,30 @@ class PrefixAffinityPolicy:
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
         """Placement is recorded at decision time; completion adds nothing."""
 
+    # ---- sharing the table between gateways (gateway/shared_prefix.py does the I/O around choose) ----------------
+    def block_keys(self, request: RouteRequest) -> list[int]:
+        """The prompt's chained block keys, as :meth:`choose` computes them."""
+        cfg = self.config
+        return block_keys(request.model, request.prompt_text, cfg.block_bytes, cfg.max_blocks)
+
+    def known_depth(self, keys: Sequence[int]) -> int:
+        """How many leading ``keys`` this table remembers."""
+        return self.table.deepest_present(keys)
+
+    def learn(self, model: str, keys: Sequence[int], replica_id: str, replicas: Sequence[ReplicaView]) -> bool:
+        """Remember that another gateway sent the prefix ``keys`` to ``replica_id`` (among ``replicas``, the
+        model's current replicas); False when that replica is not one of them."""
+        gen = self._members.sync(model, replicas).get(replica_id)
+        if gen is None or not keys:
+            return False
+        self.table.record(keys, (replica_id, gen))
+        return True
+
+    def holder(self, keys: Sequence[int]) -> str | None:
+        """The replica the prefix ``keys`` was last sent to (None: not remembered)."""
+        found = self.table.holders(keys[-1]) if keys else ()
+        return found[-1][0] if found else None
+
 
 class PrefixMatchScorer(BaseScorer):
     """Scorer form of prefix affinity for :class:`~llmfleet.routing.weighted.WeightedPolicy`.
