@@ -1,0 +1,131 @@
+"""The ``routing`` section: the policy and each policy's settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from llmfleet.config._base import _Section
+
+RoutingPolicyName = Literal[
+    "round_robin",
+    "least_outstanding",
+    "power_of_two",
+    "latency_ewma",
+    "load_aware",
+    "prefix_affinity",
+    "session_affinity",
+    "tiered",
+    "cost_aware",
+]
+"""Every policy :func:`llmfleet.routing.factory.build_policy` can build."""
+
+InnerPolicyName = Literal[
+    "round_robin", "least_outstanding", "power_of_two", "latency_ewma", "load_aware", "prefix_affinity"
+]
+"""Policies that may sit inside a composite one (session affinity, tiered pools)."""
+
+
+class ScorerWeightsConfig(_Section):
+    """Weights of the scorers the ``load_aware`` policy adds up (lower total wins). Units: one in-flight request."""
+
+    in_flight: float = Field(1.0, ge=0.0, description="Per request the gateway has outstanding on the replica.")
+    engine_waiting: float = Field(2.0, ge=0.0, description="Per request queued in the engine (vllm waiting).")
+    engine_running: float = Field(0.0, ge=0.0, description="Per request running in the engine (vllm running).")
+    kv_usage: float = Field(4.0, ge=0.0, description="Per unit of KV cache usage (0..1).")
+    latency: float = Field(0.0, ge=0.0, description="Per second of expected latency (ewma x (in_flight + 1)).")
+    prefix: float = Field(0.0, ge=0.0, description="Bonus for a fully matched cached prompt prefix (fraction x w).")
+    engine_metrics_max_age_s: float = Field(
+        15.0, gt=0.0, description="Scraped engine metrics older than this are ignored (treated as zero)."
+    )
+
+
+class PrefixAffinityConfig(_Section):
+    """Prefix/conversation affinity: send prompts sharing a prefix where that prefix is likely cached."""
+
+    block_bytes: int = Field(128, ge=8, description="Prompt bytes per hashed block (chained, like KV blocks).")
+    max_blocks: int = Field(256, ge=1, description="Only the first this-many blocks of a prompt are considered.")
+    table_size: int = Field(
+        32768, ge=16, description="Bounded LRU of remembered blocks (x block_bytes ~ fleet prefix cache text)."
+    )
+    replicas_per_block: int = Field(4, ge=1, description="Replicas remembered per block (most recent first).")
+    min_match_blocks: int = Field(1, ge=1, description="Shorter matches count as a miss.")
+    spill_margin: float = Field(
+        4.0, ge=0.0, description="Spill when the preferred replica's load exceeds the least loaded by more than this"
+    )
+    spill_factor: float = Field(1.25, ge=1.0, description="... and exceeds this factor times the mean load.")
+    engine_load_max_age_s: float = Field(
+        5.0, gt=0.0, description="Count the engine's scraped running + waiting only while the scrape is this fresh."
+    )
+    forget_after_s: float = Field(30.0, gt=0.0, description="Forget a replica absent from the candidates this long.")
+
+
+class SessionAffinityConfig(_Section):
+    """Sticky sessions keyed by a request header or the request's ``user`` field."""
+
+    header: str = Field("x-session-id", min_length=1, description="Request header carrying the session key.")
+    use_user_field: bool = Field(True, description="Fall back to the body's ``user`` field as the session key.")
+    ttl_s: float = Field(1800.0, gt=0.0, description="Forget a session idle this long.")
+    max_sessions: int = Field(100_000, ge=1, description="Bounded LRU of remembered sessions.")
+    inner_policy: InnerPolicyName = Field(
+        "least_outstanding", description="Places new sessions and requests without a session key."
+    )
+
+
+class PoolRule(_Section):
+    """Send matching requests to ``pool``. Unset bounds do not constrain; all set bounds must hold."""
+
+    pool: str = Field(..., min_length=1, description="Target pool (ReplicaView.pool).")
+    max_tokens_at_most: int | None = Field(None, ge=0, description="Matches when max_tokens <= this.")
+    max_tokens_above: int | None = Field(None, ge=0, description="Matches when max_tokens > this.")
+    prompt_chars_at_most: int | None = Field(None, ge=0, description="Matches when the prompt has <= this many chars.")
+    prompt_chars_above: int | None = Field(None, ge=0, description="Matches when the prompt has > this many chars.")
+
+
+class TieredConfig(_Section):
+    """Pools with tiered routing: rules pick a pool, an inner policy picks the replica inside it."""
+
+    rules: list[PoolRule] = Field(default_factory=list, description="First matching rule wins.")
+    default_pool: str = Field("default", min_length=1, description="Pool for requests no rule matches.")
+    fallback: bool = Field(True, description="Use other pools when the target pool has no routable replica.")
+    fallback_order: list[str] = Field(
+        default_factory=list, description="Pools to try first when falling back (then the rest by name)."
+    )
+    assumed_max_tokens: int = Field(256, ge=1, description="max_tokens assumed for requests that set none.")
+    inner_policy: InnerPolicyName = Field("least_outstanding", description="Policy used inside each pool.")
+
+
+class LatencyEwmaConfig(_Section):
+    """Latency-aware routing on the gateway's smoothed latencies."""
+
+    signal: Literal["ttft", "latency"] = Field("ttft", description="Which ewma to use (the other one as fallback).")
+    explore_probability: float = Field(0.02, ge=0.0, le=1.0, description="Chance of a random pick (exploration).")
+
+
+class CostAwareConfig(_Section):
+    """Prefer the cheapest pool (spot, reserved, ...) while it meets the SLO; spill to dearer pools otherwise."""
+
+    pool_prices: dict[str, float] = Field(
+        default_factory=lambda: {"spot": 1.0, "reserved": 2.0, "default": 3.0},
+        description="Relative price per pool (lower is preferred); unknown pools rank last.",
+    )
+    slo_ttft_ms: float = Field(500.0, gt=0, description="A replica whose TTFT ewma exceeds this misses the SLO.")
+    max_outstanding_per_replica: float = Field(
+        32.0, gt=0, description="A replica with more outstanding requests than this counts as full."
+    )
+    inner_policy: InnerPolicyName = Field("least_outstanding", description="Policy used inside the chosen pool.")
+
+
+class RoutingConfig(_Section):
+    """How the gateway picks a replica (section ``routing`` of fleet.yaml)."""
+
+    policy: RoutingPolicyName = Field(
+        "prefix_affinity", description="The routing policy (default: prefix and load aware, see docs/routing.md)."
+    )
+    weights: ScorerWeightsConfig = Field(default_factory=ScorerWeightsConfig)
+    prefix: PrefixAffinityConfig = Field(default_factory=PrefixAffinityConfig)
+    session: SessionAffinityConfig = Field(default_factory=SessionAffinityConfig)
+    tiered: TieredConfig = Field(default_factory=TieredConfig)
+    latency: LatencyEwmaConfig = Field(default_factory=LatencyEwmaConfig)
+    cost: CostAwareConfig = Field(default_factory=CostAwareConfig)
