@@ -67,15 +67,16 @@ class Outcome:
         return next(c for c in self.verdict["checks"] if c["name"] == name)
 
 
-def run_validate(tmp: Path, *args: str, timeout_s: float = 150) -> Outcome:
-    """`llmfleet validate ... --out` in a subprocess; on a timeout its process group (and the fleet) is killed."""
+def run_validate(tmp: Path, *args: str, timeout_s: float = 150, env: dict[str, str] | None = None) -> Outcome:
+    """`llmfleet validate ... --out` in a subprocess (``env`` added to this one's); on a timeout its process group
+    (and the fleet) is killed."""
     out = tmp / "verdict.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmfleet", "validate", *args, "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
     try:
         text, _ = proc.communicate(timeout=timeout_s)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from llmfleet.bench.records import RequestRecord
@@ -9,7 +16,7 @@ from llmfleet.config import ValidateConfig, parse_fleet_config
 from llmfleet.errors import ConfigError
 from llmfleet.validate.cli import validate_settings
 from llmfleet.validate.cost import autoscaler_bounds, replica_seconds
-from llmfleet.validate.failover import stall_s
+from llmfleet.validate.failover import kill_replica, stall, stall_s
 from llmfleet.validate.memory import slope, thirds_growth
 from llmfleet.validate.scaling import base_concurrency
 from llmfleet.validate.timeline import FleetSample
@@ -22,9 +29,12 @@ def rec(start: float, first: float | None, end: float, itl: list[float]) -> Requ
     return r
 
 
-def test_stall_is_the_longest_gap_of_a_stream_spanning_the_kill() -> None:
-    assert stall_s(rec(0, 0.1, 5, [0.01, 1.5, 0.01]), kill_s=2.0) == 1.5
-    assert stall_s(rec(0, 3.0, 5, []), kill_s=2.0) == pytest.approx(1.0)  # first token only after the kill
+def test_stall_is_the_longest_silence_of_a_stream_around_the_kill() -> None:
+    # outputs at 0.1, 0.6, 1.1, 2.6, 2.7, 5.7; the stream ends at 5.8 (the kill at 2.0)
+    r = rec(0, 0.1, 5.8, [0.5, 0.5, 1.5, 0.1, 3.0])
+    assert stall(r, kill_s=2.0, window_s=2.0) == pytest.approx((3.0, 0.7))  # 2.7 -> 5.7 began 0.7 s after the kill
+    assert stall(r, kill_s=2.0, window_s=0.5) == pytest.approx((1.5, -0.9))  # later silences are latency, not the kill
+    assert stall_s(rec(0, 3.0, 5, []), kill_s=2.0) == pytest.approx(1.0)  # first output only after the kill
     assert stall_s(rec(0, None, 4.0, []), kill_s=2.0) == pytest.approx(2.0)  # never streamed: until it ended
     assert stall_s(rec(3, 3.1, 5, [0.2]), kill_s=2.0) is None  # sent after the kill
 
@@ -74,3 +84,32 @@ def test_verdict_document_has_the_required_keys() -> None:
     for c in doc["checks"]:
         assert {"name", "status", "value", "target", "evidence"} <= set(c)
     assert results[1].status is Status.SKIP
+
+
+def test_kill_replica_takes_the_processes_it_started(tmp_path: Path) -> None:
+    """Like real vLLM's engine core (a child of its API server), a replica's children die with it."""
+    pidfile = tmp_path / "child.pid"
+    leader = subprocess.Popen(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        child = int(pidfile.read_text())
+        kill_replica(leader.pid)
+        assert leader.wait(timeout=10) == -9
+        deadline = time.monotonic() + 10
+        while alive(child):
+            assert time.monotonic() < deadline, "the replica's child outlived the kill"
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
