@@ -144,7 +144,18 @@ async def run(ctx: CheckContext, cfg: ValidateFailoverConfig) -> CheckResult:
         ctx.progress(f"failover: killed {url} (pid {pid}) with {victim['in_flight']} requests in flight")
         records = await load
         recovered_s = await _restarted(ctx, url, port or -1, pid, kill_s, cfg.recovery_timeout_s)
-    spanning = [s for r in records.records if (s := stall(r, kill_s, cfg.max_interruption_s)) is not None]
+    around = [(r, s) for r in records.records if (s := stall(r, kill_s, cfg.max_interruption_s)) is not None]
+    spanning = [s for _, s in around]
+    streams = [
+        {
+            "sent_s": round(r.start_s - kill_s, 3),
+            "first_output_s": None if r.first_token_s is None else round(r.first_token_s - kill_s, 3),
+            "end_s": round(r.end_s - kill_s, 3),
+            "stall_s": round(s[0], 3),
+            "stall_began_s": round(s[1], 3),
+        }
+        for r, s in around
+    ]
     failed = [r for r in records.records if not r.ok]
     worst, began = max(spanning, default=(0.0, 0.0))
     passed = worst < cfg.max_interruption_s and len(failed) <= cfg.max_failed_requests and recovered_s is not None
@@ -170,6 +181,7 @@ async def run(ctx: CheckContext, cfg: ValidateFailoverConfig) -> CheckResult:
         evidence,
         interruption_s=worst,
         stall_began_s=began,
+        streams_around_kill=streams,
         failed=len(failed),
         recovered_s=recovered_s,
         killed=url,
