@@ -83,7 +83,7 @@ def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
             proc.kill()  # its children get SIGTERM from the kernel (die_with_parent)
             proc.wait()
     assert not [c for c in children if _alive(c)]
-    assert ready_s < 5.0, f"ready after {ready_s:.1f} s"
+    assert ready_s < 10.0, f"ready after {ready_s:.1f} s"  # ~3-5 s on a quiet 2-core machine
     print(f"llmfleet up (2 sim replicas) ready after {ready_s:.2f} s")
 
 

@@ -225,8 +225,10 @@ async def test_dashboard_in_headless_chromium(
                 await cdp.call("Page.navigate", url=f"{gw.url}/dashboard")
 
                 async def wait_for(expr: str, what: str, timeout_s: float = 20) -> Any:
+                    # Until navigation commits the old blank page answers: its missing elements mean "not yet".
+                    guarded = f"(() => {{ try {{ return {expr}; }} catch (e) {{ return null; }} }})()"
                     deadline = time.monotonic() + timeout_s
-                    while not (value := await cdp.js(expr)):
+                    while not (value := await cdp.js(guarded)):
                         assert time.monotonic() < deadline, f"timed out waiting for {what}"
                         await asyncio.sleep(0.2)
                     return value
