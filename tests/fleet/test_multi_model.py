@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from llmfleet.appthread import free_port
 
@@ -69,6 +70,7 @@ def _count(doc: dict[str, Any], model: str) -> int:
     return len(doc["by_model"].get(model, {}).get("replicas", []))
 
 
+@pytest.mark.slow  # ~30 s: two models scaling under load; CI runs the slow tier
 async def test_two_models_scale_on_their_own_signals(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()

@@ -142,6 +142,7 @@ def shared_fleet(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 BODY = {"model": MODEL, "prompt": "hello there", "max_tokens": 4}
 
 
+@pytest.mark.slow  # ~20-35 s: two gateways and redis-server; the Lua limits and shared prefix tests stay fast
 def test_keys_limits_cache_and_redis_loss(shared_fleet: Callable[..., Any]) -> None:
     redis, sim, (g1, g2), keys = shared_fleet(cache="redis")
     key = add_key(keys, "team-a", "--rpm", "6")

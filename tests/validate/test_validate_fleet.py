@@ -66,6 +66,7 @@ def test_slow_replica_fails_latency(tmp_path: Path) -> None:
     assert out.check("latency")["details"]["ttft_ms"]["p99"] > 800
 
 
+@pytest.mark.slow  # ~15-35 s of a fleet under load; CI runs the slow tier
 def test_autoscaler_disabled_fails_scaling(tmp_path: Path) -> None:
     cfg = write_fleet(tmp_path, {"autoscaler": {"enabled": False}, "engine": {"time_scale": 6}})
     out = run_validate(tmp_path, "--config", str(cfg), "--checks", "scaling", "--set", "scaling.base_s=6")
@@ -86,6 +87,7 @@ exec {python} -m llmfleet engine sim --port "$port" --served-model-name fake --t
 """
 
 
+@pytest.mark.slow  # ~20-35 s of a fleet under load; CI runs the slow tier
 def test_replica_that_cannot_restart_fails_failover(tmp_path: Path) -> None:
     fake = tmp_path / "fake-vllm-python"
     fake.write_text(FAKE_VLLM.format(python=sys.executable, marker=tmp_path / "started"))
