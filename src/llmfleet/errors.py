@@ -65,6 +65,13 @@ class OverloadedError(ApiError):
     type = "RateLimitError"
 
 
+class RateLimitError(ApiError):
+    """Over a key's requests or tokens per minute (HTTP 429 with ``Retry-After``, as OpenAI answers)."""
+
+    status = 429
+    type = "RateLimitError"
+
+
 class ServiceUnavailableError(ApiError):
     """No replica can take the request, or the server is draining (HTTP 503)."""
 

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from llmfleet.api.errors import error_response, retry_after_header
 from llmfleet.appthread import free_port
 from llmfleet.clock import ManualClock
-from llmfleet.gateway.auth import AccessControl, Principal, RateLimitError
+from llmfleet.errors import RateLimitError
+from llmfleet.gateway.auth import AccessControl, Principal
 from llmfleet.gateway.keys import KeysFile
 from llmfleet.gateway.limits import (
     KeyLimits,
@@ -26,7 +28,6 @@ from llmfleet.gateway.limits import (
     RedisLimitStore,
     Verdict,
     decide,
-    retry_after_header,
 )
 from llmfleet.gateway.shared_state import SharedState
 from tests.gateway.conftest import MODEL, wait_until
@@ -53,7 +54,7 @@ def test_local_bucket_refills_and_settles() -> None:
     assert store.acquire("k", lim, 50).allowed
     v = store.acquire("k", lim, 1)
     assert not v.allowed and v.limit == "rpm" and v.retry_after_s == pytest.approx(30.0)
-    assert retry_after_header(v) == "30"
+    assert retry_after_header(v.retry_after_s) == "30"
     clock.advance(30)
     v = store.acquire("k", lim, 60)  # 30 s gave back 1 request and 50 tokens
     assert not v.allowed and v.limit == "tpm" and v.retry_after_s == pytest.approx(6.0)
@@ -71,7 +72,7 @@ def test_access_control_refuses_with_429_and_settles_on_usage() -> None:
         await access.admit(who, prompt_tokens=50, max_tokens=100)  # 300 reserved
         with pytest.raises(RateLimitError) as exc:
             await access.admit(who, prompt_tokens=10, max_tokens=10)
-        resp = exc.value.response()
+        resp = error_response(exc.value)
         assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
         await access.finish(who, r1, 200, {"prompt_tokens": 50, "completion_tokens": 10})  # 90 given back
         await access.admit(who, prompt_tokens=10, max_tokens=10)

@@ -14,13 +14,19 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from llmfleet.api.errors import LOG_LIMITER_KEY, LogLimiter, error_middleware
+from llmfleet.api.errors import LOG_LIMITER_KEY, LogLimiter, error_middleware, error_response
 from llmfleet.api.types import ChatCompletionRequest, CompletionRequest, parse_request
 from llmfleet.clock import Clock, WallClock
 from llmfleet.config import GatewayConfig, RoutingConfig
-from llmfleet.errors import ApiError, InvalidRequestError, ModelNotFoundError, OverloadedError, ServiceUnavailableError
+from llmfleet.errors import (
+    ApiError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    OverloadedError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 from llmfleet.gateway.admission import Admission, RetryBudget
-from llmfleet.gateway.auth import RateLimitError
 from llmfleet.gateway.bodyparse import BodyLimits, check_prompt_text, check_token_ids, parse_json, read_body
 from llmfleet.gateway.dashboard import Dashboard
 from llmfleet.gateway.front_door import build_front_door
@@ -249,7 +255,7 @@ class Gateway:
             reservation = await self.front.admit(who, req)
         except RateLimitError as exc:
             self.metrics.count_request(route, "429", None, None)
-            return exc.response()
+            return error_response(exc)
         except ApiError as exc:
             self.metrics.count_request(route, str(exc.status), None, None)
             raise

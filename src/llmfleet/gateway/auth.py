@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from llmfleet.api.errors import error_response
-from llmfleet.errors import ApiError
+from llmfleet.errors import ApiError, RateLimitError
 from llmfleet.gateway.keys import KeyRing
-from llmfleet.gateway.limits import KeyLimits, Limiter, Reservation, Verdict, retry_after_header
+from llmfleet.gateway.limits import KeyLimits, Limiter, Reservation, Verdict
 
 ANONYMOUS = "anonymous"
 _USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
@@ -32,23 +30,6 @@ class AuthenticationError(ApiError):
 
     status = 401
     type = "AuthenticationError"
-
-
-class RateLimitError(ApiError):
-    """Over a key's requests or tokens per minute (HTTP 429 with ``Retry-After``)."""
-
-    status = 429
-    type = "RateLimitError"
-
-    def __init__(self, message: str, retry_after: str, *, code: str) -> None:
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
-
-    def response(self) -> web.Response:
-        """The OpenAI-style JSON error with its ``Retry-After`` header."""
-        resp = error_response(self)
-        resp.headers["Retry-After"] = self.retry_after
-        return resp
 
 
 @dataclass(frozen=True)
@@ -196,12 +177,12 @@ def _refusal(who: Principal, verdict: Verdict) -> RateLimitError:
         return RateLimitError(
             f"Request too large for key `{who.name}`: it needs more {unit} than its whole limit of {value} {unit} "
             "per minute. Lower max_tokens or the prompt.",
-            retry_after_header(verdict),
             code="request_too_large",
+            retry_after_s=verdict.retry_after_s,
         )
     return RateLimitError(
         f"Rate limit reached for key `{who.name}`: {value} {unit} per minute. "
         f"Please try again in {math.ceil(verdict.retry_after_s * 1000)} ms.",
-        retry_after_header(verdict),
         code="rate_limit_exceeded",
+        retry_after_s=verdict.retry_after_s,
     )

@@ -16,7 +16,6 @@ full limit on its own, which over-admits by the number of gateways while Redis i
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -253,8 +252,3 @@ class Limiter:
             # Redis down: the reservation stands (conservative; the bucket refills within a minute).
             with contextlib.suppress(SharedStateUnavailable):
                 await self.shared.adjust_tokens(reservation.key, reservation.limits, delta)
-
-
-def retry_after_header(verdict: Verdict) -> str:
-    """Whole seconds for ``Retry-After`` (at least 1)."""
-    return str(max(1, math.ceil(verdict.retry_after_s)))

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from llmfleet.autoscaling.policies import PolicyFn, model_based
-from llmfleet.config import FleetConfig
+from llmfleet.config import FleetConfig, RoutingPolicyName
 from llmfleet.errors import ConfigError
 from llmfleet.perfmodel.catalog import load_catalog
 from llmfleet.perfmodel.model import PerfModel
@@ -27,17 +27,8 @@ from llmfleet.simulator.results import Recorder, Slo
 from llmfleet.simulator.stepcost import StepCost
 from llmfleet.simulator.workload import TraceWorkload, Workload, WorkloadSpec, spec_summary
 
-ROUTING_POLICIES = (
-    "round_robin",
-    "least_outstanding",
-    "power_of_two",
-    "latency_ewma",
-    "load_aware",
-    "prefix_affinity",
-    "session_affinity",
-    "tiered",
-    "cost_aware",
-)
+ROUTING_POLICIES: tuple[str, ...] = get_args(RoutingPolicyName)
+"""Every policy ``--compare`` accepts: the ones the factory builds (defined once, in the config schema)."""
 AUTOSCALING_POLICIES = ("threshold", "target_ratio", "queue", "model")
 ENGINE_LOAD_POLICIES = frozenset({"load_aware", "cost_aware"})
 Progress = Callable[[float, int], None]
