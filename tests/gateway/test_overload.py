@@ -59,6 +59,7 @@ async def test_soak_mixed_load_with_faults() -> None:
     duration = float(os.environ.get("LLMFLEET_SOAK_S", "180"))
     with hardening.fleet(3, {"health": {"probe_interval_s": 1}}) as (gw, sims):
         r = await hardening.soak(gw, sims, duration)
+    print(f"soak {duration:g} s: {r}")  # the figures for the record (pytest -s)
     assert r["lost"] == 0, r
     assert set(r["statuses"]) <= {200, 429, 503}, r
     assert r["rss_growth_after_warmup_mib"] < 30, r
