@@ -65,6 +65,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+@pytest.mark.slow  # ~20 s of measuring a live engine; the fit itself is tested fast in test_calibrate/test_profile
 def test_calibrate_recovers_a_known_engine(tmp_path: Path) -> None:
     """A sim engine paced by known factors (L40S, Llama-3.1-8B, ~40 ms steps): the fitted model predicts it."""
     cat_gpu = load_catalog().gpu("L40S")

@@ -28,6 +28,7 @@ def screenshot(page: Path, png: Path, height: int = 2600) -> None:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # ~20 s fleet run with a Chromium screenshot; the slow-replica FAIL case stays in the default tier
 def test_fast_subset_passes_and_reports(tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     out = run_validate(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import aiohttp
+import pytest
 
 from llmfleet.engines.sim.background import SimServerThread
 
@@ -49,6 +50,7 @@ async def test_ttft_grows_with_prompt_length(start_sim: Callable[..., SimServerT
     assert ttfts[2] > 3 * ttfts[0]
 
 
+@pytest.mark.slow  # ~11 s load sweep
 async def test_throughput_grows_with_concurrency_and_saturates(start_sim: Callable[..., SimServerThread]) -> None:
     sim = start_sim(max_num_seqs=16, gpu="L40S")  # ~21 ms steps: long enough to measure on a busy machine
     t1 = await _throughput(sim.url, 1, 40)
