@@ -138,11 +138,14 @@ async def test_kill_9_mid_stream_resumes_on_the_other_replica(replicas: list[VLL
                         chunks += 1
                         if c.get("finish_reason"):
                             finishes.append(c["finish_reason"])
-                    if chunks == 20 and not killed:
+                    # Early: on a quiet machine vLLM generates all 1,500 tokens in about a second, and once they sit
+                    # in socket buffers a kill no longer interrupts the stream.
+                    if chunks == 2 and not killed:
                         serving = [rep for rep in replicas if gw.gateway.registry.get(rep.url).in_flight]  # type: ignore[union-attr]
                         assert len(serving) == 1
                         await asyncio.to_thread(serving[0].kill9)
                         killed = True
+        print(f"kill -9 at chunk 2; {chunks} chunks in all, usage {usage}")
         assert killed and not errors and finishes == ["length"]
         assert usage is not None and max_tokens <= usage["completion_tokens"] <= max_tokens + 10
         assert gw.gateway.metrics.resumes.labels("ok")._value.get() == 1
