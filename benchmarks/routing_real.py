@@ -43,6 +43,8 @@ from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
 from llmfleet.bench.workloads import Conversation, conversations, random_prompts
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
+from llmfleet.promtext import parse
+from llmfleet.vllm_metrics import read_prefix_cache
 
 BENCH_VENV = Path.home() / ".cache" / "llmfleet" / "bench-venv"
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,14 +204,8 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
 
 
 def _counters(url: str) -> tuple[float, float]:
-    hits = queries = 0.0
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("vllm:prefix_cache_hits_total"):
-                hits += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("vllm:prefix_cache_queries_total"):
-                queries += float(line.rsplit(" ", 1)[1])
-    return hits, queries
+        return read_prefix_cache(parse(r.read()))
 
 
 def _reset_prefix_cache(url: str) -> None:

@@ -8,7 +8,7 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary, generate_latest
 
-from llmfleet.engines import vllm_metrics as vm
+from llmfleet import vllm_metrics as vm
 from llmfleet.engines.sim.metrics import EngineMetrics
 from llmfleet.promtext import HistogramTotals, MetricsParseError, counter_since, parse
 
@@ -369,3 +369,9 @@ def test_nan_samples_are_unknown_and_a_bad_bucket_bound_is_named() -> None:
         parse('h_bucket{le="x"} 1\n').buckets("h")
     with pytest.raises(MetricsParseError, match="invalid Prometheus text"):
         parse(b"g 1\n\xff\xfe 2\n")
+
+
+def test_prefix_cache_counters_sum_over_engines() -> None:
+    hits, queries = vm.read_prefix_cache(parse(VLLM_PAGE))
+    assert (hits, queries) == (8192.0 + 1024.0, 20480.0 + 8192.0)
+    assert vm.read_prefix_cache(parse("")) == (0.0, 0.0)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from llmfleet import vllm_metrics as vm
 from llmfleet.autoscaling.signals import FleetSample, ReplicaLoad
-from llmfleet.engines import vllm_metrics as vm
 from llmfleet.errors import LLMFleetError
 from llmfleet.promtext import HistogramTotals, MetricsParseError, Scrape, counter_since, parse
 from llmfleet.providers.base import Provider

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
 from llmfleet.bench.workloads import conversations, random_prompts
+from llmfleet.promtext import parse
+from llmfleet.vllm_metrics import read_prefix_cache
 
 MODEL = "llama-3.1-8b"
 
@@ -57,14 +59,8 @@ def _wait(url: str, timeout_s: float = 30) -> None:
 
 
 def _prefix_counters(url: str) -> tuple[float, float]:
-    hits = queries = 0.0
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("vllm:prefix_cache_hits_total"):
-                hits += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("vllm:prefix_cache_queries_total"):
-                queries += float(line.rsplit(" ", 1)[1])
-    return hits, queries
+        return read_prefix_cache(parse(r.read()))
 
 
 def run_one(policy: str, workload: str, sc: Scenario) -> Outcome:

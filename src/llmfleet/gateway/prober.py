@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from llmfleet import vllm_metrics
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
-from llmfleet.engines import vllm_metrics
 from llmfleet.gateway.registry import Registry, Replica
 from llmfleet.promtext import MetricsParseError, parse
 from llmfleet.routing.views import EngineLoad, ReplicaState

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmfleet import vllm_metrics as vm
 from llmfleet.autoscaling.pipeline import DecisionCode
 from llmfleet.config import FleetConfig
-from llmfleet.engines import vllm_metrics as vm
 from llmfleet.errors import CatalogError, ConfigError
 from llmfleet.perfmodel.catalog import load_catalog
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmfleet.engines import vllm_metrics as vm
+from llmfleet import vllm_metrics as vm
 from llmfleet.render.alerts import (
     COST_USD_PER_HOUR,
     COST_USD_PER_MILLION_OUTPUT_TOKENS,

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from llmfleet.engines import vllm_metrics as vm
+from llmfleet import vllm_metrics as vm
 
 _LATENCY_BUCKETS = (
     0.001,

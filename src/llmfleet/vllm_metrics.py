@@ -63,3 +63,8 @@ def read_gauges(page: Scrape) -> EngineGauges:
         running=page.total(NUM_REQUESTS_RUNNING) or 0.0,
         kv_cache_usage=kv,
     )
+
+
+def read_prefix_cache(page: Scrape) -> tuple[float, float]:
+    """``(hits, queries)`` of the prefix cache in tokens, summed over engines (0 when absent)."""
+    return page.counter(PREFIX_CACHE_HITS) or 0.0, page.counter(PREFIX_CACHE_QUERIES) or 0.0
