@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from llmfleet import vllm_metrics as vm
 from llmfleet.clock import ManualClock
 from llmfleet.gateway.cache import HEADER, MemoryCache, cache_key, stream_events
+from llmfleet.promtext import parse
 from tests.gateway.conftest import MODEL
 
 
@@ -88,10 +90,7 @@ def post(url: str, body: dict[str, Any]) -> Resp:
 
 def _engine_requests(sim: Any) -> float:
     with urllib.request.urlopen(f"{sim.url}/metrics", timeout=5) as r:
-        page = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith("vllm:request_success_total")
-    )
+        return parse(r.read()).counter(vm.REQUEST_SUCCESS) or 0.0
 
 
 def test_live_cache_coalesces_and_replays_streams(fleet: Callable[..., Any]) -> None:

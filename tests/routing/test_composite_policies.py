@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from typing import get_args
 
 import pytest
 
 from llmfleet.clock import ManualClock
-from llmfleet.config import RoutingConfig, validate_section
+from llmfleet.config import RoutingConfig, RoutingPolicyName, validate_section
 from llmfleet.errors import ConfigError
 from llmfleet.routing.base import NoReplicaAvailable
 from llmfleet.routing.factory import build_policy
@@ -123,20 +124,7 @@ def test_tiered_keeps_one_inner_policy_per_pool() -> None:
     assert got == ["c1", "s1", "c2", "s2"]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "round_robin",
-        "least_outstanding",
-        "power_of_two",
-        "latency_ewma",
-        "load_aware",
-        "prefix_affinity",
-        "session_affinity",
-        "tiered",
-        "cost_aware",
-    ],
-)
+@pytest.mark.parametrize("name", get_args(RoutingPolicyName))  # every name the config accepts must build
 def test_factory_builds_every_policy_fresh(name: str) -> None:
     cfg = validate_section(RoutingConfig, {"policy": name})
     p1 = build_policy(cfg, ManualClock(), random.Random(0))
