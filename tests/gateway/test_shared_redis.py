@@ -93,6 +93,16 @@ def metric(url: str, name: str) -> list[Sample]:
     return [s for s in scrape.samples if s.name == name]
 
 
+def keys_loaded(g1: Any, g2: Any, n: int) -> None:
+    """Wait (bounded) until both gateways hold ``n`` active keys: they re-read the keys file by themselves."""
+    for g in (g1, g2):
+        wait_until(
+            lambda g=g: [s.value for s in metric(g.url, "llmfleet_gateway_keys_loaded")] == [float(n)],
+            10,
+            f"{g.url} to load {n} key(s)",
+        )
+
+
 def engine_requests(url: str) -> float:
     return sum(s.value for s in metric(url, "vllm:request_success_total"))
 
@@ -147,7 +157,7 @@ def test_keys_limits_cache_and_redis_loss(shared_fleet: Callable[..., Any]) -> N
     redis, sim, (g1, g2), keys = shared_fleet(cache="redis")
     key = add_key(keys, "team-a", "--rpm", "6")
     assert key not in keys.read_text()  # the file holds only hashes
-    time.sleep(0.5)  # both gateways pick the new key up without a restart
+    keys_loaded(g1, g2, 2)  # both gateways pick the new key up (beside the bootstrap one) without a restart
 
     status, _, body = post(g1.url, BODY, None)
     assert status == 401, body
@@ -169,7 +179,7 @@ def test_keys_limits_cache_and_redis_loss(shared_fleet: Callable[..., Any]) -> N
     # A deterministic request repeated through the other gateway is a hit the engine never sees.
     cache_key = add_key(keys, "team-b")
     roomy = add_key(keys, "team-c", "--rpm", "1000", "--tpm", "100000")
-    time.sleep(0.5)
+    keys_loaded(g1, g2, 4)
     det = {**BODY, "prompt": "the cached one", "temperature": 0}
     before = engine_requests(sim.url)
     s1, h1, b1 = post(g1.url, det, cache_key)

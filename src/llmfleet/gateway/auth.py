@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from llmfleet.errors import ApiError, RateLimitError
 from llmfleet.gateway.keys import KeyRing
@@ -106,6 +106,18 @@ class AccessControl:
         self.limiter = limiter
         self.assumed_max_tokens = assumed_max_tokens
         self.metrics = AccessMetrics(registry)
+        if keyring is not None:
+            ring = keyring
+
+            def loaded() -> float:  # a scrape also looks for a changed keys file, like a request does
+                ring.maybe_reload()
+                return float(len(ring))
+
+            Gauge(
+                "llmfleet_gateway_keys_loaded",
+                "Active API keys the gateway holds (re-read from the keys file when it changes).",
+                registry=registry,
+            ).set_function(loaded)
 
     @property
     def enabled(self) -> bool:
