@@ -9,11 +9,13 @@ import pytest
 from aiohttp import web
 
 from llmfleet.appthread import free_port
+from llmfleet.clock import WallClock
 from llmfleet.config import SimEngineConfig
 from llmfleet.errors import ConfigError
 from llmfleet.fleet.actions import patched_engine
 from llmfleet.fleet.cli import _parse_sets
 from llmfleet.fleet.control import create_control_app
+from llmfleet.fleet.model_fleet import ModelFleet
 from llmfleet.fleet.rollout import Rollout
 
 TOKEN = "t0ken"
@@ -21,6 +23,9 @@ TOKEN = "t0ken"
 
 class _Fleet:
     """A FleetControl whose rollouts validate the patch as the real one does, then stop there."""
+
+    clock = WallClock()
+    models: tuple[ModelFleet, ...] = ()
 
     async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
         patched_engine(SimEngineConfig(), engine_patch)

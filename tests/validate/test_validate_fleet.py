@@ -134,3 +134,15 @@ def test_all_seven_pass_on_a_simulated_fleet(tmp_path: Path) -> None:
     out = run_validate(tmp_path, "--config", str(cfg), "--report", str(report), timeout_s=300)
     assert [c["name"] for c in out.verdict["checks"]] == CHECKS
     assert out.code == 0 and {c["status"] for c in out.verdict["checks"]} == {"PASS"}, out.output[-4000:]
+
+
+@pytest.mark.slow  # ~30 s of a fleet under load
+def test_the_autoscaler_is_paused_during_throughput_so_cost_sees_the_planned_fleet(tmp_path: Path) -> None:
+    # 100 in flight on 2 replicas is 6x the queue target (8 per replica): a live autoscaler grows the fleet to
+    # max_replicas during the throughput check, and cost then measures 3 replicas against 2 projected.
+    cfg = write_fleet(tmp_path, {"validate": {"throughput": {"requests": 300}, "cost": {"window_s": 12}}})
+    out = run_validate(tmp_path, "--config", str(cfg), "--checks", "throughput,cost")
+    assert out.status("cost") == "PASS", out.check("cost")
+    assert "autoscaler paused during this check" in out.check("throughput")["evidence"], out.output[-3000:]
+    assert out.check("throughput")["details"]["autoscaler"] == "paused"
+    assert "autoscaler" not in out.check("cost")["details"]  # cost prices what the live autoscaler does

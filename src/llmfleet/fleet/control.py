@@ -6,19 +6,28 @@ The gateway's admin API manages routing; this one manages the replica processes 
 - ``GET /metrics``: the autoscaler's metrics (``llmfleet_autoscaler_*``).
 - ``POST /spot/interrupt`` ``{"url": ...}`` handles an interruption notice: backfill first (reserved capacity
   preferred), then drain and stop the interrupted replica.
+- ``POST /autoscaler/pause`` ``{"reason": ..., "ttl_s": ...}`` holds every model's fleet size (signals are still
+  sampled) until ``POST /autoscaler/resume`` or, at the latest, ``ttl_s`` seconds later: a client that dies while
+  it holds the autoscaler cannot leave it off. A second pause replaces (renews) the first. ``GET /autoscaler``
+  shows the hold (:mod:`~llmfleet.fleet.autoscaler_hold`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmfleet.api.errors import Handler, error_middleware
+from llmfleet.clock import Clock
 from llmfleet.errors import ApiError, ConfigError, InvalidRequestError
+from llmfleet.fleet.autoscaler_hold import AutoscalerHold, HoldRequest, Pausable
+from llmfleet.fleet.model_fleet import ModelFleet
 from llmfleet.fleet.rollout import Rollout, RolloutState
 
 
@@ -46,10 +55,28 @@ class FleetControl(Protocol):
 
     async def spot_interrupt(self, url: str) -> dict[str, Any]: ...
 
+    @property
+    def models(self) -> Sequence[ModelFleet]:
+        """Every model's share of the fleet (their controllers are what ``/autoscaler/pause`` holds)."""
+        ...
 
-def create_control_app(fleet: FleetControl, token: str, metrics: CollectorRegistry | None = None) -> web.Application:
-    """The control API; ``metrics`` (the autoscaler's registry) is served at ``GET /metrics``."""
+    @property
+    def clock(self) -> Clock:
+        """The fleet's clock (a pause's ``ttl_s`` runs on it)."""
+        ...
+
+
+def create_control_app(
+    fleet: FleetControl, token: str, metrics: CollectorRegistry | None = None, hold_poll_wall_s: float = 0.5
+) -> web.Application:
+    """The control API; ``metrics`` (the autoscaler's registry) is served at ``GET /metrics``; an autoscaler pause
+    is checked for expiry every ``hold_poll_wall_s`` wall seconds."""
     state: dict[str, Any] = {"rollout": None, "task": None}
+
+    def controllers() -> list[Pausable]:
+        return [m.controller for m in fleet.models if m.controller is not None]
+
+    hold = AutoscalerHold(controllers, fleet.clock)
 
     def auth(request: web.Request) -> None:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -95,9 +122,33 @@ def create_control_app(fleet: FleetControl, token: str, metrics: CollectorRegist
         body = generate_latest(metrics) if metrics is not None else b""
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def post_pause(request: web.Request) -> web.Response:
+        auth(request)
+        return web.json_response(hold.pause(HoldRequest.parse(await body(request))))
+
+    async def post_resume(request: web.Request) -> web.Response:
+        auth(request)
+        return web.json_response(hold.resume())
+
+    async def get_autoscaler(request: web.Request) -> web.Response:
+        auth(request)
+        hold.enforce()
+        return web.json_response(hold.status())
+
+    async def hold_watcher(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(hold.watch(hold_poll_wall_s), name="autoscaler-hold")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app = web.Application(middlewares=[error_middleware, config_errors])
+    app.cleanup_ctx.append(hold_watcher)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/rollout", post_rollout)
     app.router.add_get("/rollout", get_rollout)
     app.router.add_post("/spot/interrupt", post_spot)
+    app.router.add_post("/autoscaler/pause", post_pause)
+    app.router.add_post("/autoscaler/resume", post_resume)
+    app.router.add_get("/autoscaler", get_autoscaler)
     return app

@@ -1,7 +1,9 @@
-"""Runs the chosen checks in order against one fleet, with a status monitor sampling in the background."""
+"""Runs the chosen checks in order against one fleet, with a status monitor sampling in the background; the checks
+that measure a fixed fleet run with the autoscaler paused (:mod:`~llmfleet.validate.hold`)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -13,6 +15,7 @@ from llmfleet.config import ValidateConfig
 from llmfleet.errors import LLMFleetError
 from llmfleet.validate import cost, error_recovery, failover, latency, memory, scaling, throughput
 from llmfleet.validate.context import CheckContext, FleetHandle, StatusMonitor
+from llmfleet.validate.hold import FIXED_FLEET_CHECKS, HoldOutcome, autoscaler_held
 from llmfleet.validate.timeline import Timeline
 from llmfleet.validate.verdict import CheckResult, Status
 
@@ -54,10 +57,15 @@ async def run_checks(
         try:
             for name in vcfg.checks:
                 progress(f"{name}: running")
-                try:
-                    result = await CHECKS[name](ctx, vcfg)
-                except LLMFleetError as exc:
-                    result = CheckResult(name, Status.FAIL, "-", "-", f"the check could not complete: {exc}")
+                async with contextlib.AsyncExitStack() as stack:
+                    hold = HoldOutcome()
+                    if name in FIXED_FLEET_CHECKS:
+                        hold = await stack.enter_async_context(autoscaler_held(ctx, name))
+                    try:
+                        result = await CHECKS[name](ctx, vcfg)
+                    except LLMFleetError as exc:
+                        result = CheckResult(name, Status.FAIL, "-", "-", f"the check could not complete: {exc}")
+                result = hold.annotate(result)
                 results.append(result)
                 on_result(result)
         finally:
