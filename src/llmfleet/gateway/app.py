@@ -267,7 +267,12 @@ class Gateway:
             self.admission.leave(req.typed.model)
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "owned_by": "llmfleet"} for m in sorted(self.registry.models())]
+        """The union of the replicas' models; a LoRA adapter carries its base model as ``parent`` and ``root``
+        (vLLM's fields; ``root`` is a model name here, not the path the engine loaded it from)."""
+        data = [
+            {"id": m, "object": "model", "owned_by": "llmfleet", "root": parent or m, "parent": parent}
+            for m, parent in sorted(self.registry.parents().items())
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def openapi(self, request: web.Request) -> web.Response:

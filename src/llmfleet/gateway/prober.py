@@ -13,18 +13,19 @@ import aiohttp
 from llmfleet import vllm_metrics
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
+from llmfleet.gateway.adapters import read_lora_activity
 from llmfleet.gateway.registry import Registry, Replica
-from llmfleet.promtext import MetricsParseError, parse
+from llmfleet.promtext import MetricsParseError, Scrape, parse
 from llmfleet.routing.views import EngineLoad, ReplicaState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def parse_engine_load(text: str | bytes, now: float) -> EngineLoad:
+def parse_engine_load(text: str | bytes | Scrape, now: float) -> EngineLoad:
     """The load gauges of a vLLM ``/metrics`` page (waiting and running summed over engines, KV-cache usage their
     mean); raises :class:`~llmfleet.promtext.MetricsParseError` when the page is not Prometheus text."""
-    g = vllm_metrics.read_gauges(parse(text))
+    g = vllm_metrics.read_gauges(text if isinstance(text, Scrape) else parse(text))
     return EngineLoad(
         num_requests_waiting=g.waiting,
         num_requests_running=g.running,
@@ -54,12 +55,22 @@ async def within(clock: Clock, seconds: float, work: Coroutine[Any, Any, T]) -> 
     return True, task.result()
 
 
-async def fetch_models(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[str]:
-    """Model ids a replica serves (``GET /v1/models``)."""
+async def fetch_model_cards(session: aiohttp.ClientSession, url: str, timeout_s: float) -> dict[str, str | None]:
+    """The models a replica serves (``GET /v1/models``): id -> ``parent``, the base model of a LoRA adapter (None
+    for a base model). Raises ``KeyError``/``ValueError`` for a list that is not vLLM's shape."""
     async with session.get(f"{url}/v1/models", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
         resp.raise_for_status()
         data = await resp.json()
-    return [m["id"] for m in data.get("data", [])]
+    cards: dict[str, str | None] = {}
+    for m in data.get("data", []):
+        parent = m.get("parent")
+        cards[str(m["id"])] = parent if isinstance(parent, str) and parent else None
+    return cards
+
+
+async def fetch_models(session: aiohttp.ClientSession, url: str, timeout_s: float) -> list[str]:
+    """Model ids a replica serves (``GET /v1/models``)."""
+    return list(await fetch_model_cards(session, url, timeout_s))
 
 
 class Prober:
@@ -107,8 +118,8 @@ class Prober:
         try:
             async with self.session.get(f"{r.url}/health", timeout=timeout) as resp:
                 ok = resp.status == 200
-            if ok and (not r.models or r.state == ReplicaState.UNHEALTHY):
-                r.models = frozenset(await fetch_models(self.session, r.url, self.cfg.probe_timeout_s))
+            if ok and (not r.models or r.parents is None or r.state == ReplicaState.UNHEALTHY):
+                r.set_models(await fetch_model_cards(self.session, r.url, self.cfg.probe_timeout_s))
             if ok and self.cfg.probe_completion and r.models:
                 t0 = self.clock.now()
                 ok = await self._probe_completion(r, timeout)
@@ -135,13 +146,15 @@ class Prober:
         return bool(ok) if finished else True
 
     async def scrape(self, r: Replica) -> None:
-        """Read the replica's engine load from its ``/metrics``; a failed scrape only leaves the load stale (probes
-        decide health)."""
+        """Read the replica's engine load and LoRA adapter activity from its ``/metrics``; a failed scrape only
+        leaves them stale (probes decide health)."""
         try:
             timeout = aiohttp.ClientTimeout(total=self.cfg.probe_timeout_s)
             async with self.session.get(f"{r.url}/metrics", timeout=timeout) as resp:
                 if resp.status == 200:
-                    r.load = parse_engine_load(await resp.read(), self.clock.now())
+                    page = parse(await resp.read())
+                    r.load = parse_engine_load(page, self.clock.now())
+                    r.lora = read_lora_activity(page)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.debug("scrape of %s failed: %r", r.url, exc)
         except MetricsParseError as exc:

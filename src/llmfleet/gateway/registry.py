@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
 from llmfleet.errors import CatalogError, InvalidRequestError
+from llmfleet.gateway.adapters import LoraActivity, prefer_resident
 from llmfleet.health import HealthTracker, Transition
 from llmfleet.perfmodel import Catalog
 from llmfleet.routing.base import RouteRequest
@@ -80,6 +81,11 @@ class Replica:
     ``replica-<n>``; URLs stay in the admin API."""
     hardware: Hardware = Hardware()
     models: frozenset[str] = frozenset()
+    parents: Mapping[str, str | None] | None = None
+    """Each listed model's base model as the replica's ``/v1/models`` gives it (``parent``: None for a base model,
+    the base's name for a LoRA adapter); None until a full model list was read (ids alone say no parent)."""
+    lora: LoraActivity | None = None
+    """Adapters running and waiting on the engine (``vllm:lora_requests_info``); None when not scraped."""
     in_flight: int = 0
     latency_ewma_s: float | None = None
     ttft_ewma_s: float | None = None
@@ -90,6 +96,11 @@ class Replica:
     @property
     def state(self) -> ReplicaState:
         return self.health.state
+
+    def set_models(self, cards: Mapping[str, str | None]) -> None:
+        """Take a model list read from the replica: model id -> its ``parent`` (None for a base model)."""
+        self.models = frozenset(cards)
+        self.parents = dict(cards)
 
     def view(self) -> ReplicaView:
         return ReplicaView(
@@ -118,6 +129,7 @@ class Replica:
             "capacity_type": self.hardware.capacity_type,
             "state": self.state.value,
             "models": sorted(self.models),
+            "lora_running": None if self.lora is None else sorted(self.lora.running),
             "in_flight": self.in_flight,
             "latency_ewma_ms": None if self.latency_ewma_s is None else round(self.latency_ewma_s * 1000, 2),
             "ttft_ewma_ms": None if self.ttft_ewma_s is None else round(self.ttft_ewma_s * 1000, 2),
@@ -251,8 +263,8 @@ class Registry:
             existing.pool, existing.weight = pool, weight
             if hardware is not None:
                 existing.hardware = hardware
-            if models:
-                existing.models = frozenset(models)
+            if models and frozenset(models) != existing.models:
+                existing.models, existing.parents = frozenset(models), None  # the prober reads the parents again
             return existing
         r = Replica(
             id=url,
@@ -287,20 +299,37 @@ class Registry:
     def views(self, model: str) -> list[ReplicaView]:
         """Views of the replicas serving ``model`` (any state: policies filter).
 
+        For a LoRA adapter, replicas that would have to swap it in are offered as degraded while one running it
+        already can take the request without queueing (:func:`~llmfleet.gateway.adapters.prefer_resident`).
+
         Panic routing (like Envoy's healthy-panic threshold): when *no* replica of the model is routable but some
         are ejected as unhealthy, they are offered as degraded. Overload can make every probe time out at once;
         refusing all traffic then turns a slowdown into an outage, while a truly dead replica only costs a fast
         connect error and a retry elsewhere.
         """
-        views = [r.view() for r in self._replicas.values() if model in r.models]
+        serving = [r for r in self._replicas.values() if model in r.models]
+        views = [r.view() for r in serving]
         if views and not any(v.routable for v in views):
             views = [replace(v, state=ReplicaState.DEGRADED) if v.state == ReplicaState.UNHEALTHY else v for v in views]
+        if any(r.lora is not None for r in serving):
+            views = prefer_resident(model, views, {r.id: r.lora for r in serving})
         return views
 
     def models(self) -> set[str]:
         out: set[str] = set()
         for r in self._replicas.values():
             out |= r.models
+        return out
+
+    def parents(self) -> dict[str, str | None]:
+        """Every served model id -> its base model (None: a base model, or no replica said), for ``/v1/models``.
+        A replica that names a parent wins over one that gave ids only."""
+        out: dict[str, str | None] = {}
+        for r in self._replicas.values():
+            for m in r.models:
+                parent = (r.parents or {}).get(m)
+                if out.get(m) is None:
+                    out[m] = parent
         return out
 
     def routable_count(self) -> int:

@@ -27,7 +27,7 @@ from llmfleet.api.types import parse_request
 from llmfleet.errors import ApiError, InvalidRequestError
 from llmfleet.gateway.bodyparse import check_prompt_text
 from llmfleet.gateway.front_door import Forwarder
-from llmfleet.gateway.prober import fetch_models
+from llmfleet.gateway.prober import fetch_model_cards
 from llmfleet.gateway.proxy import Proxy, ProxyRequest
 from llmfleet.gateway.registry import Outcome, normalize_url
 from llmfleet.routing.base import RouteRequest
@@ -249,7 +249,7 @@ class LoraAdmin:
             results[r.url] = await self._one(r.url, path, payload)
             if results[r.url]["status"] == 200:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-                    r.models = frozenset(await fetch_models(self._session(), r.url, gw.config.health.probe_timeout_s))
+                    r.set_models(await fetch_model_cards(self._session(), r.url, gw.config.health.probe_timeout_s))
         ok = all(v["status"] == 200 for v in results.values())
         return web.json_response({"ok": ok, "replicas": results}, status=200 if ok else 502)
 

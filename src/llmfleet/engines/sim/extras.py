@@ -1,6 +1,6 @@
 """The simulated engine's routes beyond completions and chat, shaped like vLLM's: ``/v1/embeddings``,
 ``/detokenize``, ``/v1/score``, ``/v1/rerank`` (and ``/rerank``), ``/v1/responses`` and the runtime LoRA API
-(``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``).
+(``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``), with vLLM's ``vllm:lora_requests_info`` gauge.
 
 Embeddings are deterministic (:mod:`llmfleet.engines.sim.embedding`); score and rerank are cosine similarities of
 those embeddings; the Responses API generates through the engine like chat does (its own latency and KV use).
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from llmfleet.api.types import ChatMessage, parse_request
 from llmfleet.engines.sim.embedding import EMBEDDING_DIMS, cosine, embed_ids, encode_base64
+from llmfleet.engines.sim.lora import LoraRequestsCollector
 from llmfleet.engines.sim.tokenizer import render_chat, token_ids
 from llmfleet.errors import InternalServerError, InvalidRequestError
 
@@ -34,7 +35,10 @@ class SimExtras:
         self.server = server
 
     def register(self, router: web.UrlDispatcher) -> None:
-        """Add the routes to ``router``."""
+        """Add the routes to ``router``, and ``vllm:lora_requests_info`` to the engine's metrics."""
+        scheduler = self.server.engine.scheduler
+        collector = LoraRequestsCollector(self.server.adapters, lambda: (scheduler.running, scheduler.waiting))
+        self.server.engine.metrics.registry.register(collector)
         router.add_post("/v1/embeddings", self.embeddings)
         router.add_post("/detokenize", self.detokenize)
         router.add_post("/v1/score", self.score)
@@ -200,12 +204,16 @@ class SimExtras:
             raise InvalidRequestError("`max_output_tokens` must be a positive integer", param="max_output_tokens")
         budget = self.server._budget(len(ids), max_out)
         handle = await self.server._admit(budget, ids, [], False, salt)
-        rid, msg_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
-        base = {"id": rid, "object": "response", "created_at": int(time.time()), "model": model}
-        if body.get("stream") is True:
-            return await self._stream_response(request, handle, base, msg_id, len(ids))
-        text, finish = await self.server._collect(handle)
-        return web.json_response(_response(base, msg_id, text, finish, len(ids), len(handle.req.output_ids)))
+        self.server.adapters.attach(handle.req, model)
+        try:
+            rid, msg_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
+            base = {"id": rid, "object": "response", "created_at": int(time.time()), "model": model}
+            if body.get("stream") is True:
+                return await self._stream_response(request, handle, base, msg_id, len(ids))
+            text, finish = await self.server._collect(handle)
+            return web.json_response(_response(base, msg_id, text, finish, len(ids), len(handle.req.output_ids)))
+        finally:
+            self.server.adapters.detach(handle.req)
 
     async def _stream_response(
         self, request: web.Request, handle: Any, base: dict[str, Any], msg_id: str, n_prompt: int
