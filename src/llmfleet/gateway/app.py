@@ -127,6 +127,8 @@ class Gateway:
             await self.prober.stop()
         if self.session is not None:
             await self.session.close()
+        if self.proxy is not None:
+            self.proxy.upstream.close()
         await self.front.close()
 
     async def add_replica(

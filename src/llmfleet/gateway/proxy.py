@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -37,7 +38,9 @@ from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUna
 from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
-from llmfleet.gateway.relay import Segment, StreamRelay, StreamSink, tokenize_on, upstream_stream_body
+from llmfleet.gateway.relay import Segment, StreamRelay, StreamSink, UpstreamBody, tokenize_on, upstream_stream_body
+from llmfleet.gateway.upstream_http import UpstreamError as HttpUpstreamError
+from llmfleet.gateway.upstream_http import UpstreamPool, UpstreamResponse
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -51,6 +54,8 @@ _REPLICA_STATUSES = frozenset({502, 503, 504})
 """5xx statuses that say the replica (or something in front of it), not the request, failed."""
 _USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_LEAN_ROUTES = frozenset({"completions", "chat"})
+"""Routes whose upstream calls take the lean client (:mod:`llmfleet.gateway.upstream_http`)."""
 
 
 class AttemptFailed(Exception):
@@ -63,7 +68,7 @@ class AttemptFailed(Exception):
         self.body = body
 
 
-UPSTREAM_ERRORS = (AttemptFailed, TimeoutError, aiohttp.ClientError)
+UPSTREAM_ERRORS = (AttemptFailed, TimeoutError, aiohttp.ClientError, HttpUpstreamError)
 """What an attempt may fail with before the client has seen anything; :func:`upstream_failure` maps each."""
 
 
@@ -71,9 +76,12 @@ def upstream_failure(
     exc: BaseException | None = None, *, status: int | None = None, body: bytes = b""
 ) -> AttemptFailed:
     """The one mapping from an upstream error (an exception, or an HTTP ``status`` >= 500) to a failure reason:
-    ``timeout``, ``connect``, ``http_<status>``, or the aiohttp exception's class name."""
+    ``timeout``, ``connect``, ``http_<status>``, or the aiohttp exception's class name (the lean client's errors
+    carry the same names)."""
     if isinstance(exc, AttemptFailed):
         return exc
+    if isinstance(exc, HttpUpstreamError):
+        return AttemptFailed(exc.reason)
     if exc is None:
         return AttemptFailed(f"http_{status}", status, body)
     if isinstance(exc, TimeoutError):  # before ClientError: aiohttp's timeouts are both
@@ -179,6 +187,8 @@ class Proxy:
         self.clock = clock
         self.rng = rng
         self.relay = StreamRelay(config, metrics, clock)
+        self.upstream = UpstreamPool(config.connect_timeout_s, config.idle_stream_timeout_s)
+        """Completions and chat go through this lean client; everything else through aiohttp's ``session``."""
         # Per attempt only the connect timeout: a non-streamed answer's headers come when generation ends, so its
         # first byte is bounded by the whole request's deadline; chunk gaps by idle_stream_timeout_s.
         self._attempt_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s)
@@ -307,7 +317,32 @@ class Proxy:
     async def _post_once(self, replica: Replica, req: ProxyRequest) -> tuple[int, bytes]:
         """One non-streamed attempt. Engines send a non-streamed answer's headers only once generation ends, so
         silence is normal: every ``first_byte_timeout_s`` the replica's ``/health`` is asked whether it is alive;
-        the attempt goes on while it answers (up to the request's deadline) and fails as a hang when it does not."""
+        the attempt goes on while it answers (up to the request's deadline) and fails as a hang when it does not
+        (a timer per period, not a task per attempt: :meth:`UpstreamResponse.watch`). The body then comes with at
+        most ``idle_stream_timeout_s`` between bytes. Pass-through routes take aiohttp (:meth:`_post_aiohttp`)."""
+        if req.route not in _LEAN_ROUTES:
+            return await self._post_aiohttp(replica, req)
+        up: UpstreamResponse | None = None
+        try:
+            watch = (self.cfg.first_byte_timeout_s, functools.partial(self._alive, replica))
+            up = await self.upstream.post(replica.url, req.path, req.raw, watch)
+            data = await up.read()
+        except TimeoutError:
+            if up is not None:
+                up.close()
+            raise AttemptFailed("idle_timeout" if up is not None else "timeout") from None
+        except HttpUpstreamError as exc:
+            raise upstream_failure(exc) from None
+        except BaseException:
+            if up is not None:
+                up.close()
+            raise
+        if up.status >= 500:
+            raise upstream_failure(status=up.status, body=data)
+        return up.status, data
+
+    async def _post_aiohttp(self, replica: Replica, req: ProxyRequest) -> tuple[int, bytes]:
+        """:meth:`_post_once` through aiohttp (pass-through routes): the same health watch, as a task."""
         task = asyncio.ensure_future(self._post_and_read(replica, req))
         try:
             while True:
@@ -396,21 +431,20 @@ class Proxy:
             attempt = await self._next_attempt(req, n, last, tried)
             if attempt is None:
                 break
-            up: aiohttp.ClientResponse | None = None
+            up: UpstreamBody | None = None
             try:
                 async with asyncio.timeout(self.cfg.first_byte_timeout_s):
-                    up = await self.session.post(
-                        attempt.replica.url + req.path, data=body, headers=_UPSTREAM, timeout=self._attempt_timeout
-                    )
+                    if req.route in _LEAN_ROUTES:
+                        up = await self.upstream.post(attempt.replica.url, req.path, body)
+                    else:
+                        up = await self.session.post(
+                            attempt.replica.url + req.path, data=body, headers=_UPSTREAM, timeout=self._attempt_timeout
+                        )
                     if up.status >= 500:
                         raise upstream_failure(status=up.status, body=await up.read())
                     if up.status != 200:
                         return Segment(attempt, up, b"")
-                    first = await up.content.readline()
-                    while first in (b"\n", b"\r\n"):
-                        first = await up.content.readline()
-                    if not first:
-                        raise AttemptFailed("empty_stream")
+                    first = await _first_data(up)
                 verdicts.close(blame=True)
                 return Segment(attempt, up, first)
             except UPSTREAM_ERRORS as exc:
@@ -429,6 +463,21 @@ class Proxy:
         if _is_timeout(last):
             raise GatewayTimeoutError("upstream replicas did not start the stream in time")
         raise UpstreamError(f"upstream replicas failed to start the stream (last: {last.reason})")
+
+
+async def _first_data(up: UpstreamBody) -> bytes:
+    """The stream's first bytes up to and including a line that is not blank (what arrived with it comes too);
+    ``empty_stream`` when the body ends before one."""
+    data = b""
+    while True:
+        chunk = await up.content.readany()
+        if not chunk:
+            if data.strip():  # a last line without its newline still counts
+                return data
+            raise AttemptFailed("empty_stream")
+        data = (data + chunk).lstrip(b"\r\n")
+        if b"\n" in data:
+            return data
 
 
 class _StreamUpstream:

@@ -315,12 +315,35 @@ def error_event(message: str) -> bytes:
     return sse(dumps(error_payload(UpstreamError(message))))
 
 
+class _Readable(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class UpstreamBody(Protocol):
+    """An upstream response as the relay and the proxy read it: aiohttp's ``ClientResponse`` (pass-through routes)
+    or the lean client's :class:`~llmfleet.gateway.upstream_http.UpstreamResponse` (completions and chat, the only
+    ones the relay carries: its ``readany`` enforces the idle timeout itself)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def content(self) -> _Readable: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(eq=False)
 class Segment:
-    """One upstream stream: the attempt it belongs to, the open response and its first non-empty line."""
+    """One upstream stream: the attempt it belongs to, the open response and its first bytes (at least one
+    complete line that is not blank, with whatever came in the same reads)."""
 
     attempt: Attempt
-    response: aiohttp.ClientResponse
+    response: UpstreamBody
     first: bytes
 
 
@@ -446,27 +469,13 @@ class StreamRelay:
         """Relay one upstream segment. Returns ``done`` or the failure reason.
 
         Reads whatever the upstream has sent (not line by line) and writes the events it completes to the client in
-        one write: one read and one write per packet, and never a wait for more data before writing."""
-        content = seg.response.content
-        idle = self.cfg.idle_stream_timeout_s
+        one write: one read and one write per packet, and never a wait for more data before writing. The idle
+        timeout is the upstream response's own (one timer per idle period, not one per read)."""
+        readany = seg.response.content.readany
         out: list[bytes] = []
-        result = self._take_line(seg.first, seg, st, req, out)
+        data = seg.first
         pending = b""
-        while result is None:
-            if out:
-                await resp.write(b"".join(out) if len(out) > 1 else out[0])
-                out.clear()
-            try:
-                async with asyncio.timeout(idle):
-                    data = await content.readany()
-            except TimeoutError:
-                return "idle_timeout"
-            except (aiohttp.ClientError, ConnectionError):
-                return "disconnect"
-            if not data:  # end of the upstream body (a last line without a newline still counts)
-                result = self._take_line(pending, seg, st, req, out) if pending else None
-                result = result or ("done" if st.finished else "disconnect")
-                break
+        while True:
             lines = (pending + data if pending else data).split(b"\n")
             pending = lines.pop()
             if len(pending) > _MAX_LINE_BYTES:
@@ -474,10 +483,24 @@ class StreamRelay:
             for line in lines:
                 result = self._take_line(line, seg, st, req, out)
                 if result is not None:
-                    break
-        if out:
-            await resp.write(b"".join(out))
-        return result
+                    if out:
+                        await resp.write(b"".join(out))
+                    return result
+            if out:
+                await resp.write(b"".join(out) if len(out) > 1 else out[0])
+                out.clear()
+            try:
+                data = await readany()
+            except TimeoutError:
+                return "idle_timeout"
+            except (aiohttp.ClientError, ConnectionError):
+                return "disconnect"
+            if not data:  # end of the upstream body (a last line without a newline still counts)
+                result = self._take_line(pending, seg, st, req, out) if pending else None
+                result = result or ("done" if st.finished else "disconnect")
+                if out:
+                    await resp.write(b"".join(out))
+                return result
 
     def _take_line(
         self, line: bytes, seg: Segment, st: StreamState, req: StreamRequest, out: list[bytes]
