@@ -3,6 +3,11 @@
 The supervisor owns engine subprocesses (simulated or real vLLM) started from an :class:`EngineLauncher`. It tells a
 :class:`ReplicaListener` (the gateway registration, in `llmfleet up`) when a replica becomes ready and when it goes
 away, so replicas join the gateway only once they answer.
+
+Each replica process leads its own session (process group). Engines start children (vLLM's engine core holds the
+model and KV cache), so a replica is ended as a group, by the leader's PID: SIGTERM, then SIGKILL after a grace.
+That happens when it is stopped, and also when its leader died on its own before a restart, so no orphaned child
+keeps memory or a port.
 """
 
 from __future__ import annotations
@@ -125,8 +130,10 @@ class Supervisor:
         name_prefix: str = "r",
         model: str = "",
         pool: str = "default",
+        orphan_grace_s: float = 5.0,
     ) -> None:
-        """``model`` and ``pool`` are given to every replica it adds (``pool`` unless :meth:`add` names another)."""
+        """``model`` and ``pool`` are given to every replica it adds (``pool`` unless :meth:`add` names another);
+        children a crashed replica left behind get ``orphan_grace_s`` after SIGTERM before SIGKILL."""
         self.launcher = launcher
         self.model = model
         self.pool = pool
@@ -138,6 +145,7 @@ class Supervisor:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_restarts = max_restarts
+        self.orphan_grace_s = orphan_grace_s
         self.name_prefix = name_prefix
         self.replicas: list[ManagedReplica] = []
         self._next_index = 0
@@ -245,6 +253,7 @@ class Supervisor:
             replica.last_exit_code = replica._proc.poll()
             if replica._stop.is_set():
                 return
+            await self._terminate(replica, self.orphan_grace_s)  # the dead leader's children, if any are left
             replica.restarts += 1
             if replica.restarts > self.max_restarts or (not ready and replica.restarts == 1 and replica.last_exit_code):
                 # A replica that never came up and exited on its own is a configuration problem: report, don't loop.
@@ -284,17 +293,61 @@ class Supervisor:
         return False
 
     async def _terminate(self, replica: ManagedReplica, grace_s: float) -> None:
+        """End the replica's whole process group (its leader may already be gone, its children not)."""
         proc = replica._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        replica.state = ProcState.STOPPING
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        deadline = self.clock.now() + grace_s
-        while proc.poll() is None and self.clock.now() < deadline:
-            await self.clock.sleep(0.05)
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            replica.state = ProcState.STOPPING
+        await end_process_group(proc, self.clock, grace_s)
         replica.last_exit_code = proc.returncode
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live process (not a zombie) is left in process group ``pgid``.
+
+    Zombies do not count: orphans are reaped by PID 1, which in a container may never do it. Where ``/proc``
+    cannot be read, any member counts (``killpg(pgid, 0)``).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal: still there
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+async def end_process_group(proc: subprocess.Popen[bytes], clock: Clock, grace_s: float) -> None:
+    """SIGTERM the group ``proc`` leads, SIGKILL it if anything is left after ``grace_s``; ``proc`` is reaped.
+
+    ``proc`` must have been started with ``start_new_session=True`` (its PID is the group's ID). Once the leader is
+    reaped, a process still in the group keeps the ID from being reused, so signalling it cannot hit a stranger.
+    """
+    pgid = proc.pid
+    proc.poll()
+    if proc.returncode is not None and not group_alive(pgid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = clock.now() + grace_s
+    while (proc.poll() is None or group_alive(pgid)) and clock.now() < deadline:
+        await clock.sleep(0.05)
+    if proc.poll() is None or group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        proc.wait()
