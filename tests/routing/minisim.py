@@ -3,7 +3,8 @@
 Each simulated replica has ``slots`` concurrent sequences (FIFO queue beyond), an LRU "KV cache" of prompt
 blocks (chained block keys, like vLLM's prefix cache, evicting the tails of prefixes first), and a service time
 of ``prefill_per_block_s`` per *uncached* prompt block plus ``decode_per_token_s`` per output token. TTFT is
-queueing + prefill. Arrivals are open-loop (fixed times), so every policy sees the same offered load.
+queueing + prefill. Arrivals are open-loop (fixed times), so every policy sees the same offered load. Each
+replica's engine counts (queued = waiting, running) are published as an always-fresh scrape.
 
 One :class:`~llmfleet.clock.ManualClock` drives everything: the policy is built on it, and the gateway's own
 :class:`~llmfleet.gateway.registry.Registry` (also on it) keeps in-flight counts and TTFT/latency feedback exactly
@@ -26,6 +27,7 @@ from llmfleet.gateway.registry import Attempt, Outcome, Registry
 from llmfleet.routing.base import RouteRequest, RoutingPolicy
 from llmfleet.routing.factory import build_policy
 from llmfleet.routing.prefix_table import block_keys
+from llmfleet.routing.views import EngineLoad
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz     "
 
@@ -166,6 +168,11 @@ def simulate(policy_name: str, jobs: list[Job], cfg: SimConfig | None = None, se
         heapq.heappush(events, (at + prefill_s + job.out_tokens * cfg.decode_per_token_s, seq, i, job, attempt))
         seq += 1
 
+    def scrape(i: int) -> None:  # the engine's own counts, always fresh (an ideal scrape)
+        replica = registry.get(reps[i].id)
+        assert replica is not None
+        replica.load = EngineLoad(float(len(reps[i].queue)), float(reps[i].running), 0.0, clock.now())
+
     while events:
         now, _, idx, job, done = heapq.heappop(events)
         clock.advance(now - clock.now())
@@ -181,6 +188,7 @@ def simulate(policy_name: str, jobs: list[Job], cfg: SimConfig | None = None, se
                 start(i, job, attempt, now)
             else:
                 reps[i].queue.append((job, attempt))
+            scrape(i)
         else:
             rep = reps[idx]
             rep.running -= 1
@@ -189,6 +197,7 @@ def simulate(policy_name: str, jobs: list[Job], cfg: SimConfig | None = None, se
             if rep.queue:
                 queued, queued_attempt = rep.queue.popleft()
                 start(idx, queued, queued_attempt, now)
+            scrape(idx)
 
     ttfts.sort()
     served = [r.served for r in reps]

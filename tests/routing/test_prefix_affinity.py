@@ -48,7 +48,8 @@ def test_multi_turn_conversation_sticks() -> None:
 
 
 def test_spills_when_preferred_is_overloaded_and_remembers_the_new_place() -> None:
-    p = policy(spill_margin=4.0, spill_factor=1.25)
+    # The same prompt again is a whole earlier prompt: give it the general bound to test the general spill.
+    p = policy(spill_margin=4.0, spill_factor=1.25, conversation_spill_margin=4.0, conversation_spill_factor=1.25)
     p.choose(req(convo(1)), fleet(a=0, b=1, c=1))
     d = p.choose(req(convo(1)), fleet(a=9, b=2, c=3))  # 9 > 2 + 4 and 9 > 1.25 x 4.67
     assert (d.replica.id, d.reason) == ("b", "spill_overloaded")
@@ -62,7 +63,7 @@ def test_spills_when_preferred_is_overloaded_and_remembers_the_new_place() -> No
 
 def test_spill_to_a_shorter_shared_prefix() -> None:
     p = policy()
-    p.choose(req(SYSTEM + "x"), fleet(a=5, b=0, c=5))  # b holds the system prompt
+    p.choose(req(SYSTEM + "user: an unrelated question " * 3), fleet(a=5, b=0, c=5))  # b holds the system prompt
     p.choose(req(convo(1)), fleet(a=0, b=5, c=5))  # a holds conversation 1 (and the system prompt)
     d = p.choose(req(convo(1, turns=2)), fleet(a=20, b=2, c=1))
     assert (d.replica.id, d.reason) == ("b", "spill_shorter_prefix")
@@ -153,3 +154,34 @@ def test_hot_shared_prefix_does_not_pile_on_one_replica() -> None:
     mean = sum(in_flight.values()) / len(in_flight)
     assert max(in_flight.values()) <= max(mean * 1.25, min(in_flight.values()) + 4) + 1
     assert reasons["prefix_hit"] > 100  # most still land on a replica holding the system prompt
+
+
+def test_next_turn_of_a_conversation_stays_unless_the_fleet_is_clearly_imbalanced() -> None:
+    """A prompt that extends a whole earlier prompt (the next turn) and has nowhere else to hit stays on its
+    replica beyond the general bound: moving it would re-prefill its whole history elsewhere."""
+    p = policy(spill_margin=4.0, spill_factor=1.25, conversation_spill_margin=16.0, conversation_spill_factor=2.0)
+    assert p.choose(req(convo(1)), fleet(a=0, b=1, c=1)).replica.id == "a"
+    # 9 > 2 + 4 (the general bound) but <= 2 + 16: the conversation stays.
+    d = p.choose(req(convo(1, turns=2)), fleet(a=9, b=2, c=3))
+    assert (d.replica.id, d.reason) == ("a", "prefix_hit")
+    # Clearly imbalanced (30 > 2 + 16 and > 2 x 11.7): it leaves for the least loaded replica.
+    d = p.choose(req(convo(1, turns=3)), fleet(a=30, b=2, c=3))
+    assert (d.replica.id, d.reason) == ("b", "spill_overloaded")
+
+
+def test_a_new_conversation_on_a_shared_prefix_still_spills_at_the_general_bound() -> None:
+    """Only a whole earlier prompt is sticky: a new conversation that shares just the system prompt spreads."""
+    p = policy(spill_margin=4.0, spill_factor=1.25)
+    assert p.choose(req(convo(1)), fleet(a=0, b=1, c=1)).replica.id == "a"
+    d = p.choose(req(convo(2)), fleet(a=9, b=2, c=3))  # shares SYSTEM with conversation 1, not all of it
+    assert (d.replica.id, d.reason) == ("b", "spill_overloaded")
+
+
+def test_a_queueing_engine_does_not_keep_a_conversation() -> None:
+    """A fresh scrape with requests waiting means the replica is full: the next turn moves at the general bound."""
+    clock = ManualClock()
+    p = policy(clock, spill_margin=4.0, spill_factor=1.25)
+    assert p.choose(req(convo(1)), fleet(a=0, b=1, c=1)).replica.id == "a"
+    full = [rv("a", in_flight=9, waiting=3, running=6, scraped_at=clock.now()), rv("b", in_flight=2), rv("c")]
+    d = p.choose(req(convo(1, turns=2)), full)
+    assert (d.replica.id, d.reason) == ("c", "spill_overloaded")

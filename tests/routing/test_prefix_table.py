@@ -56,3 +56,16 @@ def test_memory_is_bounded_and_presence_stays_prefix_closed(capacity: int) -> No
 def test_bad_sizes_rejected() -> None:
     with pytest.raises(ValueError, match="capacity"):
         PrefixTable(0, 1)
+
+
+def test_remembers_which_keys_ended_a_prompt() -> None:
+    t = PrefixTable(capacity=100, replicas_per_block=2)
+    first = block_keys("m", "abcd" * 40, 16, 100)
+    t.record(first, ("r1", 1))
+    assert t.ends_a_prompt(first[-1]) and not t.ends_a_prompt(first[3])
+    nxt = block_keys("m", "abcd" * 40 + "reply and next question " * 4, 16, 100)
+    assert t.deepest_present(nxt) == len(first) and t.ends_a_prompt(nxt[len(first) - 1])
+    small = PrefixTable(capacity=16, replicas_per_block=1)
+    for i in range(40):  # bounded like the table; an evicted key no longer counts
+        small.record(block_keys("m", f"{i:04d}" * 8, 16, 100), ("r1", 1))
+    assert len(small._ends) <= 16 and not small.ends_a_prompt(block_keys("m", "0000" * 8, 16, 100)[-1])

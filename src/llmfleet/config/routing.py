@@ -55,6 +55,15 @@ class PrefixAffinityConfig(_Section):
         4.0, ge=0.0, description="Spill when the preferred replica's load exceeds the least loaded by more than this"
     )
     spill_factor: float = Field(1.25, ge=1.0, description="... and exceeds this factor times the mean load.")
+    conversation_spill_margin: float = Field(
+        16.0,
+        ge=0.0,
+        description="spill_margin for a prompt that extends a whole earlier prompt (a conversation's next turn): "
+        "leaving costs its entire history, and only its own conversation follows it.",
+    )
+    conversation_spill_factor: float = Field(
+        2.0, ge=1.0, description="spill_factor for a prompt that extends a whole earlier prompt."
+    )
     engine_load_max_age_s: float = Field(
         5.0, gt=0.0, description="Count the engine's scraped running + waiting only while the scrape is this fresh."
     )

@@ -62,13 +62,15 @@ class PrefixAffinityPolicy:
         now = self._clock.now()
         loads = {r.id: fresh_outstanding_load(r, now, cfg.engine_load_max_age_s) for r in cands}
         min_load = min(loads.values())
-        limit = max(min_load + cfg.spill_margin, cfg.spill_factor * sum(loads.values()) / len(loads))
+        mean_load = sum(loads.values()) / len(loads)
+        limit = max(min_load + cfg.spill_margin, cfg.spill_factor * mean_load)
         by_id = {r.id: r for r in cands}
 
         chosen: ReplicaView | None = None
         matched = 0
         saw_overloaded = False
         depth = self.table.deepest_present(keys)
+        continuation = depth > 0 and self.table.ends_a_prompt(keys[depth - 1])
         i = depth
         while i >= cfg.min_match_blocks:
             best_load = float("inf")
@@ -88,8 +90,14 @@ class PrefixAffinityPolicy:
             saw_overloaded = saw_overloaded or level_overloaded
             i -= 1
 
+        if chosen is None and continuation:
+            # The next turn of a conversation and no replica holds even a part of it within the bound: moving it
+            # would cost its whole history, so it stays unless the fleet is clearly imbalanced.
+            bound = max(min_load + cfg.conversation_spill_margin, cfg.conversation_spill_factor * mean_load)
+            chosen = self._sticky_holder(keys[depth - 1], by_id, gen, loads, bound, now)
+            matched = depth if chosen is not None else 0
         if chosen is not None:
-            reason = "spill_shorter_prefix" if saw_overloaded else "prefix_hit"
+            reason = "spill_shorter_prefix" if saw_overloaded and matched < depth else "prefix_hit"
         else:
             chosen = self._least_loaded(cands, loads, min_load)
             if len(self._placed) > 4 * len(gen) + 64:  # forget replicas long gone (bounded memory)
@@ -100,16 +108,41 @@ class PrefixAffinityPolicy:
             self.table.record(keys, (chosen.id, gen[chosen.id]))
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "prefix_affinity %s -> %s: matched %d/%d blocks (deepest remembered %d), load %.1f, limit %.1f",
+                "prefix_affinity %s -> %s: matched %d/%d blocks (deepest remembered %d%s), load %.1f, limit %.1f",
                 reason,
                 chosen.id,
                 matched,
                 len(keys),
                 depth,
+                ", a whole earlier prompt" if continuation else "",
                 loads[chosen.id],
                 limit,
             )
         return RouteDecision(chosen, reason)
+
+    def _sticky_holder(
+        self,
+        key: int,
+        by_id: dict[str, ReplicaView],
+        gen: dict[str, int],
+        loads: dict[str, float],
+        bound: float,
+        now: float,
+    ) -> ReplicaView | None:
+        """The least loaded holder of ``key`` within ``bound`` whose engine is not queueing (a fresh scrape with
+        requests waiting means it is full: staying would cost more than a prefill elsewhere); None if none."""
+        best: ReplicaView | None = None
+        max_age = self.config.engine_load_max_age_s
+        for rid, g in self.table.holders(key):
+            r = by_id.get(rid)
+            if r is None or gen.get(rid) != g or loads[rid] > bound:
+                continue
+            at = r.load.scraped_at
+            if at is not None and now - at <= max_age and r.load.num_requests_waiting > 0:
+                continue
+            if best is None or loads[rid] < loads[best.id]:
+                best = r
+        return best
 
     def _least_loaded(self, cands: Sequence[ReplicaView], loads: dict[str, float], min_load: float) -> ReplicaView:
         tied = [r for r in cands if loads[r.id] == min_load]

@@ -9,6 +9,10 @@ The table maps a block key to the few replicas it was last sent to. Recording a 
 the deepest to the first, so a prefix's first blocks are always at least as recent as its later ones: eviction
 removes the tails of prefixes first, and "present" is closed under taking prefixes, which lets
 :meth:`PrefixTable.deepest_present` binary-search the longest remembered prefix.
+
+The table also remembers which keys *ended* a recorded prompt (:meth:`PrefixTable.ends_a_prompt`): a prompt whose
+longest remembered prefix ends exactly there extends an earlier prompt as a whole -- the next turn of a
+conversation -- rather than sharing only its beginning (a system prompt) with other prompts.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class PrefixTable:
         self.capacity = capacity
         self.replicas_per_block = replicas_per_block
         self._table: OrderedDict[int, tuple[Holder, ...]] = OrderedDict()
+        self._ends: OrderedDict[int, None] = OrderedDict()
+        """Keys that were the last block of a recorded prompt (bounded like the table)."""
 
     def __len__(self) -> int:
         return len(self._table)
@@ -68,9 +74,19 @@ class PrefixTable:
                 hi = mid - 1
         return lo
 
+    def ends_a_prompt(self, key: int) -> bool:
+        """Whether ``key`` was the last block of a prompt recorded (and not yet evicted)."""
+        return key in self._ends and key in self._table
+
     def record(self, keys: Sequence[int], holder: Holder) -> None:
         """Remember that the prefix ``keys`` now lives on ``holder`` (deepest block first, see module doc)."""
         table = self._table
+        if keys:
+            ends = self._ends
+            ends[keys[-1]] = None
+            ends.move_to_end(keys[-1])
+            while len(ends) > self.capacity:
+                ends.popitem(last=False)
         cap = self.replicas_per_block
         rid = holder[0]
         for key in reversed(keys):
