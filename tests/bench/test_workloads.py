@@ -9,7 +9,7 @@ from llmfleet.bench.distributions import parse_length
 from llmfleet.bench.prompts import PromptBuilder
 from llmfleet.bench.spec import BenchRequest
 from llmfleet.bench.synthetic import conversations, synthetic
-from llmfleet.engines.sim.tokenizer import tokenize
+from llmfleet.engines.sim.tokenizer import generated_pieces, tokenize
 from llmfleet.errors import ConfigError
 
 FIXED_10 = parse_length("10", "--input-tokens")
@@ -65,3 +65,9 @@ def test_conversation_options_checked_before_any_request(kwargs: dict[str, int],
         conversations(FIXED_10, FIXED_5, random.Random(0), **args)
     with pytest.raises(ConfigError, match=r"^--prefixes"):
         synthetic(FIXED_10, FIXED_5, random.Random(0), prefixes=0)
+
+
+def test_prompts_are_made_of_the_sim_engines_own_pieces() -> None:
+    """One word list: the prompt words are exactly what the simulated engine generates (one token each there)."""
+    pieces = tokenize(PromptBuilder(3).text(BenchRequest(12, 5000, 1)))
+    assert pieces[0] == "r12" and set(pieces[1:]) == set(generated_pieces())

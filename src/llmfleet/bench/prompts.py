@@ -1,9 +1,10 @@
 """Render a :class:`BenchRequest` into prompt text of about ``input_tokens`` tokens, cheaply and repeatably.
 
-Text is a stream of short common English words, each one token for the simulated engine's tokenizer and for the
-usual BPE tokenizers (so counts are close, not exact: chat templates add a few tokens; the server's ``usage`` says
-what it really saw). A *keyed* stream (a ``prefix_id`` or ``session_id``) is the same text every time, so requests
-sharing a key share a prefix; other requests start with their own index and a random offset, so they share nothing.
+Text is a stream of short common English words (the simulated engine's own generated pieces), each one token for
+its tokenizer and for the usual BPE tokenizers (so counts are close, not exact: chat templates add a few tokens; the
+server's ``usage`` says what it really saw). A *keyed* stream (a ``prefix_id`` or ``session_id``) is the same text
+every time, so requests sharing a key share a prefix; other requests start with their own index and a random
+offset, so they share nothing.
 """
 
 from __future__ import annotations
@@ -12,17 +13,11 @@ import random
 import zlib
 
 from llmfleet.bench.spec import BenchRequest
+from llmfleet.engines.sim.tokenizer import generated_pieces
 
-_TEXT = (
-    "the of and to in is it you that he was for on are as with his they at be this have from or one had by word "
-    "but not what all were we when your can said there use an each she do how will up other about out many then "
-    "them so some her would make like him into time has look two more go see way could no my than been call who "
-    "its now find long down day did get come made may part over new take only know work live year back give most "
-    "very good man our just name form much line turn move same tell boy set end does why ask went men read need "
-    "land home us hand high kind near add food four tree city keep eye last door sea draw left late run test"
-)
-_WORDS = tuple(w for w in _TEXT.split() if len(w) <= 4)
-"""Words of at most 4 letters: one token each for the simulated engine (and for common BPE vocabularies)."""
+_PIECES = generated_pieces()
+"""The simulated engine's own output pieces (``" " + word`` of at most 4 letters): one token each for it (and for
+common BPE vocabularies)."""
 POOL_WORDS = 1 << 16
 
 
@@ -31,7 +26,7 @@ class PromptBuilder:
 
     def __init__(self, seed: int) -> None:
         rng = random.Random(seed)
-        self._pool = [" " + rng.choice(_WORDS) for _ in range(POOL_WORDS)]
+        self._pool = [rng.choice(_PIECES) for _ in range(POOL_WORDS)]
         self._rng = random.Random(rng.random())
 
     def _words(self, offset: int, n: int) -> str:

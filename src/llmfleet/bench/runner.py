@@ -1,17 +1,17 @@
 """A closed-loop runner: each worker sends its requests one after another (streamed, with usage) and records
-TTFT and end-to-end latency; results are summarised as percentiles and throughput."""
+TTFT and end-to-end latency on an injected clock; results are summarised as percentiles and throughput."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from llmfleet.bench.workloads import Conversation
+from llmfleet.clock import Clock, WallClock
 
 
 @dataclass
@@ -34,9 +34,15 @@ class RunResult:
 
 
 async def chat_stream(
-    s: aiohttp.ClientSession, url: str, model: str, messages: list[dict[str, str]], max_tokens: int, result: RunResult
+    s: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    result: RunResult,
+    clock: Clock,
 ) -> str:
-    """One streamed chat request; returns the answer text (empty on error)."""
+    """One streamed chat request timed on ``clock``; returns the answer text (empty on error)."""
     body = {
         "model": model,
         "messages": messages,
@@ -45,7 +51,7 @@ async def chat_stream(
         "ignore_eos": True,
         "stream_options": {"include_usage": True},
     }
-    t0 = time.perf_counter()
+    t0 = clock.now()
     first: float | None = None
     parts: list[str] = []
     try:
@@ -64,12 +70,12 @@ async def chat_stream(
                     text = c.get("delta", {}).get("content")
                     if text:
                         if first is None:
-                            first = time.perf_counter() - t0
+                            first = clock.now() - t0
                         parts.append(text)
     except (aiohttp.ClientError, TimeoutError):
         result.errors += 1
         return ""
-    result.e2e_s.append(time.perf_counter() - t0)
+    result.e2e_s.append(clock.now() - t0)
     if first is not None:
         result.ttft_s.append(first)
     return "".join(parts)
@@ -81,37 +87,47 @@ async def run_conversations(
     convs: list[Conversation],
     turns: int,
     max_tokens: int,
+    clock: Clock | None = None,
 ) -> RunResult:
-    """Every conversation runs its turns in order; conversations run concurrently."""
+    """Every conversation runs its turns in order; conversations run concurrently (timed on ``clock``, by default
+    the wall clock)."""
     result = RunResult()
+    clock = clock or WallClock()
 
     async def one(c: Conversation, s: aiohttp.ClientSession) -> None:
         for _ in range(turns):
-            answer = await chat_stream(s, url, model, c.next_request(), max_tokens, result)
+            answer = await chat_stream(s, url, model, c.next_request(), max_tokens, result, clock)
             c.record_answer(answer)
 
-    t0 = time.perf_counter()
+    t0 = clock.now()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         await asyncio.gather(*(one(c, s) for c in convs))
-    result.elapsed_s = time.perf_counter() - t0
+    result.elapsed_s = clock.now() - t0
     return result
 
 
 async def run_prompts(
-    url: str, model: str, prompts: list[list[dict[str, str]]], concurrency: int, max_tokens: int
+    url: str,
+    model: str,
+    prompts: list[list[dict[str, str]]],
+    concurrency: int,
+    max_tokens: int,
+    clock: Clock | None = None,
 ) -> RunResult:
-    """Single-turn requests from a shared queue with ``concurrency`` workers."""
+    """Single-turn requests from a shared queue with ``concurrency`` workers (timed on ``clock``, by default the wall
+    clock)."""
     result = RunResult()
+    clock = clock or WallClock()
     queue: asyncio.Queue[list[dict[str, str]]] = asyncio.Queue()
     for p in prompts:
         queue.put_nowait(p)
 
     async def worker(s: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            await chat_stream(s, url, model, queue.get_nowait(), max_tokens, result)
+            await chat_stream(s, url, model, queue.get_nowait(), max_tokens, result, clock)
 
-    t0 = time.perf_counter()
+    t0 = clock.now()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         await asyncio.gather(*(worker(s) for _ in range(concurrency)))
-    result.elapsed_s = time.perf_counter() - t0
+    result.elapsed_s = clock.now() - t0
     return result
