@@ -1,9 +1,12 @@
 """A trivial OpenAI-shaped backend that answers at once (the "mock worker" of router benchmarks).
 
-    python benchmarks/_trivial_backend.py PORT [--token-delay-ms 1] [--tokens 100]
+    python benchmarks/_trivial_backend.py PORT [--token-delay-ms 1] [--tokens 100] [--vllm-chunks]
 
 Non-streamed completions return a fixed small JSON; streamed ones send ``--tokens`` chunks, one per
-``--token-delay-ms``. ``/health`` and ``/v1/models`` answer like vLLM so the gateway accepts it as a replica.
+``--token-delay-ms``. With ``--vllm-chunks`` a stream's chunks are shaped as vLLM's when the request asks (what the
+gateway always asks): ``token_ids`` on each choice (``return_token_ids``) and a cumulative ``usage`` on every chunk
+(``stream_options.continuous_usage_stats``); a request that does not ask gets plain chunks, as from vLLM.
+``/health`` and ``/v1/models`` answer like vLLM so the gateway accepts it as a replica.
 """
 
 from __future__ import annotations
@@ -27,14 +30,48 @@ BODY = json.dumps(
 ).encode()
 
 
-def make_app(tokens: int, delay_s: float) -> web.Application:
+def _chunk(i: int, tokens: int, ids: bool, usage: bool) -> bytes:
+    """One streamed chunk (the ``i``-th token of ``tokens``), vLLM-shaped when asked for ids/usage."""
+    finish = '"length"' if i == tokens - 1 else "null"
+    tail = b',"token_ids":[' + str(1000 + i).encode() + b"]" if ids else b""
+    per_chunk = b""
+    if usage:
+        per_chunk = (
+            b',"usage":{"prompt_tokens":4,"total_tokens":'
+            + str(5 + i).encode()
+            + b',"completion_tokens":'
+            + str(1 + i).encode()
+            + b"}"
+        )
+    return (
+        b'data: {"id":"cmpl-bench","object":"text_completion","created":0,"model":"'
+        + MODEL.encode()
+        + b'","choices":[{"index":0,"text":" t","logprobs":null,"finish_reason":'
+        + finish.encode()
+        + b',"stop_reason":null'
+        + tail
+        + b"}]"
+        + per_chunk
+        + b"}\n\n"
+    )
+
+
+def make_app(tokens: int, delay_s: float, vllm_chunks: bool = False) -> web.Application:
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
             return web.Response(body=BODY, content_type="application/json")
+        opts = body.get("stream_options") or {}
+        ids = vllm_chunks and bool(body.get("return_token_ids"))
+        usage = vllm_chunks and bool(opts.get("continuous_usage_stats"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for i in range(tokens):
+            if vllm_chunks:
+                await resp.write(_chunk(i, tokens, ids, usage))
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+                continue
             finish = '"length"' if i == tokens - 1 else "null"
             await resp.write(
                 b'data: {"id":"cmpl-bench","object":"text_completion","created":0,"model":"'
@@ -71,9 +108,10 @@ if __name__ == "__main__":
     ap.add_argument("port", type=int)
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--token-delay-ms", type=float, default=1.0)
+    ap.add_argument("--vllm-chunks", action="store_true", help="vLLM-shaped chunks (token_ids, usage) when asked")
     a = ap.parse_args()
     web.run_app(
-        make_app(a.tokens, a.token_delay_ms / 1000),
+        make_app(a.tokens, a.token_delay_ms / 1000, a.vllm_chunks),
         host="127.0.0.1",
         port=a.port,
         print=None,

@@ -6,7 +6,11 @@ Measures, per target: max requests/s (wrk, 64 connections, non-streamed), proxy 
 first chunk of streams (100 tokens at 1 ms/token, one connection). Scenario order rotates across repeats.
 Installs nginx-light and wrk from Debian when missing (needs root + apt).
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--repeats 2] [--duration-s 10]
+    .venv/bin/python benchmarks/gateway_overhead.py [--repeats 2] [--duration-s 10] [--vllm-chunks] [--workers N]
+
+``--vllm-chunks``: the backends send vLLM-shaped chunks (token ids and per-chunk usage) to whoever asks — the gateway
+always does and strips them for a client that did not; nginx relays the plain chunks the client asked for.
+``--workers N``: ``llmfleet gateway --workers N`` (SO_REUSEPORT; its CPU is the sum over the worker processes).
 """
 
 from __future__ import annotations
@@ -158,6 +162,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--results", type=Path, default=HERE / "results" / "gateway_overhead.md")
     ap.add_argument("--src", type=Path, help="run llmfleet's gateway from this source tree (a `git archive`)")
+    ap.add_argument("--vllm-chunks", action="store_true", help="backends send vLLM-shaped chunks when asked")
+    ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (SO_REUSEPORT)")
     args = ap.parse_args()
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
@@ -175,7 +181,8 @@ def main() -> None:
     try:
         a, b = free_port(), free_port()
         for port in (a, b):
-            spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port), "--tokens", str(STREAM_TOKENS)])
+            extra = ["--tokens", str(STREAM_TOKENS), *(["--vllm-chunks"] if args.vllm_chunks else [])]
+            spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port), *extra])
             wait_http_ok(f"http://127.0.0.1:{port}/health")
         gw_port, ngx_port = free_port(), free_port()
         gw = spawn(
@@ -190,6 +197,7 @@ def main() -> None:
                 f"http://127.0.0.1:{a}",
                 "--replica",
                 f"http://127.0.0.1:{b}",
+                *(["--workers", str(args.workers)] if args.workers > 1 else []),
             ],
             {**os.environ, "PYTHONPATH": str(args.src)} if args.src else None,
         )
@@ -239,7 +247,8 @@ def main() -> None:
     d = {k: med(v) for k, v in res["direct"].items()}
     lines = [
         f"\n## Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs; client, "
-        f"proxy and 2 trivial backends share them; medians of {args.repeats} rotated repeats)\n",
+        f"proxy and 2 trivial backends share them; medians of {args.repeats} rotated repeats; gateway workers: "
+        f"{args.workers}; {'vLLM-shaped' if args.vllm_chunks else 'plain'} chunks)\n",
         f"| target | max req/s (wrk, 64 conn) | proxy CPU per request | p50 @ {args.rate:.0f} req/s "
         f"| p99 @ {args.rate:.0f} req/s | added p50 / p99 | time to first chunk (stream) | CPU per relayed chunk |",
         "|---|---|---|---|---|---|---|---|",
