@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from llmfleet.appthread import free_port
+from tests.fleet.procs import read_until, start_up, stop_fleet
 
 FLEET_YAML = """
 fleet: {replicas: 1, min_replicas: 1, max_replicas: 3}
@@ -91,20 +92,11 @@ def _ports(doc: dict[str, Any]) -> set[int]:
 async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started before any task runs
-        [sys.executable, "-m", "llmfleet", "up", "--config", "fleet.yaml", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(tmp_path, "--config", "fleet.yaml", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
     results: list[int] = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "llmfleet is up" in line:
-                break
+        read_until(proc, "llmfleet is up")
         base_stop, step_stop = asyncio.Event(), asyncio.Event()
         base = asyncio.create_task(_load(url, 8, base_stop, results))  # what one replica holds
         await asyncio.sleep(1.5)
@@ -130,9 +122,7 @@ async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: P
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_fleet(proc)
     assert results and set(results) == {200}, f"failed requests: {[r for r in results if r != 200][:5]}"
     print(
         f"scaled 1 -> 3 in {up_after:.1f} s wall, back to 1 in {down_after:.1f} s wall, "

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from llmfleet.appthread import free_port
 from llmfleet.autoscaling.controller import Controller
 from llmfleet.autoscaling.pipeline import DecisionCode
 from llmfleet.autoscaling.signals import FleetSample
 from llmfleet.clock import ManualClock
 from llmfleet.config import AutoscalerConfig
-from llmfleet.fleet.control import create_control_app
-from llmfleet.fleet.model_fleet import ModelFleet
-from llmfleet.fleet.rollout import Rollout
-from llmfleet.providers.base import ReplicaInfo
+from tests.fleet.fakes import TOKEN, ControllersOnly, CountingProvider, control_api
 
-TOKEN = "t0ken"
 CFG = AutoscalerConfig(
     policies=["queue"], target_queue_per_replica=8, scale_up_stabilization_s=0, interval_s=15, max_replicas=6
 )
@@ -37,40 +31,10 @@ class _Busy:
 
 
 @dataclass
-class _Provider:
-    replicas: int = 1
-    scaled: list[int] = field(default_factory=list)
-
-    async def current_replicas(self) -> int:
-        return self.replicas
-
-    async def scale_to(self, replicas: int, reason: str) -> None:
-        self.scaled.append(replicas)
-        self.replicas = replicas
-
-    async def list_replicas(self) -> list[ReplicaInfo]:
-        return []
-
-
-@dataclass
-class _Fleet:
-    """A FleetControl whose only model has a real controller (rollouts are not used here)."""
-
-    clock: ManualClock
-    models: list[ModelFleet]
-
-    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
-        raise AssertionError("not used")
-
-    async def spot_interrupt(self, url: str) -> dict[str, Any]:
-        raise AssertionError("not used")
-
-
-@dataclass
 class _Setup:
     clock: ManualClock
     controller: Controller
-    provider: _Provider
+    provider: CountingProvider
     session: aiohttp.ClientSession
     url: str
 
@@ -83,18 +47,10 @@ class _Setup:
 @pytest.fixture
 async def setup() -> AsyncIterator[_Setup]:
     clock = ManualClock(1000.0)
-    provider = _Provider()
+    provider = CountingProvider()
     controller = Controller(_Busy(), provider, CFG, clock)
-    unit = ModelFleet(None, None, None, controller=controller)  # type: ignore[arg-type]
-    runner = web.AppRunner(create_control_app(_Fleet(clock, [unit]), TOKEN, hold_poll_wall_s=0.01))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield _Setup(clock, controller, provider, session, f"http://127.0.0.1:{port}")
-    finally:
-        await runner.cleanup()
+    async with control_api(ControllersOnly(clock, [controller])) as url, aiohttp.ClientSession() as session:
+        yield _Setup(clock, controller, provider, session, url)
 
 
 async def _wait_until(predicate: Any, wall_s: float = 2.0) -> bool:

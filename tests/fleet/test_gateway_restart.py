@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,77 +18,20 @@ from pathlib import Path
 import pytest
 
 from llmfleet.appthread import free_port
+from tests.fleet.procs import LLMFLEET, alive, children, read_until, start_up, stop_fleet
 
-LLMFLEET = [sys.executable, "-m", "llmfleet"]
 BODY = {"model": "llama-3.1-8b", "prompt": "hello", "max_tokens": 4}
 
 
-def _children(pid: int) -> dict[int, str]:
-    """Child pid -> command line."""
-    out: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out[int(entry)] = cmd
-    return out
-
-
-def _gateway_pid(children: dict[int, str]) -> int:
-    (pid,) = [p for p, cmd in children.items() if " gateway " in cmd]
+def _gateway_pid(kids: dict[int, str]) -> int:
+    (pid,) = [p for p, cmd in kids.items() if " gateway " in cmd]
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _start_up(tmp: Path, port: int, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*LLMFLEET, "up", "--replicas", "2", "--port", str(port), *args],
-        cwd=tmp,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, seen: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if marker in line:
-            return
-    raise AssertionError(f"`up` ended before {marker!r}:\n{''.join(seen)}")
 
 
 def _status(tmp: Path) -> dict[str, object]:
     out = subprocess.run([*LLMFLEET, "status", "--json"], cwd=tmp, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
-
-
-def _stop(proc: subprocess.Popen[str], children: list[int]) -> None:
-    if proc.poll() is None:
-        proc.kill()  # its children get SIGKILL from the kernel (die_with_parent)
-        proc.wait()
-    deadline = time.monotonic() + 10
-    while [c for c in children if _alive(c)] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for c in children:
-        if _alive(c):
-            os.kill(c, signal.SIGKILL)
 
 
 def _serves(url: str) -> bool:
@@ -112,13 +54,13 @@ def _targets(tmp: Path) -> list[dict[str, object]]:
 def test_kill_9_of_the_gateway_is_survived(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start_up(tmp_path, port)
+    proc = start_up(tmp_path, "--replicas", "2", "--port", str(port))
     seen: list[str] = []
     pids: list[int] = []
     try:
-        _read_until(proc, "Ctrl-C stops everything", seen)
+        read_until(proc, "Ctrl-C stops everything", seen)
         assert any("prometheus" in line and "llmfleet-up.json" in line for line in seen), "banner names the file"
-        before = _children(proc.pid)
+        before = children(proc.pid)
         pids = list(before)
         gateway = _gateway_pid(before)
         replica_pids = set(before) - {gateway}
@@ -135,7 +77,7 @@ def test_kill_9_of_the_gateway_is_survived(tmp_path: Path) -> None:
         back_s = time.monotonic() - t0
         assert served, f"the fleet did not serve again within 20 s after kill -9 of the gateway (pid {gateway})"
 
-        after = _children(proc.pid)
+        after = children(proc.pid)
         pids += list(after)
         new_gateway = _gateway_pid(after)
         assert new_gateway != gateway
@@ -164,24 +106,24 @@ def test_kill_9_of_the_gateway_is_survived(tmp_path: Path) -> None:
         log = "".join(seen)
         assert "gateway exited (code -9)" in log and "gateway back on" in log and "2 replicas registered" in log
     finally:
-        _stop(proc, pids)
-    assert not [p for p in pids if _alive(p)]
+        stop_fleet(proc, pids)
+    assert not [p for p in pids if alive(p)]
     print(f"gateway kill -9: serving again after {back_s:.2f} s, same 2 replica processes")
 
 
 @pytest.mark.slow
 def test_a_gateway_that_cannot_restart_ends_up_with_an_error(tmp_path: Path) -> None:
     port = free_port()
-    proc = _start_up(tmp_path, port)
+    proc = start_up(tmp_path, "--replicas", "2", "--port", str(port))
     seen: list[str] = []
     pids: list[int] = []
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the killed gateway's connections in TIME_WAIT
     try:
-        _read_until(proc, "llmfleet is up", seen)
-        children = _children(proc.pid)
-        pids = list(children)
-        gateway = _gateway_pid(children)
+        read_until(proc, "llmfleet is up", seen)
+        kids = children(proc.pid)
+        pids = list(kids)
+        gateway = _gateway_pid(kids)
         os.kill(gateway, signal.SIGKILL)
         # Something else takes the port before the gateway comes back.
         deadline = time.monotonic() + 5
@@ -204,6 +146,6 @@ def test_a_gateway_that_cannot_restart_ends_up_with_an_error(tmp_path: Path) -> 
         assert "fleet/up.py" not in log, log.split("Last log lines")[-1]  # `up` ends with its message
     finally:
         squatter.close()
-        _stop(proc, pids)
-    assert not [p for p in pids if _alive(p)]
+        stop_fleet(proc, pids)
+    assert not [p for p in pids if alive(p)]
     print(f"gateway port taken: `up` gave up after {gave_up_s:.1f} s")

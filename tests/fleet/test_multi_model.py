@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,8 +16,7 @@ import aiohttp
 import pytest
 
 from llmfleet.appthread import free_port
-
-LLMFLEET = [sys.executable, "-m", "llmfleet"]
+from tests.fleet.procs import LLMFLEET, start_up, stop_fleet
 
 FLEET_YAML = """
 fleet: {replicas: 1, min_replicas: 1, max_replicas: 3}
@@ -74,13 +72,7 @@ def _count(doc: dict[str, Any], model: str) -> int:
 async def test_two_models_scale_on_their_own_signals(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started before any task runs
-        [*LLMFLEET, "up", "--config", "fleet.yaml", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(tmp_path, "--config", "fleet.yaml", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
     lines: list[str] = []
     banner = threading.Event()
@@ -144,9 +136,7 @@ async def test_two_models_scale_on_their_own_signals(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()  # its children get SIGTERM from the kernel (die_with_parent)
-            proc.wait()
+        stop_fleet(proc)
     failed = [s for s in chat + small if s != 200]
     assert chat and small and not failed, f"{len(chat)} chat, {len(small)} small requests; failed: {failed[:5]}"
     print(

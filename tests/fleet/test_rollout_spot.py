@@ -6,13 +6,13 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from llmfleet.appthread import free_port
+from tests.fleet.procs import LLMFLEET, read_until, start_up, stop_fleet
 
 FLEET_YAML = """
 fleet: {replicas: 2, spot_replicas: 1, rollout_verify_s: 1.0}
@@ -21,7 +21,6 @@ gateway: {health: {probe_interval_s: 0.5}}
 # an eager autoscaler: it must pause itself during rollouts and backfills
 autoscaler: {interval_s: 0.5, window_s: 2, cooldown_s: 0, scale_down_stabilization_s: 0}
 """
-LLMFLEET = [sys.executable, "-m", "llmfleet"]
 
 
 async def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -52,19 +51,10 @@ async def _load(url: str, stop: asyncio.Event, results: list[int]) -> None:
 async def test_rollout_rollback_and_spot_interruption_under_load(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started before any task runs
-        [*LLMFLEET, "up", "--config", "fleet.yaml", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(tmp_path, "--config", "fleet.yaml", "--port", str(port))
     results: list[int] = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "llmfleet is up" in line:
-                break
+        read_until(proc, "llmfleet is up")
         stop = asyncio.Event()
         load = asyncio.create_task(_load(f"http://127.0.0.1:{port}", stop, results))
         await asyncio.sleep(0.5)
@@ -97,8 +87,6 @@ async def test_rollout_rollback_and_spot_interruption_under_load(tmp_path: Path)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_fleet(proc)
     assert results and set(results) == {200}, f"{len(results)} requests, failures: {[r for r in results if r != 200]}"
     print(f"{len(results)} requests through two rollouts (one rolled back) and a spot interruption, 0 failed")

@@ -16,6 +16,7 @@ from llmfleet.engines.launch import LaunchSpec
 from llmfleet.engines.sim.background import free_port
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.supervisor import ManagedReplica, ProcState, StartupError, Supervisor
+from tests.fleet.procs import alive
 
 
 class Recorder:
@@ -27,16 +28,6 @@ class Recorder:
 
     async def replica_gone(self, replica: ManagedReplica) -> None:
         self.events.append(("gone", replica.index))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie that was not reaped yet counts as gone.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_start_restart_and_stop_leave_no_process(tmp_path: Path) -> None:
@@ -60,7 +51,7 @@ async def test_start_restart_and_stop_leave_no_process(tmp_path: Path) -> None:
         assert replicas[0].state == ProcState.READY and replicas[0].pid != first_pid
         assert ("gone", 0) in rec.events and rec.events.count(("ready", 0)) == 2
         pids += [r.pid for r in replicas if r.pid]
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
 
 
 class BrokenLauncher:
@@ -130,20 +121,20 @@ async def test_a_stopped_or_crashed_replica_takes_its_children_with_it(tmp_path:
             replica = sup.add(free_port())
             await sup.wait_ready([replica], timeout_s=20)
             [(leader, child)] = started = _started(pids)
-            assert _alive(child)
+            assert alive(child)
             os.kill(leader, signal.SIGKILL)  # the leader dies alone (as when the engine crashes)
             for _ in range(200):
                 if replica.restarts == 1 and replica.state == ProcState.READY:
                     break
                 await clock.sleep(0.05)
             assert replica.state == ProcState.READY
-            assert not _alive(child), "the crashed replica's child outlived it"
+            assert not alive(child), "the crashed replica's child outlived it"
             started = _started(pids)
             second_child = started[1][1]
-            assert _alive(second_child)
+            assert alive(second_child)
             await sup.remove(replica, grace_s=2.0)
-            assert not _alive(second_child), "the stopped replica's child outlived it"
+            assert not alive(second_child), "the stopped replica's child outlived it"
     finally:
         for _, c in started:
-            if _alive(c):
+            if alive(c):
                 os.kill(c, signal.SIGKILL)

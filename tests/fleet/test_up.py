@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,48 +15,16 @@ import pytest
 from llmfleet.appthread import free_port
 from llmfleet.perfmodel import load_catalog
 from llmfleet.promtext import parse
-
-LLMFLEET = [sys.executable, "-m", "llmfleet"]
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from tests.fleet.procs import LLMFLEET, alive, children, read_until, start_up, stop_fleet
 
 
 def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [*LLMFLEET, "up", "--replicas", "2", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(tmp_path, "--replicas", "2", "--port", str(port))
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=10)
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the banner comes once every replica is ready
-            if "llmfleet is up" in line:
-                break
+        read_until(proc, "llmfleet is up")  # the banner comes once every replica is ready
         ready_s = time.monotonic() - t0
         r = client.completions.create(model="llama-3.1-8b", prompt="hello", max_tokens=4)
         assert r.usage and r.usage.completion_tokens == 4
@@ -74,15 +40,13 @@ def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
         assert sum(page.values("llmfleet_gateway_cost_usd_per_hour")) == pytest.approx(2 * h100)
         table = subprocess.run([*LLMFLEET, "status"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert table.returncode == 0 and table.stdout.count("healthy") == 2 and "autoscaler:" in table.stdout
-        children = _children(proc.pid)
-        assert len(children) == 3  # gateway + 2 replicas
+        kids = list(children(proc.pid))
+        assert len(kids) == 3  # gateway + 2 replicas
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()  # its children get SIGTERM from the kernel (die_with_parent)
-            proc.wait()
-    assert not [c for c in children if _alive(c)]
+        stop_fleet(proc)
+    assert not [c for c in kids if alive(c)]
     assert ready_s < 10.0, f"ready after {ready_s:.1f} s"  # ~3-5 s on a quiet 2-core machine
     print(f"llmfleet up (2 sim replicas) ready after {ready_s:.2f} s")
 
@@ -103,31 +67,17 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
 
 def test_kill_9_of_up_takes_its_children_down(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [*LLMFLEET, "up", "--replicas", "2", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    children: list[int] = []
+    proc = start_up(tmp_path, "--replicas", "2", "--port", str(port))
+    kids: list[int] = []
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "llmfleet is up" in line:
-                break
-        children = _children(proc.pid)
-        assert len(children) == 3
+        read_until(proc, "llmfleet is up")
+        kids = list(children(proc.pid))
+        assert len(kids) == 3
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 15
-        while [c for c in children if _alive(c)] and time.monotonic() < deadline:
+        while [c for c in kids if alive(c)] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not [c for c in children if _alive(c)], "orphaned gateway/replicas after kill -9 of up"
+        assert not [c for c in kids if alive(c)], "orphaned gateway/replicas after kill -9 of up"
     finally:
-        for c in children:
-            if _alive(c):
-                os.kill(c, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_fleet(proc, kids)

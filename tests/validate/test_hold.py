@@ -7,55 +7,24 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from llmfleet.appthread import free_port
 from llmfleet.autoscaling.controller import Controller
 from llmfleet.autoscaling.signals import FleetSample
 from llmfleet.clock import ScaledClock, WallClock
 from llmfleet.config import AutoscalerConfig, FleetConfig
-from llmfleet.fleet.control import create_control_app
-from llmfleet.fleet.model_fleet import ModelFleet
-from llmfleet.fleet.rollout import Rollout
-from llmfleet.providers.base import ReplicaInfo
 from llmfleet.validate.context import CheckContext, FleetHandle
 from llmfleet.validate.hold import HoldOutcome, autoscaler_held
 from llmfleet.validate.timeline import Timeline
 from llmfleet.validate.verdict import CheckResult, Status, skipped
-
-TOKEN = "t0ken"
+from tests.fleet.fakes import TOKEN, ControllersOnly, CountingProvider, control_api
 
 
 class _Idle:
     async def sample(self, now: float) -> FleetSample:
         return FleetSample(t=now, ready_replicas=1)
-
-
-class _Provider:
-    async def current_replicas(self) -> int:
-        return 1
-
-    async def scale_to(self, replicas: int, reason: str) -> None:
-        raise AssertionError("not used")
-
-    async def list_replicas(self) -> list[ReplicaInfo]:
-        return []
-
-
-@dataclass
-class _Fleet:
-    clock: WallClock
-    models: list[ModelFleet]
-
-    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
-        raise AssertionError("not used")
-
-    async def spot_interrupt(self, url: str) -> dict[str, Any]:
-        raise AssertionError("not used")
 
 
 @dataclass
@@ -66,27 +35,19 @@ class _Setup:
 
 @pytest.fixture
 async def setup() -> AsyncIterator[_Setup]:
-    controller = Controller(_Idle(), _Provider(), AutoscalerConfig(), WallClock())
-    unit = ModelFleet(None, None, None, controller=controller)  # type: ignore[arg-type]
-    runner = web.AppRunner(create_control_app(_Fleet(WallClock(), [unit]), TOKEN, hold_poll_wall_s=0.01))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fleet = FleetHandle(
-        url="http://127.0.0.1:1",
-        model="m",
-        time_scale=4.0,
-        admin_token=TOKEN,
-        control_url=f"http://127.0.0.1:{port}",
-        config=FleetConfig(),
-        replica_pids=dict,
-    )
-    try:
-        async with aiohttp.ClientSession() as session:
-            ctx = CheckContext(fleet, ScaledClock(4.0), session, random.Random(0), Timeline(0.0))
-            yield _Setup(controller, ctx)
-    finally:
-        await runner.cleanup()
+    controller = Controller(_Idle(), CountingProvider(), AutoscalerConfig(), WallClock())
+    async with control_api(ControllersOnly(WallClock(), [controller])) as control_url, aiohttp.ClientSession() as s:
+        fleet = FleetHandle(
+            url="http://127.0.0.1:1",
+            model="m",
+            time_scale=4.0,
+            admin_token=TOKEN,
+            control_url=control_url,
+            config=FleetConfig(),
+            replica_pids=dict,
+        )
+        ctx = CheckContext(fleet, ScaledClock(4.0), s, random.Random(0), Timeline(0.0))
+        yield _Setup(controller, ctx)
 
 
 async def test_the_hold_is_renewed_past_its_ttl_and_released_after_the_check(setup: _Setup) -> None:
