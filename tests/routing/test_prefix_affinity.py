@@ -82,11 +82,28 @@ def test_never_excluded_or_degraded_when_healthy_exists() -> None:
     p.choose(req(convo(1)), fleet(a=0, b=3))
     d = p.choose(req(convo(1), exclude=frozenset({"a"})), fleet(a=0, b=3))
     assert d.replica.id == "b"
-    d = p.choose(req(convo(1)), [rv("a", state=ReplicaState.DEGRADED), rv("b", in_flight=3)])
-    assert d.replica.id == "b"
+    d = p.choose(req(convo(2)), [rv("a", state=ReplicaState.DEGRADED), rv("b", in_flight=3)])
+    assert d.replica.id == "b"  # a new conversation on the shared system prompt: no new work for degraded a
     # Degraded a is the only one left: used as the last resort, still counted as a hit.
     d = p.choose(req(convo(1)), [rv("a", state=ReplicaState.DEGRADED), rv("b", state=ReplicaState.DRAINING)])
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")
+
+
+def test_a_degraded_replica_keeps_its_conversations_while_it_keeps_up() -> None:
+    """A slow probe (often just a busy replica) is no reason to re-prefill a whole conversation elsewhere; a
+    degraded replica that is also clearly overloaded, queueing or excluded loses it."""
+    clock = ManualClock()
+    p = policy(clock)
+    assert p.choose(req(convo(1)), fleet(a=0, b=1)).replica.id == "a"
+    slow = rv("a", state=ReplicaState.DEGRADED, in_flight=2)
+    d = p.choose(req(convo(1, turns=2)), [slow, rv("b", in_flight=1)])
+    assert (d.replica.id, d.reason) == ("a", "prefix_hit")
+    assert p.choose(req(convo(1, turns=3), exclude=frozenset({"a"})), [slow, rv("b")]).replica.id == "b"
+    assert p.choose(req(convo(1, turns=2)), [rv("a", state=ReplicaState.UNHEALTHY), rv("b")]).replica.id == "b"
+    p2 = policy(clock)
+    p2.choose(req(convo(1)), fleet(a=0, b=1))
+    queueing = rv("a", state=ReplicaState.DEGRADED, in_flight=2, waiting=1, scraped_at=clock.now())
+    assert p2.choose(req(convo(1, turns=2)), [queueing, rv("b", in_flight=1)]).replica.id == "b"
 
 
 def test_forgets_replicas_that_disappear() -> None:

@@ -12,6 +12,14 @@ For each request the prompt's chained block keys are looked up in a bounded :cla
   over every replica instead of piling onto one (what sglang-router's cache_aware does by placing a miss on the
   worker with the smallest cache tree).
 
+A prompt whose longest remembered prefix is a whole earlier prompt (the next turn of a conversation) and that has
+no holder of any part of it within that bound stays where it was (``prefix_hit``) unless the fleet is clearly
+imbalanced (``conversation_spill_margin``/``_factor``) or that replica's engine is queueing: moving it would
+re-prefill its whole history, and only its own conversation follows it. Such a holder may be degraded (a slow probe,
+which on a busy replica mostly measures its own batch): degraded replicas get no new work, but keep their
+conversations while they keep up. New conversations that share only a prefix (a system prompt) spread at the
+general bound, so a hot prefix still fans out.
+
 "Overloaded" means the load exceeds both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the
 eligible replicas: a conversation leaves its cache only when the fleet is imbalanced (a miss on a long prompt
 costs a full prefill), and the bound keeps a popular prefix from piling everything onto one replica. Load is the
@@ -34,7 +42,7 @@ from llmfleet.routing.candidates import eligible, fresh_outstanding_load, pick_l
 from llmfleet.routing.membership import Membership
 from llmfleet.routing.prefix_table import PrefixTable, block_keys
 from llmfleet.routing.scorers import BaseScorer
-from llmfleet.routing.views import ReplicaView
+from llmfleet.routing.views import ReplicaState, ReplicaView
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,10 @@ class PrefixAffinityPolicy:
             # The next turn of a conversation and no replica holds even a part of it within the bound: moving it
             # would cost its whole history, so it stays unless the fleet is clearly imbalanced.
             bound = max(min_load + cfg.conversation_spill_margin, cfg.conversation_spill_factor * mean_load)
+            for r in replicas:  # a degraded (slow-probing, often merely busy) holder may keep its conversation
+                if r.state is ReplicaState.DEGRADED and r.id not in request.exclude and r.id not in by_id:
+                    by_id[r.id] = r
+                    loads[r.id] = fresh_outstanding_load(r, now, cfg.engine_load_max_age_s)
             chosen = self._sticky_holder(keys[depth - 1], by_id, gen, loads, bound, now)
             matched = depth if chosen is not None else 0
         if chosen is not None:
