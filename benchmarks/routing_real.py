@@ -4,7 +4,10 @@ Four real vLLM CPU replicas (the demo model, prefix caching on) are started once
 before each (workload, front door) cell every replica's prefix cache is emptied (``POST /reset_prefix_cache``, served
 because the replicas run with ``VLLM_SERVER_DEV_MODE=1``) and each front door is started fresh, so every cell starts
 cold. The hit rate is the engines' own: the deltas of ``vllm:prefix_cache_hits_total`` / ``..._queries_total``
-summed over the four replicas. Workloads (seeded, the same requests for every front door):
+summed over the four replicas. Beside the client's TTFT the table shows the engines' own mean TTFT
+(``vllm:time_to_first_token_seconds``, from arrival at the engine's API server) and what the front door added to the
+mean (client mean - engine mean): routing quality shows in the first, the front door's own cost in the second.
+Workloads (seeded, the same requests for every front door):
 
 * ``conversations``: 24 concurrent multi-turn chats, each with its own long system prompt (~960 tokens);
 * ``shared_prompt``: 24 concurrent chats that all share one long system prompt;
@@ -43,8 +46,8 @@ from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
 from llmfleet.bench.workloads import Conversation, conversations, random_prompts
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
-from llmfleet.promtext import parse
-from llmfleet.vllm_metrics import read_prefix_cache
+from llmfleet.promtext import HistogramTotals, Scrape, parse
+from llmfleet.vllm_metrics import TIME_TO_FIRST_TOKEN, read_prefix_cache
 
 BENCH_VENV = Path.home() / ".cache" / "llmfleet" / "bench-venv"
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,8 @@ class Cell:
     load_avg: float
     per_replica_queries: list[float] = field(default_factory=list)
     note: str = ""
+    client_mean_ttft_s: float = float("nan")
+    engine_mean_ttft_s: float = float("nan")
 
 
 # --- front doors -------------------------------------------------------------------------------------------------
@@ -203,9 +208,17 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
 # --- engines -----------------------------------------------------------------------------------------------------
 
 
-def _counters(url: str) -> tuple[float, float]:
+def _scrape(url: str) -> Scrape:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        return read_prefix_cache(parse(r.read()))
+        return parse(r.read())
+
+
+def _engine_ttft(before: list[Scrape], after: list[Scrape]) -> float:
+    """The engines' mean TTFT over the cell (all replicas together); nan when nothing was observed."""
+    total = HistogramTotals()
+    for b, a in zip(before, after, strict=True):
+        total = total + HistogramTotals.of(a, TIME_TO_FIRST_TOKEN).since(HistogramTotals.of(b, TIME_TO_FIRST_TOKEN))
+    return total.mean if total.mean is not None else float("nan")
 
 
 def _reset_prefix_cache(url: str) -> None:
@@ -287,16 +300,19 @@ def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Runni
     try:
         proc, url = fd.start(urls, tmp)
     except (TimeoutError, OSError) as exc:  # a loaded machine: record the cell as not run, go on with the others
-        return Cell(workload, fd.name, *([float("nan")] * 5), 0, os.getloadavg()[0], [0.0], f"not run: {exc}")
+        nan = float("nan")
+        return Cell(workload, fd.name, nan, nan, nan, nan, nan, 0, os.getloadavg()[0], [0.0], f"not run: {exc}")
     try:
-        before = [_counters(u) for u in urls]
+        pages_before = [_scrape(u) for u in urls]
         t0 = time.monotonic()
         res = asyncio.run(run_workload(workload, url, reps[0].model, sz))
         wall = time.monotonic() - t0
-        after = [_counters(u) for u in urls]
+        pages_after = [_scrape(u) for u in urls]
         note = _gateway_note(url) if fd.name.startswith("llmfleet") else ""
     finally:
         _stop(proc)
+    before = [read_prefix_cache(p) for p in pages_before]
+    after = [read_prefix_cache(p) for p in pages_after]
     hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
     per = [a[1] - b[1] for a, b in zip(after, before, strict=True)]
     queries = sum(per)
@@ -312,6 +328,8 @@ def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Runni
         os.getloadavg()[0],
         per,
         note,
+        sum(res.ttft_s) / len(res.ttft_s) if res.ttft_s else float("nan"),
+        _engine_ttft(pages_before, pages_after),
     )
 
 
@@ -349,9 +367,9 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
         f"{sz.user_words}-word user turns), shared_prompt {sz.conversations} x {sz.shared_turns} turns, random "
         f"{sz.random_requests} x {sz.random_words} words at concurrency {sz.concurrency}; "
         f"max_tokens {sz.max_tokens}.\n",
-        "| workload | front door | prefix cache hit rate | TTFT p50 | TTFT p90 | requests/s | wall | errors | "
-        "load avg (1 min) | max/mean queried tokens per replica |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | front door | prefix cache hit rate | TTFT p50 | TTFT p90 | engine TTFT mean | front door adds "
+        "(mean) | requests/s | wall | errors | load avg (1 min) | max/mean queried tokens per replica |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (workload, name), cs in groups.items():
         spread = [
@@ -360,7 +378,9 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
         lines.append(
             f"| {workload} | {name} | {_med([c.hit_rate for c in cs]):.1%} | "
             f"{_med([c.p50_ttft_s for c in cs]):.2f} s | "
-            f"{_med([c.p90_ttft_s for c in cs]):.2f} s | {_med([c.requests_per_s for c in cs]):.2f} | "
+            f"{_med([c.p90_ttft_s for c in cs]):.2f} s | {_med([c.engine_mean_ttft_s for c in cs]):.2f} s | "
+            f"{_med([c.client_mean_ttft_s - c.engine_mean_ttft_s for c in cs]):+.2f} s | "
+            f"{_med([c.requests_per_s for c in cs]):.2f} | "
             f"{_med([c.wall_s for c in cs]):.0f} s | {sum(c.errors for c in cs)} | "
             f"{_med([c.load_avg for c in cs]):.1f} | {_med(spread):.2f} |"
         )
@@ -434,7 +454,8 @@ def main() -> None:
                         c = run_cell(workload, fd, reps, sz, tmp)
                         print(
                             f"{workload:14} {fd.name:30} hits {c.hit_rate:6.1%}  p50 {c.p50_ttft_s:6.2f} s  "
-                            f"p90 {c.p90_ttft_s:6.2f} s  {c.requests_per_s:5.2f} req/s  wall {c.wall_s:5.0f} s  "
+                            f"p90 {c.p90_ttft_s:6.2f} s  engine mean {c.engine_mean_ttft_s:5.2f} s  client mean "
+                            f"{c.client_mean_ttft_s:5.2f} s  {c.requests_per_s:5.2f} req/s  wall {c.wall_s:5.0f} s  "
                             f"errors {c.errors}  load {c.load_avg:.1f}  {c.note}",
                             flush=True,
                         )
