@@ -79,3 +79,25 @@ def test_run_sync_returns_results_and_reports_a_real_suspension() -> None:
 
     with pytest.raises(SimulationError, match="suspended"):
         run_sync(suspends())
+
+
+def test_a_merged_stream_interleaves_with_heap_events_and_wins_ties() -> None:
+    clock = SimClock()
+    loop = EventLoop(clock)
+    seen: list[tuple[float, str]] = []
+    for t in (1.0, 2.5):
+        loop.at(t, lambda t=t: seen.append((clock.now(), f"heap{t}")))
+    loop.merge(iter([0.5, 1.0, 3.0]), float, lambda t: seen.append((clock.now(), f"stream{t}")))
+    loop.run(until=2.0)
+    assert seen == [(0.5, "stream0.5"), (1.0, "stream1.0"), (1.0, "heap1.0")]
+    assert len(loop) == 2 and clock.now() == 2.0  # one heap event and one stream item left
+    loop.run()
+    assert seen[3:] == [(2.5, "heap2.5"), (3.0, "stream3.0")]
+    assert loop.processed == 5 and len(loop) == 0
+
+
+def test_a_stream_out_of_order_is_refused() -> None:
+    loop = EventLoop(SimClock())
+    loop.merge(iter([2.0, 1.0]), float, lambda t: None)
+    with pytest.raises(SimulationError, match="out of order"):
+        loop.run()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmfleet.gateway.registry import Attempt, Replica
@@ -12,10 +11,6 @@ from llmfleet.routing.views import ReplicaView
 from llmfleet.simulator.replica import EngineSpec, ReplicaModel
 from llmfleet.simulator.stepcost import StepCost
 from llmfleet.simulator.workload import SimRequest
-
-
-def _no_wake(plan_id: int) -> None:
-    """Placeholder until the replica is ready."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +43,6 @@ class SimReplica:
     """The registry's entry while the replica is registered."""
     home: Cell | None = None
     """The routing cell it serves in."""
-    wake_handler: Callable[[int], None] = _no_wake
-    """``wake_handler(plan_id)``: wake the model if that plan is still current (set when the replica is ready)."""
 
     @property
     def serving(self) -> bool:

@@ -17,7 +17,6 @@ import logging
 import random
 import zlib
 from collections.abc import Callable
-from functools import partial
 
 from llmfleet.config import GatewayConfig, RoutingConfig
 from llmfleet.gateway.registry import Outcome, Registry
@@ -81,6 +80,7 @@ class Fleet:
         self._text_cap = routing.prefix.block_bytes * routing.prefix.max_blocks
         self._needs_text = _reads_prompt(routing)
         self.in_flight = 0
+        self._routes: dict[int, RouteRequest] = {}
 
     # ---- replicas ---------------------------------------------------------------------------------------
     def _new_cell(self) -> Cell:
@@ -116,7 +116,7 @@ class Fleet:
         r.ready_s = now
         r.model = ReplicaModel(r.kind.cost, r.kind.spec, self._first_token, self._finished)
         r.model.t = now
-        r.wake_handler = partial(self._wake, r)  # a C-level call: no Python frame per wake-up
+        r.model.attach(self.loop)  # the model schedules its own wake-ups (a dead replica's plans go stale)
         reg = self.registry.add(r.id, pool=r.kind.pool, models=[MODEL])
         cell = self._pick_cell()
         r.cell = cell.index
@@ -205,8 +205,19 @@ class Fleet:
     def arrive(self, req: SimRequest) -> None:
         """A client request arrives now."""
         self.recorder.arrivals += 1
-        route = RouteRequest(MODEL, "chat", self._text(req) if self._needs_text else "", req.output_tokens,
-                             req.session_id, True)  # fmt: skip
+        if self._needs_text or req.session_id is not None:
+            route = RouteRequest(MODEL, "chat", self._text(req) if self._needs_text else "", req.output_tokens,
+                                 req.session_id, True)  # fmt: skip
+        else:
+            # Prompt-blind and sessionless: the request is its output length, and RouteRequest is immutable, so one
+            # instance per length serves them all (a frozen dataclass costs ~1 us to build).
+            cached = self._routes.get(req.output_tokens)
+            if cached is None:
+                if len(self._routes) >= 4096:
+                    self._routes.clear()
+                cached = RouteRequest(MODEL, "chat", "", req.output_tokens, None, True)
+                self._routes[req.output_tokens] = cached
+            route = cached
         if not self.cells:
             self.recorder.failed(req, "no_replica", self.clock.now())
             return
@@ -261,18 +272,7 @@ class Fleet:
             self._give_up(f, "too_long")
             return
         seq = Seq(f, req.input_tokens, req.output_tokens, req.prefix_id, req.prefix_tokens, req.session_id)
-        self._schedule(r, model.submit(seq, self.clock.now()))
-
-    def _schedule(self, r: SimReplica, when: float | None) -> None:
-        if when is not None and r.model is not None:
-            self.loop.call_at(when, r.wake_handler, r.model.plan_id)
-
-    def _wake(self, r: SimReplica, plan_id: int) -> None:
-        model = r.model
-        if model is not None and model.plan_id == plan_id and r.alive:
-            when = model.wake(self.clock._now)
-            if when is not None:
-                self.loop.call_at(when, r.wake_handler, model.plan_id)
+        model.schedule(model.submit(seq, self.clock._now))
 
     def _first_token(self, seq: Seq, t: float) -> None:
         f: Flight = seq.job

@@ -4,10 +4,12 @@ autoscaling policies) over the same seeded workload."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
@@ -25,7 +27,7 @@ from llmfleet.simulator.fleet import Fleet, ReplicaKind
 from llmfleet.simulator.replica import EngineSpec
 from llmfleet.simulator.results import Recorder, Slo
 from llmfleet.simulator.stepcost import StepCost
-from llmfleet.simulator.workload import TraceWorkload, Workload, WorkloadSpec, spec_summary
+from llmfleet.simulator.workload import SimRequest, TraceWorkload, Workload, WorkloadSpec, spec_summary
 
 ROUTING_POLICIES: tuple[str, ...] = get_args(RoutingPolicyName)
 """Every policy ``--compare`` accepts: the ones the factory builds (defined once, in the config schema)."""
@@ -125,6 +127,18 @@ def build_engine(
     return perf, spec
 
 
+_ARRIVAL_S = operator.attrgetter("arrival_s")
+
+
+def _batched(items: Iterator[SimRequest], size: int) -> Iterator[SimRequest]:
+    """``items``, drawn ``size`` at a time (the next batch is drawn when the last of the previous one is taken)."""
+    while True:
+        batch = list(itertools.islice(items, size))
+        if not batch:
+            return
+        yield from batch
+
+
 def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Run one simulation and return its results (see :meth:`Recorder.to_json`)."""
     wall0 = time.perf_counter()
@@ -187,20 +201,9 @@ def run(opts: SimOptions, progress: Progress | None = None) -> dict[str, Any]:
     Disruptor(fleet, random.Random(rng.random()), provider.reconcile, lost_regions,
               opts.spot_interruptions_per_hour).start(loop, list(opts.events))  # fmt: skip
 
-    arrivals = workload.arrivals()
-
-    def feed() -> None:
-        last = clock.now()
-        # Arrivals are pulled lazily, a batch at a time, so a million requests never sit in the heap at once.
-        for _ in range(256):
-            req = next(arrivals, None)
-            if req is None:
-                return
-            loop.call_at(req.arrival_s, fleet.arrive, req)
-            last = req.arrival_s
-        loop.at(last, feed)
-
-    feed()
+    # Arrivals stream into the loop (no heap push and pop each), drawn from the workload 256 at a time: the
+    # workload's rng also draws follow-up turns, so the batch size is part of what a seed reproduces.
+    loop.merge(_batched(workload.arrivals(), 256), _ARRIVAL_S, fleet.arrive)
 
     def sample() -> None:
         rec.sample_fleet(clock.now())

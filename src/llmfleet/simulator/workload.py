@@ -202,18 +202,26 @@ class Workload:
     def arrivals(self) -> Iterator[SimRequest]:
         """First requests (and first turns of sessions), in arrival order."""
         spec, rng = self.spec, self.rng
+        # Hoisted out of the loop (a million-request run draws here a million times); same draws, same order.
+        sample_in, sample_out = spec.input.sample, spec.output.sample
+        prefixes = spec.prefixes if spec.prefix_tokens else 0
+        turns = spec.turns
+        fixed_rate = None if spec.diurnal or spec.burst_every_s else max(spec.rate, 1e-9)
+        duration_s = self.duration_s
+        limit = self.max_requests if self.max_requests is not None else math.inf
         t = 0.0
         for n, gap in enumerate(self._gaps()):
-            if t >= self.duration_s or (self.max_requests is not None and n >= self.max_requests):
+            if t >= duration_s or n >= limit:
                 return
-            n_in, n_out = spec.input.sample(rng), spec.output.sample(rng)
+            n_in, n_out = sample_in(rng), sample_out(rng)
             pid, ptok = None, 0
-            if spec.prefixes and spec.prefix_tokens:
-                pid, ptok = f"p{rng.randrange(spec.prefixes)}", spec.prefix_tokens
-            index = self._new_index()
-            sid = f"s{index}" if spec.turns > 1 else None
-            yield SimRequest(index, t, ptok + n_in, n_out, pid, ptok, sid, 0, spec.turns - 1)
-            t += gap / max(spec.rate_at(t), 1e-9)
+            if prefixes:
+                pid, ptok = f"p{rng.randrange(prefixes)}", spec.prefix_tokens
+            index = self._next_index
+            self._next_index = index + 1
+            sid = f"s{index}" if turns > 1 else None
+            yield SimRequest(index, t, ptok + n_in, n_out, pid, ptok, sid, 0, turns - 1)
+            t += gap / (fixed_rate if fixed_rate is not None else max(spec.rate_at(t), 1e-9))
 
     def follow_up(self, previous: SimRequest, finished_s: float) -> SimRequest | None:
         """The next turn of ``previous``'s session, sent a think time after it finished; None when it was the last
