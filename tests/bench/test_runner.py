@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from llmfleet.appthread import free_port
 from llmfleet.bench.runner import run_conversations, run_prompts
 from llmfleet.bench.workloads import conversations
+from tests.fleet.fakes import serve
 
 
 class TickClock:
@@ -42,14 +42,8 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 async def stub_url() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url:
+        yield url
 
 
 async def test_one_request_is_timed_on_the_injected_clock(stub_url: str) -> None:

@@ -1,5 +1,5 @@
 """Fakes at the control API's interfaces: a fleet whose models carry real controllers, a provider that only counts,
-and the control app served on 127.0.0.1."""
+and an aiohttp app (the control API) served on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ class ControllersOnly:
 
 
 @contextlib.asynccontextmanager
-async def control_api(fleet: ControllersOnly, hold_poll_wall_s: float = 0.01) -> AsyncIterator[str]:
-    """The control API over ``fleet`` on a free port of 127.0.0.1 (admin token :data:`TOKEN`); yields its URL."""
-    runner = web.AppRunner(create_control_app(fleet, TOKEN, hold_poll_wall_s=hold_poll_wall_s))
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on a free port of 127.0.0.1 for the block; yields its URL."""
+    runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -68,3 +68,8 @@ async def control_api(fleet: ControllersOnly, hold_poll_wall_s: float = 0.01) ->
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def control_api(fleet: ControllersOnly, hold_poll_wall_s: float = 0.01) -> contextlib.AbstractAsyncContextManager[str]:
+    """The control API over ``fleet`` on 127.0.0.1 (admin token :data:`TOKEN`); yields its URL."""
+    return serve(create_control_app(fleet, TOKEN, hold_poll_wall_s=hold_poll_wall_s))

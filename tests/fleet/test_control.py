@@ -6,9 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from llmfleet.appthread import free_port
 from llmfleet.clock import WallClock
 from llmfleet.config import SimEngineConfig
 from llmfleet.errors import ConfigError
@@ -17,6 +15,7 @@ from llmfleet.fleet.cli import _parse_sets
 from llmfleet.fleet.control import create_control_app
 from llmfleet.fleet.model_fleet import ModelFleet
 from llmfleet.fleet.rollout import Rollout
+from tests.fleet.fakes import serve
 
 TOKEN = "t0ken"
 
@@ -36,26 +35,19 @@ class _Fleet:
 
 
 async def test_a_config_error_in_an_action_is_a_400_naming_the_key() -> None:
-    runner = web.AppRunner(create_control_app(_Fleet(), TOKEN))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        async with aiohttp.ClientSession(headers=headers) as s:
-            patch = _parse_sets(["engine.faults.error_rate=2.0"])
-            async with s.post(f"http://127.0.0.1:{port}/rollout", json={"engine": patch}) as r:
-                body = await r.json()
-                assert r.status == 400, body
-            err = body["error"]
-            assert err["message"].startswith("engine.faults.error_rate: Input should be less than or equal to 1")
-            assert err["param"] == "engine.faults.error_rate"
-            async with s.post(f"http://127.0.0.1:{port}/rollout", json={"engine": {"gpu": "H1000"}}) as r:
-                assert r.status == 400 and "engine.gpu: unknown GPU 'H1000'" in (await r.json())["error"]["message"]
-            async with s.post(f"http://127.0.0.1:{port}/spot/interrupt", json={"url": "http://x"}) as r:
-                assert r.status == 400 and (await r.json())["error"]["param"] == "fleet.spot_replicas"
-    finally:
-        await runner.cleanup()
+    async with serve(create_control_app(_Fleet(), TOKEN)) as url, aiohttp.ClientSession(headers=headers) as s:
+        patch = _parse_sets(["engine.faults.error_rate=2.0"])
+        async with s.post(f"{url}/rollout", json={"engine": patch}) as r:
+            body = await r.json()
+            assert r.status == 400, body
+        err = body["error"]
+        assert err["message"].startswith("engine.faults.error_rate: Input should be less than or equal to 1")
+        assert err["param"] == "engine.faults.error_rate"
+        async with s.post(f"{url}/rollout", json={"engine": {"gpu": "H1000"}}) as r:
+            assert r.status == 400 and "engine.gpu: unknown GPU 'H1000'" in (await r.json())["error"]["message"]
+        async with s.post(f"{url}/spot/interrupt", json={"url": "http://x"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "fleet.spot_replicas"
 
 
 def test_set_options_nest_and_merge_into_the_running_engine() -> None:
