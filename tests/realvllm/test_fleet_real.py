@@ -11,10 +11,12 @@ import aiohttp
 import pytest
 
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
+from llmfleet.promtext import Scrape, parse
 from llmfleet.routing.views import ReplicaState
+from llmfleet.vllm_metrics import GENERATION_TOKENS, PREFIX_CACHE_HITS, PROMPT_TOKENS
 from tests.gateway.conftest import GatewayThread, start_gateway, wait_until
 
-pytestmark = pytest.mark.realvllm
+pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(600)]  # two engine start-ups on 2 busy cores take minutes
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +40,20 @@ def _gateway(reps: list[VLLMReplica], policy: str = "round_robin") -> GatewayThr
     )
 
 
-async def _scrape(url: str) -> dict[str, float]:
-    out: dict[str, float] = {}
+async def _scrape(url: str) -> Scrape:
     async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
-        for line in (await r.text()).splitlines():
-            if line.startswith("vllm:") or line.startswith("llmfleet_gateway_tokens_total"):
-                name = line.split("{", 1)[0].split(" ", 1)[0]
-                if "direction=" in line:
-                    name += "." + line.split('direction="', 1)[1].split('"', 1)[0]
-                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
+        return parse(await r.text())
+
+
+def _count(page: Scrape, family: str) -> float:
+    value = page.counter(family)
+    assert value is not None, f"no {family}_total on the page"
+    return value
+
+
+def _since(after: list[Scrape], before: list[Scrape], family: str) -> float:
+    """Growth of a counter family, summed over the replicas."""
+    return sum(_count(a, family) - _count(b, family) for a, b in zip(after, before, strict=True))
 
 
 async def test_gateway_token_counts_match_vllm_counters(replicas: list[VLLMReplica]) -> None:
@@ -70,17 +76,19 @@ async def test_gateway_token_counts_match_vllm_counters(replicas: list[VLLMRepli
     finally:
         gw.stop()
     after = [await _scrape(r.url) for r in replicas]
-    engine_prompt = sum(
-        a["vllm:prompt_tokens_total"] - b["vllm:prompt_tokens_total"] for a, b in zip(after, before, strict=True)
-    )
-    engine_gen = sum(
-        a["vllm:generation_tokens_total"] - b["vllm:generation_tokens_total"]
-        for a, b in zip(after, before, strict=True)
-    )
+    engine_prompt = _since(after, before, PROMPT_TOKENS)
+    engine_gen = _since(after, before, GENERATION_TOKENS)
     assert engine_gen == 6 * 16
-    assert gw_tokens["llmfleet_gateway_tokens_total.completion"] == engine_gen
-    assert gw_tokens["llmfleet_gateway_tokens_total.prompt"] == engine_prompt
-    print(f"tokens: gateway {gw_tokens} vs engines prompt {engine_prompt} generation {engine_gen}")
+
+    def gateway(direction: str) -> float | None:
+        return gw_tokens.counter("llmfleet_gateway_tokens", lambda labels: labels.get("direction") == direction)
+
+    assert gateway("completion") == engine_gen
+    assert gateway("prompt") == engine_prompt
+    print(
+        f"tokens: gateway prompt {gateway('prompt')} completion {gateway('completion')} vs engines prompt "
+        f"{engine_prompt} generation {engine_gen}"
+    )
 
 
 async def test_shared_prefix_hits_real_prefix_cache(replicas: list[VLLMReplica]) -> None:
@@ -101,10 +109,7 @@ async def test_shared_prefix_hits_real_prefix_cache(replicas: list[VLLMReplica])
             after = [await _scrape(r.url) for r in replicas]
         finally:
             gw.stop()
-        results[policy] = sum(
-            a["vllm:prefix_cache_hits_total"] - b["vllm:prefix_cache_hits_total"]
-            for a, b in zip(after, before, strict=True)
-        )
+        results[policy] = _since(after, before, PREFIX_CACHE_HITS)
     print(f"real vLLM prefix cache hit tokens: {results}")
     assert results["prefix_affinity"] > results["round_robin"]
 
