@@ -47,6 +47,10 @@ def test_replicas_running_the_adapter_are_preferred_unless_they_queue() -> None:
     assert prefer_resident("other", views, running) == views  # running nowhere, slots free everywhere
     queueing = [views[0], replace(views[1], load=EngineLoad(num_requests_waiting=2)), views[2]]
     assert prefer_resident("sql", queueing, running) == queueing  # the resident replica queues: spread
+    busier = [views[0], replace(views[1], in_flight=1), views[2]]
+    assert prefer_resident("sql", busier, running) == busier  # more in flight than r0: load balance first
+    even = [replace(v, in_flight=1) for v in views]
+    assert _states(prefer_resident("sql", even, running)) == ["degraded", "healthy", "healthy"]
     both = {**running, "r0": LoraActivity(frozenset({"sql", "x"}), max_loras=4)}
     assert prefer_resident("sql", views, both) == views  # all known replicas alike
     ejected = [_view(0, state=ReplicaState.UNHEALTHY), views[1]]

@@ -9,7 +9,8 @@ value is the engine's state now (an idle engine's is the empty one).
 :func:`prefer_resident` turns that into a routing preference without touching the policies: among the replicas
 that list the requested adapter, the ones running it already (its weights are in a slot; no swap, no wait for a
 slot to free) stay healthy and the others are offered as degraded — the policies' last resort, as for panic
-routing. Fleet admission counts degraded replicas as capacity, so the preference never turns a request away.
+routing — as long as a resident replica is no busier than the others. Fleet admission counts degraded replicas
+as capacity, so the preference never turns a request away.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def prefer_resident(
 
     Better means running ``model`` already; when none is, having a free adapter slot beats having every slot
     taken by other adapters. Nothing changes for a base model (never in an adapter list), when the replicas are
-    all alike, or when every better replica has requests waiting: then spreading the load wins over residency.
+    all alike, or when no better replica is both free of queued requests and at most as busy (the gateway's
+    requests in flight) as the least busy other one: residency breaks ties, it does not build hot spots (the
+    order of Kubernetes' inference gateway: low queue first, then adapter affinity).
     ``activity`` maps replica ids to their scraped :class:`LoraActivity`; a replica without one (None or absent:
     not scraped yet, or its engine does not export the gauge) is left as it is.
     """
@@ -80,6 +83,9 @@ def prefer_resident(
         full = {i for i, a in known.items() if a.slots_full}
         better = set(known) - full if full else set()
     worse = set(known) - better
-    if not better or not worse or all(v.load.num_requests_waiting > 0 for v in healthy if v.id in better):
+    if not better or not worse:
         return list(views)
+    least_busy_worse = min(v.in_flight for v in healthy if v.id in worse)
+    if not any(v.in_flight <= least_busy_worse and not v.load.num_requests_waiting for v in healthy if v.id in better):
+        return list(views)  # every better replica is busier, or queueing: spreading the load wins
     return [replace(v, state=ReplicaState.DEGRADED) if v.id in worse else v for v in views]

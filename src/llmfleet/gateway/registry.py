@@ -300,7 +300,7 @@ class Registry:
         """Views of the replicas serving ``model`` (any state: policies filter).
 
         For a LoRA adapter, replicas that would have to swap it in are offered as degraded while one running it
-        already can take the request without queueing (:func:`~llmfleet.gateway.adapters.prefer_resident`).
+        already is no busier and not queueing (:func:`~llmfleet.gateway.adapters.prefer_resident`).
 
         Panic routing (like Envoy's healthy-panic threshold): when *no* replica of the model is routable but some
         are ejected as unhealthy, they are offered as degraded. Overload can make every probe time out at once;
