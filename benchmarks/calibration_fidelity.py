@@ -135,25 +135,33 @@ def err(a: float, b: float) -> float:
 
 
 def report(out: dict[str, Any]) -> str:
-    real, real2, sim = out["real"], out["real_repeat"], out["sim"]
+    real, real2, sim, sim2 = out["real"], out["real_repeat"], out["sim"], out["sim_repeat"]
     lines = [
         f"## Calibration fidelity, {out['date']} (benchmarks/calibration_fidelity.py)",
         "",
         f"Real vLLM {out['vllm']} (CPU build) with the demo model vs `llmfleet engine sim --profile` calibrated on it "
-        f"in the same run. Held-out workload: {out['workload']}; {out['requests']} requests, closed loop, "
-        f"concurrency {CONCURRENCY}. Calibration took {out['calibration_s']:.0f} s; whole run {out['total_s']:.0f} s. "
-        f"Machine: {os.cpu_count()} cores shared with other work; 1-minute load average before/after each run below.",
+        f"in the same run, in two rounds back to back (calibrate, then the held-out load on real vLLM; round 2 "
+        f"recalibrates and uses other prompt text), then each round's profile on the sim engine (vLLM stopped). "
+        f"Held-out workload: {out['workload']}; {out['requests']} requests, closed loop, concurrency {CONCURRENCY}; "
+        f"step token budget {out['max_num_batched_tokens']} (vLLM's CPU API-server default). Calibration took "
+        f"{out['calibration_s']:.0f} s; whole run {out['total_s']:.0f} s. Machine: {os.cpu_count()} cores shared with "
+        "other work; 1-minute load average before/after each run below.",
         "",
-        "| metric | real vLLM | real vLLM again | sim --profile | sim vs real | real again vs real |",
-        "|---|---|---|---|---|---|",
+        "| metric | real 1 | sim 1 | sim 1 vs real 1 | real 2 | sim 2 | sim 2 vs real 2 | real 2 vs real 1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in METRICS:
-        a, a2, s = real[key], real2[key], sim[key]
-        lines.append(f"| {label} | {a:.2f} | {a2:.2f} | {s:.2f} | {err(s, a):+.1%} | {err(a2, a):+.1%} |")
+        a, a2, s, s2 = real[key], real2[key], sim[key], sim2[key]
+        lines.append(
+            f"| {label} | {a:.2f} | {s:.2f} | {err(s, a):+.1%} | {a2:.2f} | {s2:.2f} | {err(s2, a2):+.1%} | "
+            f"{err(a2, a):+.1%} |"
+        )
     lines.append(
-        f"| load average (1 min) | {real['load_average_1m']} | {real2['load_average_1m']} | "
-        f"{sim['load_average_1m']} | | |"
+        f"| load average (1 min) | {real['load_average_1m']} | {sim['load_average_1m']} | | "
+        f"{real2['load_average_1m']} | {sim2['load_average_1m']} | | |"
     )
+    lines += ["", "Round 2 profile: " + "; ".join(out["profile_repeat_summary"]),
+              f"(calibration load average {out['profile_repeat_load_average']})"]  # fmt: skip
     lines += ["", "Calibrated profile:", ""]
     lines += [f"- {line}" for line in out["profile_summary"]]
     lines += [
@@ -181,7 +189,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     console = Console(stderr=True, highlight=False)
     work = Path(args.workdir)
     replica = None
-    sim_proc = None
+    sim_proc: subprocess.Popen[bytes] | None = None
     try:
         if args.vllm_url:
             url = args.vllm_url
@@ -191,48 +199,60 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             url = replica.url
             console.print(f"vLLM ready after {replica.ready_after_s:.0f} s at {url}")
         model = args.model
-        tc = time.monotonic()
-        plan = CalibrationPlan(url=url, model=model, max_batch=args.max_batch, seed=1)
-        profile: Profile = await calibrate(plan, console)
-        calib_s = time.monotonic() - tc
-        profile_path = work / "profile.yaml"
-        save_profile(profile, profile_path)
-        for line in summary_lines(profile):
-            console.print(f"  {line}")
         words = held_out(args.requests, args.seed)
-        console.print("held-out workload on real vLLM ...")
-        real = await run_load(url, model, words, args.seed, args.seed)
-        console.print(f"  {real}")
-        ratio = real["mean_prompt_tokens"] / real["mean_prompt_words"]
-        console.print("held-out workload on real vLLM again ...")
-        real2 = await run_load(url, model, words, args.seed, args.seed + 100)  # other text: no cache hits from run 1
-        console.print(f"  {real2}")
+        # Back to back, twice: calibrate, then the held-out load, on the same machine state; the second round is the
+        # real engine's own run-to-run spread (a fresh calibration and other prompt text: no cache hits from round 1).
+        rounds: list[dict[str, Any]] = []
+        for rnd in range(2):
+            tc = time.monotonic()
+            plan = CalibrationPlan(url=url, model=model, max_batch=args.max_batch, seed=1 + rnd,
+                                   max_num_batched_tokens=args.max_num_batched_tokens)  # fmt: skip
+            profile: Profile = await calibrate(plan, console)
+            calib_s = time.monotonic() - tc
+            profile_path = work / f"profile{rnd + 1}.yaml"
+            save_profile(profile, profile_path)
+            for line in summary_lines(profile):
+                console.print(f"  {line}")
+            console.print(f"round {rnd + 1}: held-out workload on real vLLM ...")
+            real = await run_load(url, model, words, args.seed, args.seed + 100 * rnd)
+            console.print(f"  {real}")
+            rounds.append({"profile": profile, "profile_path": profile_path, "calibration_s": calib_s, "real": real})
         if replica is not None:
-            replica.stop()  # its idle CPU use is small, but the sim run should not share the cores with it
-        sim_proc, sim_url = start_sim(profile_path, work / "sim.log")
-        console.print(f"held-out workload on the sim engine (prompt words x {ratio:.3f}) ...")
-        sim = await run_load(sim_url, model, scaled(words, ratio), args.seed, args.seed)
-        console.print(f"  {sim}")
+            replica.stop()  # the sim runs should not share the cores with it
+        for rnd, r in enumerate(rounds):
+            ratio = r["real"]["mean_prompt_tokens"] / r["real"]["mean_prompt_words"]
+            sim_proc, sim_url = start_sim(r["profile_path"], work / "sim.log")
+            console.print(f"round {rnd + 1}: held-out workload on the sim engine (prompt words x {ratio:.3f}) ...")
+            r["sim"] = await run_load(sim_url, model, scaled(words, ratio), args.seed, args.seed + 100 * rnd)
+            console.print(f"  {r['sim']}")
+            sim_proc.terminate()
+            sim_proc.wait(timeout=10)
+            sim_proc = None
     finally:
         if sim_proc is not None:
             sim_proc.terminate()
             sim_proc.wait(timeout=10)
         if replica is not None:
             replica.stop()
+    first = rounds[0]
     return {
         "date": datetime.date.today().isoformat(),
         "vllm": "0.32",
         "workload": "prompt = one of 4 shared 256-word prefixes + uniform 40..500 words; output uniform 16..128 tokens",
         "requests": args.requests,
-        "calibration_s": calib_s,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "calibration_s": first["calibration_s"],
         "total_s": time.monotonic() - t0,
-        "real": real,
-        "real_repeat": real2,
-        "sim": sim,
-        "profile_summary": summary_lines(profile),
-        "profile_load_average": profile.source.load_average,
-        "prefill_points": [p.model_dump() for p in profile.measurements.prefill],
-        "decode_points": [p.model_dump() for p in profile.measurements.decode],
+        "real": first["real"],
+        "real_repeat": rounds[1]["real"],
+        "sim": first["sim"],
+        "sim_repeat": rounds[1]["sim"],
+        "profile_summary": summary_lines(first["profile"]),
+        "profile_repeat_summary": summary_lines(rounds[1]["profile"]),
+        "profile_load_average": first["profile"].source.load_average,
+        "profile_repeat_load_average": rounds[1]["profile"].source.load_average,
+        "prefill_points": [p.model_dump() for p in first["profile"].measurements.prefill],
+        "decode_points": [p.model_dump() for p in first["profile"].measurements.decode],
     }
 
 
@@ -241,6 +261,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=160)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                    help="The engine's step token budget: vLLM's CPU default for the API server is 2048.")  # fmt: skip
     ap.add_argument("--vllm-url", default=None, help="Use this running vLLM (demo model) instead of starting one.")
     ap.add_argument("--model", default="demo-model")
     ap.add_argument("--workdir", default="/tmp/llmfleet-calibration-fidelity")
