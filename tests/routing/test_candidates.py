@@ -65,3 +65,18 @@ def test_pick_lowest_breaks_ties_with_rng_deterministically() -> None:
     assert set(seq_a) == {"a", "b", "c", "d"}  # ties spread
     assert len(seq1) == 1
     assert pick_lowest([rv("a", in_flight=2), rv("b", in_flight=1)], in_flight_load, random.Random(0)).id == "b"
+
+
+def test_load_with_the_gateways_own_count_at_scrape_time() -> None:
+    """Our own requests are counted exactly (now); the engine adds only what other clients had running then."""
+    from dataclasses import replace
+
+    from llmfleet.routing.views import EngineLoad
+
+    def at(in_flight: int, engine_running: float, ours_then: int) -> float:
+        load = EngineLoad(num_requests_running=engine_running, scraped_at=0.0, in_flight_at_scrape=ours_then)
+        return outstanding_load(replace(rv("a", in_flight=in_flight), load=load))
+
+    assert at(in_flight=2, engine_running=10, ours_then=10) == 2.0  # our 10 finished since: not busy any more
+    assert at(in_flight=2, engine_running=10, ours_then=4) == 8.0  # 6 from other gateways, plus our 2 now
+    assert at(in_flight=5, engine_running=3, ours_then=4) == 5.0  # engine behind us (not yet admitted): ours

@@ -71,10 +71,16 @@ def in_flight_load(replica: ReplicaView) -> float:
 def outstanding_load(replica: ReplicaView) -> float:
     """Best estimate of outstanding requests per unit of capacity.
 
-    The larger of the gateway's own count (fresh, but blind to other gateways) and the engine's scraped
-    running + waiting (covers every client, but as old as the last scrape).
+    When the scrape recorded the gateway's own in-flight count at that moment: the gateway's count now (exact) plus
+    the other clients' requests as of the scrape (engine running + waiting minus the gateway's own then). Otherwise
+    the larger of the gateway's own count (fresh, but blind to other gateways) and the engine's scraped
+    running + waiting (covers every client, but as old as the last scrape: it keeps a replica looking busy after
+    this gateway's requests there finished).
     """
-    engine = replica.load.num_requests_waiting + replica.load.num_requests_running
+    load = replica.load
+    engine = load.num_requests_waiting + load.num_requests_running
+    if load.in_flight_at_scrape is not None:
+        return (replica.in_flight + max(0.0, engine - load.in_flight_at_scrape)) / weight_of(replica)
     n = replica.in_flight if replica.in_flight >= engine else engine
     return n / weight_of(replica)
 

@@ -30,6 +30,10 @@ class EngineLoad:
     """``vllm:kv_cache_usage_perc``: a fraction in [0, 1]."""
     scraped_at: float | None = None
     """Clock time of the scrape; None when never scraped."""
+    in_flight_at_scrape: int | None = None
+    """The gateway's own in-flight count on the replica when the scrape was taken (None: not recorded). With it,
+    the engine's counts minus this are the load of *other* clients as of the scrape, which ages far better than the
+    engine's raw counts (see :func:`llmfleet.routing.candidates.outstanding_load`)."""
 
 
 @dataclass(frozen=True, slots=True)
