@@ -84,3 +84,23 @@ def test_adapter_requests_prefer_the_replica_running_it(
         assert totals == {a.url: 6, b.url: 0}, totals
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_sim_marks_an_adapter_running_for_completions_and_chat(
+    start_sims: Callable[..., list[SimServerThread]], path: str
+) -> None:
+    (a,) = start_sims({"lora_modules": {"sql": "/adapters/sql"}})
+    u = urlsplit(a.url)
+    conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=30)
+    body: dict[str, object] = {"model": "sql", "max_tokens": 20000, "ignore_eos": True, "stream": True}
+    body |= {"prompt": "SELECT"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "hi"}]}
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.readline()
+        wait_until(lambda: _activity(a.url) == LoraActivity(frozenset({"sql"}), max_loras=8), 10, "sql running")
+    finally:
+        conn.close()
+    wait_until(lambda: _activity(a.url) == LoraActivity(frozenset(), max_loras=8), 10, "sql released")

@@ -13,6 +13,7 @@ SMALL = Scenario(conversations=12, turns=12, random_requests=60, concurrency=12,
 
 
 @pytest.mark.slow  # ~55 s; the fast direction test is in tests/routing
+@pytest.mark.timeout(360)  # four fleet runs: over 120 s on a loaded machine
 def test_prefix_affinity_raises_hits_and_cuts_tail_ttft() -> None:
     # Two runs per policy, alternating, compared on their means: one run is at the mercy of a noisy machine.
     runs = [run_one(p, "conversations", SMALL) for p in ("least_outstanding", "prefix_affinity") * 2]

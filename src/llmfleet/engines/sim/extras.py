@@ -203,8 +203,7 @@ class SimExtras:
         if max_out is not None and (isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 1):
             raise InvalidRequestError("`max_output_tokens` must be a positive integer", param="max_output_tokens")
         budget = self.server._budget(len(ids), max_out)
-        handle = await self.server._admit(budget, ids, [], False, salt)
-        self.server.adapters.attach(handle.req, model)
+        handle = await self.server._admit(budget, ids, [], False, salt, model)
         try:
             rid, msg_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
             base = {"id": rid, "object": "response", "created_at": int(time.time()), "model": model}

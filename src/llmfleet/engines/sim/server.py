@@ -161,14 +161,18 @@ class SimServer:
         return max_tokens
 
     async def _admit(
-        self, max_tokens: int, prompt: list[int], stop: list[str], ignore_eos: bool, salt: int = 0
+        self, max_tokens: int, prompt: list[int], stop: list[str], ignore_eos: bool, salt: int, model: str
     ) -> RequestHandle:
+        """Submit a request; one naming a LoRA adapter is noted as using it (``vllm:lora_requests_info``) until
+        :meth:`_collect` or :meth:`_stream` lets it go."""
         if self.faults.should_error():
             raise InternalServerError("injected engine error", code="500")
         extra_ms = self.faults.config.extra_latency_ms
         if extra_ms > 0:
             await self.engine.clock.sleep(extra_ms / 1000.0)
-        return self.engine.submit(prompt, max_tokens, stop, ignore_eos, salt)
+        handle = self.engine.submit(prompt, max_tokens, stop, ignore_eos, salt)
+        self.adapters.attach(handle.req, model)
+        return handle
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         await self._gate()
@@ -184,7 +188,7 @@ class SimServer:
         if not ids:
             raise InvalidRequestError("prompt must not be empty", param="prompt")
         max_tokens = self._budget(len(ids), req.max_tokens)
-        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos, salt)
+        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos, salt, req.model)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": req.model}
 
@@ -224,7 +228,7 @@ class SimServer:
         text_prompt = render_chat(req.messages, req.add_generation_prompt, req.continue_final_message)
         ids = token_ids(text_prompt)
         max_tokens = self._budget(len(ids), req.effective_max_tokens)
-        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos, salt)
+        handle = await self._admit(max_tokens, ids, req.stop_list, req.ignore_eos, salt, req.model)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model}
 
@@ -263,6 +267,7 @@ class SimServer:
                 finish = ev.finish_reason or finish
         finally:
             self.engine.abort(handle)  # no-op when finished; frees KV when the client went away
+            self.adapters.detach(handle.req)
         return "".join(parts), finish
 
     async def _stream(
@@ -299,6 +304,7 @@ class SimServer:
             pass  # the client went away; the finally below frees the request's KV blocks
         finally:
             self.engine.abort(handle)
+            self.adapters.detach(handle.req)
         return resp
 
 
