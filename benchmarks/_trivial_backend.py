@@ -1,6 +1,7 @@
 """A trivial OpenAI-shaped backend that answers at once (the "mock worker" of router benchmarks).
 
     python benchmarks/_trivial_backend.py PORT [--token-delay-ms 1] [--tokens 100] [--vllm-chunks]
+        [--length-from-max-tokens]
 
 Non-streamed completions return a fixed small JSON; streamed ones send ``--tokens`` chunks, one per
 ``--token-delay-ms``. With ``--vllm-chunks`` a stream's chunks are shaped as vLLM's when the request asks (what the
@@ -56,11 +57,16 @@ def _chunk(i: int, tokens: int, ids: bool, usage: bool) -> bytes:
     )
 
 
-def make_app(tokens: int, delay_s: float, vllm_chunks: bool = False) -> web.Application:
+def make_app(
+    tokens: int, delay_s: float, vllm_chunks: bool = False, length_from_max_tokens: bool = False
+) -> web.Application:
+    default_tokens = tokens
+
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
             return web.Response(body=BODY, content_type="application/json")
+        tokens = int(body.get("max_tokens") or default_tokens) if length_from_max_tokens else default_tokens
         opts = body.get("stream_options") or {}
         ids = vllm_chunks and bool(body.get("return_token_ids"))
         usage = vllm_chunks and bool(opts.get("continuous_usage_stats"))
@@ -109,9 +115,10 @@ if __name__ == "__main__":
     ap.add_argument("--tokens", type=int, default=100)
     ap.add_argument("--token-delay-ms", type=float, default=1.0)
     ap.add_argument("--vllm-chunks", action="store_true", help="vLLM-shaped chunks (token_ids, usage) when asked")
+    ap.add_argument("--length-from-max-tokens", action="store_true", help="a stream sends max_tokens chunks")
     a = ap.parse_args()
     web.run_app(
-        make_app(a.tokens, a.token_delay_ms / 1000, a.vllm_chunks),
+        make_app(a.tokens, a.token_delay_ms / 1000, a.vllm_chunks, a.length_from_max_tokens),
         host="127.0.0.1",
         port=a.port,
         print=None,

@@ -49,11 +49,15 @@ class Admission:
 
     def capacity(self, views: Sequence[ReplicaView]) -> tuple[int, float]:
         """(capacity of the routable replicas, outstanding work on them not from this gateway)."""
-        routable = [v for v in views if v.routable]
-        external = sum(
-            max(0.0, v.load.num_requests_running + v.load.num_requests_waiting - v.in_flight) for v in routable
-        )
-        return self.per_replica_cap * len(routable), external
+        routable, external = 0, 0.0
+        for v in views:  # a plain loop: this runs for every request
+            if v.routable:
+                routable += 1
+                load = v.load
+                extra = load.num_requests_running + load.num_requests_waiting - v.in_flight
+                if extra > 0:
+                    external += extra
+        return self.per_replica_cap * routable, external
 
     def utilisation(self, model: str, views: Sequence[ReplicaView]) -> float:
         """Outstanding over capacity for ``model`` (inf when nothing is routable)."""

@@ -40,7 +40,7 @@ from llmfleet.health import Transition
 from llmfleet.loopmon import LoopLagMonitor
 from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.factory import build_policy
-from llmfleet.routing.views import ReplicaState
+from llmfleet.routing.views import ReplicaState, ReplicaView
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,9 @@ class Gateway:
         return r
 
     # ---- OpenAI routes ---------------------------------------------------------------------------------------
-    async def _parse(self, request: web.Request, route: str) -> ProxyRequest:
+    async def _parse(self, request: web.Request, route: str) -> tuple[ProxyRequest, list[ReplicaView] | None]:
+        """The request parsed and checked, with the views of its model's replicas for completions and chat (the
+        model check and admission share them: one registry walk per request); None for the other routes."""
         if self.draining:
             self.metrics.rejected.labels("draining").inc()
             raise ServiceUnavailableError("the gateway is shutting down", code="draining")
@@ -171,7 +173,7 @@ class Gateway:
         typed: CompletionRequest | ChatCompletionRequest
         try:
             if route in AUX_ROUTES:  # embeddings, tokenize, score, rerank, responses (gateway/routes.py)
-                return parse_auxiliary(self, AUX_ROUTES[route], request, body, raw)
+                return parse_auxiliary(self, AUX_ROUTES[route], request, body, raw), None
             if route == "chat":
                 typed = parse_request(ChatCompletionRequest, body)
                 prompt_text = "".join(f"<|{m.role}|>{m.text()}\n" for m in typed.messages)
@@ -184,7 +186,8 @@ class Gateway:
         except InvalidRequestError:
             self.metrics.rejected.labels("invalid").inc()
             raise
-        if typed.model not in self.registry.models():
+        views = self.registry.views(typed.model)
+        if not views:  # no replica lists the model
             raise self._unknown_model(typed.model)
         session_key = request.headers.get(self.routing.session.header) or (
             typed.user if self.routing.session.use_user_field else None
@@ -198,9 +201,10 @@ class Gateway:
             stream=typed.stream,
         )
         path = "/v1/chat/completions" if route == "chat" else "/v1/completions"
-        return ProxyRequest(
+        req = ProxyRequest(
             route=route, path=path, body=body, raw=raw, typed=typed, route_request=rr, started=self.clock.now()
         )
+        return req, views
 
     def _prompt_text(self, typed: CompletionRequest) -> str:
         prompt = typed.prompt
@@ -234,9 +238,10 @@ class Gateway:
             f"The model `{model}` does not exist. Served models: {known}.", param="model", code="model_not_found"
         )
 
-    def _admit(self, model: str) -> None:
-        """The fleet's admission bound (429/503 with Retry-After within milliseconds, see gateway/admission.py)."""
-        decision = self.admission.check(model, self.registry.views(model))
+    def _admit(self, model: str, views: list[ReplicaView] | None = None) -> None:
+        """The fleet's admission bound (429/503 with Retry-After within milliseconds, see gateway/admission.py);
+        ``views``: the model's replicas when the caller has them already."""
+        decision = self.admission.check(model, self.registry.views(model) if views is None else views)
         if not decision.admitted:
             self.metrics.child(self.metrics.rejected, decision.reason).inc()
             err = OverloadedError if decision.status == 429 else ServiceUnavailableError
@@ -252,8 +257,8 @@ class Gateway:
         assert self.proxy is not None
         try:
             who = self.front.authenticate(request)
-            req = await self._parse(request, route)
-            self._admit(req.typed.model)
+            req, views = await self._parse(request, route)
+            self._admit(req.typed.model, views)
             reservation = await self.front.admit(who, req)
         except RateLimitError as exc:
             self.metrics.count_request(route, "429", None, None)

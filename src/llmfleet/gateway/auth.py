@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from llmfleet.errors import ApiError, RateLimitError
 from llmfleet.gateway.keys import KeyRing
 from llmfleet.gateway.limits import KeyLimits, Limiter, Reservation, Verdict
+from llmfleet.gateway.metrics import LeanCounter
 
 ANONYMOUS = "anonymous"
 _USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
@@ -47,13 +48,13 @@ class AccessMetrics:
     """Per-key counters on the gateway's registry, labelled by key name."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        self.requests = LeanCounter(
             "llmfleet_gateway_key_requests",
             "Requests by API key name and HTTP status (429: refused by the key's limits).",
             ["key", "status"],
             registry=registry,
         )
-        self.tokens = Counter(
+        self.tokens = LeanCounter(
             "llmfleet_gateway_key_tokens",
             "Tokens generated for each API key name, by direction (prompt, completion), from usage.",
             ["key", "direction"],

@@ -47,6 +47,8 @@ async def read_body(request: web.Request, timeout_s: float) -> bytes:
     """The request body, or 408 when it does not arrive within ``timeout_s`` (trickled or cut short), 400 when its
     ``Content-Encoding`` does not decode. Size limits (413) are aiohttp's ``client_max_size``."""
     try:
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
+            return await request.read()
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from llmfleet.clock import Clock
 from llmfleet.gateway.cost import usd_per_gpu_hour
@@ -65,7 +65,7 @@ class _Totals:
     itl: HistogramTotals
 
 
-def _scrape(metrics: Iterable[MetricWrapperBase]) -> Scrape:
+def _scrape(metrics: Iterable[Collector]) -> Scrape:
     return Scrape(tuple(Sample(s.name, s.labels, s.value) for m in metrics for f in m.collect() for s in f.samples))
 
 

@@ -67,7 +67,8 @@ class FrontDoor:
         """Take ``req`` from ``who``'s limits (429 :class:`~llmfleet.gateway.auth.RateLimitError` over them)."""
         typed = req.typed
         ids = None
-        prompt_list = typed.prompt if isinstance(typed, CompletionRequest) and isinstance(typed.prompt, list) else []
+        # type(...) is: isinstance on a pydantic model class goes through ABCMeta's Python __instancecheck__
+        prompt_list = typed.prompt if type(typed) is CompletionRequest and isinstance(typed.prompt, list) else []
         if prompt_list and all(isinstance(p, int) for p in prompt_list):
             ids = len(prompt_list)
         prompt = estimate_prompt_tokens(req.route_request.prompt_text, ids)
@@ -97,12 +98,17 @@ class FrontDoor:
                 return served.response
             if req.typed.stream:
                 capture = StreamCapture()
-                resp = await self._routed(
-                    req, lambda: proxy.stream(request, dataclasses.replace(req, stream_sink=capture))
-                )
+                req.stream_sink = capture  # this request's own object: no copy
+                if self.prefixes is None:
+                    resp = await proxy.stream(request, req)
+                else:
+                    resp = await self._routed(req, lambda: proxy.stream(request, req))
                 status, usage = resp.status, capture.usage
                 return resp
-            fwd = await self._routed(req, lambda: proxy.forward(req))
+            if self.prefixes is None:
+                fwd = await proxy.forward(req)
+            else:
+                fwd = await self._routed(req, lambda: proxy.forward(req))
             status = fwd.status
             usage = usage_from_body(fwd.body) if isinstance(fwd.body, bytes) and status == 200 else None
             return fwd

@@ -10,12 +10,16 @@ serves: a client cannot mint label values). The URL behind a name is only on the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from llmfleet.clock import WallClock
 from llmfleet.gateway.cost import CostCollector, CostMeter
@@ -49,6 +53,109 @@ class _ReplicaInfo(Collector):
         yield info
 
 
+class _CounterChild:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()  # exposition metadata (``_created``), as prometheus_client stamps it
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _HistogramChild:
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket with amount <= its bound
+        self.sum += amount
+
+
+class LeanCounter(Collector):
+    """A labelled counter for the request path: ``labels(...).inc()`` is one Python call adding to a float.
+
+    prometheus_client's ``Counter.inc`` costs five calls and a lock; the gateway updates its counters from the event
+    loop's thread only (scrapes run there too), so no lock is needed. The exposition is the same: ``<name>_total``
+    and ``<name>_created`` per label set.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _CounterChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _CounterChild:
+        """The child for these label values (created at 0 on first use)."""
+        c = self._children.get(values)
+        if c is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            c = self._children[values] = _CounterChild()
+        return c
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, c in list(self._children.items()):
+            fam.add_metric(values, c.value, created=c.created)
+        yield fam
+
+
+class LeanHistogram(Collector):
+    """A labelled histogram for the request path: ``labels(...).observe(x)`` is one Python call (a bisect and two
+    additions) instead of prometheus_client's loop over the buckets under locks; same exposition."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = (*sorted(float(b) for b in buckets), float("inf"))
+        self._children: dict[tuple[str, ...], _HistogramChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _HistogramChild:
+        """The child for these label values (empty on first use)."""
+        c = self._children.get(values)
+        if c is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            c = self._children[values] = _HistogramChild(self.bounds)
+        return c
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, c in list(self._children.items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip(self.bounds, c.counts, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            fam.add_metric(values, buckets, c.sum)
+            labels = dict(zip(self.labelnames, values, strict=True))
+            fam.samples.append(Sample(self.name + "_created", labels, c.created))
+        yield fam
+
+
 class GatewayMetrics:
     """Counters, gauges and histograms named ``llmfleet_gateway_*``, and the fleet's cost.
 
@@ -67,34 +174,36 @@ class GatewayMetrics:
         self.admin_registry = CollectorRegistry()
         self._tracked: dict[str, Replica] = {}
         self.admin_registry.register(_ReplicaInfo(lambda: list(self._tracked.values())))
-        self.requests = Counter(
+        # Counters and histograms updated per request or per chunk are lean (see LeanCounter); the rest are
+        # prometheus_client's.
+        self.requests = LeanCounter(
             "llmfleet_gateway_requests",
             "Upstream attempts and refused requests by route, status, model and replica (name and pool, never URL).",
             ["route", "status", "model", "replica", "pool"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = LeanHistogram(
             "llmfleet_gateway_request_duration_seconds",
             "End-to-end request latency.",
             ["route", "model"],
             buckets=_LAT,
             registry=r,
         )
-        self.ttft = Histogram(
+        self.ttft = LeanHistogram(
             "llmfleet_gateway_time_to_first_token_seconds",
             "Time to first content chunk.",
             ["route", "model"],
             buckets=_LAT,
             registry=r,
         )
-        self.itl = Histogram(
+        self.itl = LeanHistogram(
             "llmfleet_gateway_inter_token_latency_seconds",
             "Gap between content chunks.",
             ["model"],
             buckets=_ITL,
             registry=r,
         )
-        self.tokens = Counter(
+        self.tokens = LeanCounter(
             "llmfleet_gateway_tokens",
             "Tokens by direction (prompt, completion) and model, from usage.",
             ["direction", "model"],
@@ -133,13 +242,13 @@ class GatewayMetrics:
             ["replica", "pool", "state"],
             registry=r,
         )
-        self.decisions = Counter(
+        self.decisions = LeanCounter(
             "llmfleet_gateway_routing_decisions",
             "Routing decisions by policy and reason.",
             ["policy", "reason"],
             registry=r,
         )
-        self.rejected = Counter(
+        self.rejected = LeanCounter(
             "llmfleet_gateway_rejected", "Requests refused before routing, by reason.", ["reason"], registry=r
         )
         self.replicas = Gauge("llmfleet_gateway_replicas", "Replicas known, by state.", ["state"], registry=r)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from llmfleet.api.errors import error_payload
@@ -136,9 +137,12 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
     Mid-stream content chunks (nearly all of them) take :func:`_content_chunk`'s short path; the rest the general
     one. A chunk is forwarded as it came unless something in it must be stripped or rewritten."""
     try:
-        obj = loads(payload)
-    except ValueError:
-        return Chunk(sse(payload))
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:
+            obj = loads(payload)  # json's verdict on what orjson refuses (chunkscan.loads)
+        except ValueError:
+            return Chunk(sse(payload))
     if not isinstance(obj, dict):
         return Chunk(sse(payload))
     if st.id is not None and not st.resumed:
@@ -481,6 +485,8 @@ class StreamRelay:
             if len(pending) > _MAX_LINE_BYTES:
                 return "line_too_long"
             for line in lines:
+                if not line.startswith(b"data:"):  # blank separators, comments, other fields: nothing to do
+                    continue
                 result = self._take_line(line, seg, st, req, out)
                 if result is not None:
                     if out:
@@ -516,7 +522,7 @@ class StreamRelay:
             out.append(_DONE)
             return "done"
         chunk = track_chunk(payload, st)
-        if chunk.token:
+        if chunk.tokens:
             self._observe_token(seg, st, req)
         if chunk.usage is not None:
             self.metrics.observe_usage(chunk.usage, _model(req))
@@ -526,7 +532,8 @@ class StreamRelay:
 
     def _observe_token(self, seg: Segment, st: StreamState, req: StreamRequest) -> None:
         now = self.clock.now()
-        seg.attempt.first_token(now)
+        if seg.attempt.first_token_at is None:  # each segment's attempt notes its own first token (its TTFT)
+            seg.attempt.first_token(now)
         if st.first_at is None:
             st.first_at = now
             self.metrics.observe_ttft(req.route, _model(req), now - req.started)

@@ -1,0 +1,293 @@
+"""Count what the gateway executes per request and per relayed chunk (cProfile call counts: load-independent).
+
+Wall-clock profiles mislead on a loaded machine; call counts do not. Starts two trivial backends (subprocesses),
+runs the gateway in-process on its own uvloop thread with cProfile enabled in that thread only (the client runs in
+other threads and is not counted), sends N requests over keep-alive connections and divides the counts by N:
+
+- non-streamed: function calls per request, grouped by module, and the functions called most;
+- streamed: calls per relayed chunk as the slope between streams of ``--short`` and ``--long`` chunks
+  (the per-request part cancels out), plus calls per streamed request at ``--short`` chunks.
+
+    .venv/bin/python benchmarks/profile_counts.py [--requests 2000] [--streams 40] [--label after]
+        [--out benchmarks/results/profiles]
+
+Also the gateway thread's own CPU time per request and per chunk, without the profiler, with wrk as the client
+(when installed): the thread's CPU clock, so neither the client nor other processes count (a loaded machine still
+inflates it somewhat through caches and context switches).
+
+"calls" are cProfile's: every Python function call plus every call of a C function (builtins, methods of C
+types) made from Python. "py" counts only the Python functions. With ``--out`` the per-function tables go to
+``<out>/counts_<label>_{request,stream}.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import cProfile
+import http.client
+import os
+import pstats
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _proc import wait_http_ok
+
+from llmfleet.appthread import free_port
+from llmfleet.config import GatewayConfig, RoutingConfig
+from llmfleet.gateway.app import create_app
+
+HERE = Path(__file__).parent
+BODY = b'{"model":"bench-model","prompt":"hello","max_tokens":4}'
+FuncKey = tuple[str, int, str]
+
+
+def _stream_body(tokens: int) -> bytes:
+    return b'{"model":"bench-model","prompt":"hello","max_tokens":%d,"stream":true}' % tokens
+
+
+class ProfiledGateway:
+    """The gateway app on a uvloop loop in a thread; :meth:`profile` counts what that thread runs."""
+
+    def __init__(self, replicas: list[str]) -> None:
+        import uvloop
+        from aiohttp import web
+
+        cfg = GatewayConfig.model_validate(
+            {
+                "replicas": [{"url": u} for u in replicas],
+                # no probes or scrapes during the counted window: they are not per-request work
+                "health": {"probe_interval_s": 3600, "scrape_interval_s": 3600},
+            }
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def up() -> web.AppRunner:
+            runner = web.AppRunner(create_app(cfg, RoutingConfig()), handler_cancellation=True, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port, backlog=4096).start()
+            return runner
+
+        self.runner = asyncio.run_coroutine_threadsafe(up(), self.loop).result(timeout=60)
+
+    def profile(self, drive: Any) -> pstats.Stats:
+        """Run ``drive()`` (the client, in this thread) with the gateway's thread profiled."""
+        prof = cProfile.Profile(time.thread_time)  # the thread's CPU clock: no wall time, no GIL waits
+
+        async def on() -> None:
+            prof.enable()
+
+        async def off() -> None:
+            prof.disable()
+
+        asyncio.run_coroutine_threadsafe(on(), self.loop).result()
+        try:
+            drive()
+        finally:
+            asyncio.run_coroutine_threadsafe(off(), self.loop).result()
+        return pstats.Stats(prof)
+
+    def cpu_s(self) -> float:
+        """CPU seconds the gateway's thread has used (its own clock: neither the client nor other processes)."""
+        assert self.thread.ident is not None
+        return time.clock_gettime(time.pthread_getcpuclockid(self.thread.ident))
+
+    def cpu_per_request(self, body: bytes, duration_s: float, connections: int, tmp: Path) -> float:
+        """CPU seconds of the gateway's thread per request while wrk (another process) sends ``body`` POSTs."""
+        lua = tmp / "body.lua"
+        lua.write_text(
+            f'wrk.method = "POST"\nwrk.body = \'{body.decode()}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+        )
+        cpu0 = self.cpu_s()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "-s", str(lua), f"{self.url}/v1/completions"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        cpu = self.cpu_s() - cpu0
+        m = re.search(r"(\d+) requests in", out)
+        if m is None or "Non-2xx" in out:
+            raise RuntimeError(f"wrk: {out}")
+        return cpu / int(m.group(1))
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def _drive(port: int, body: bytes, n: int, connections: int) -> None:
+    """``n`` POSTs of ``body`` over ``connections`` keep-alive connections; every answer must be 200."""
+
+    def worker(count: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            for _ in range(count):
+                conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}: {data[:200]!r}")
+        finally:
+            conn.close()
+
+    per = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+    with ThreadPoolExecutor(connections) as pool:
+        for f in [pool.submit(worker, c) for c in per]:
+            f.result()
+
+
+def _module(filename: str) -> str:
+    """A short module name for a code object's file: ``llmfleet.gateway.proxy``, ``aiohttp``, ``asyncio``, ..."""
+    if filename == "~":
+        return "(C functions)"
+    p = Path(filename)
+    parts = p.with_suffix("").parts
+    if "llmfleet" in parts:
+        return ".".join(parts[parts.index("llmfleet") :])
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    if len(parts) >= 2 and parts[-2].startswith("python3"):
+        return parts[-1]
+    return parts[-2] if len(parts) >= 2 and parts[-2] != "lib" else parts[-1]
+
+
+def _raw(stats: pstats.Stats) -> dict[FuncKey, int]:
+    return {k: v[1] for k, v in stats.stats.items()}  # type: ignore[attr-defined]
+
+
+def _is_py(key: FuncKey) -> bool:
+    return key[0] != "~"
+
+
+def summarize(counts: dict[FuncKey, int], per: float, top: int = 40) -> tuple[list[str], list[str]]:
+    """(markdown rows by module, text lines of the ``top`` functions by calls), both divided by ``per``."""
+    by_mod: collections.Counter[str] = collections.Counter()
+    py_by_mod: collections.Counter[str] = collections.Counter()
+    for key, n in counts.items():
+        mod = _module(key[0])
+        by_mod[mod] += n
+        if _is_py(key):
+            py_by_mod[mod] += n
+    rows = [f"| {m} | {n / per:.1f} |" for m, n in by_mod.most_common() if n / per >= 0.5]
+    funcs = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    lines = [f"{n / per:8.1f}  {_module(k[0])}:{k[1]}({k[2]})" for k, n in funcs]
+    return rows, lines
+
+
+def totals(counts: dict[FuncKey, int], per: float) -> tuple[float, float]:
+    """(all calls, Python-function calls) per ``per``."""
+    return sum(counts.values()) / per, sum(n for k, n in counts.items() if _is_py(k)) / per
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--streams", type=int, default=40, help="streamed requests at each length")
+    ap.add_argument("--short", type=int, default=10, help="chunks of the short streams")
+    ap.add_argument("--long", type=int, default=110, help="chunks of the long streams")
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--cpu-duration-s", type=float, default=3.0, help="each wrk run of the CPU measure")
+    ap.add_argument("--label", default="now")
+    ap.add_argument("--out", type=Path, help="write the per-function tables here")
+    args = ap.parse_args()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        urls = []
+        for _ in range(2):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(HERE / "_trivial_backend.py"),
+                        str(port),
+                        "--token-delay-ms",
+                        "1",
+                        "--length-from-max-tokens",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,  # wrk cuts streams at its end: the backend logs each
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        for u in urls:
+            wait_http_ok(f"{u}/health")
+        gw = ProfiledGateway(urls)
+        try:
+            wait_http_ok(f"http://127.0.0.1:{gw.port}/ready")
+            _drive(gw.port, BODY, 200, args.connections)  # warm-up: connections, caches, label children
+            _drive(gw.port, _stream_body(args.short), 8, args.connections)
+            n = args.requests
+            cpu_r = cpu_c = float("nan")
+            if shutil.which("wrk"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    d = args.cpu_duration_s
+                    cpu_r = min(gw.cpu_per_request(BODY, d, 64, Path(tmp)) for _ in range(3))
+                    long_s = min(gw.cpu_per_request(_stream_body(args.long), d, 32, Path(tmp)) for _ in range(2))
+                    short_s = min(gw.cpu_per_request(_stream_body(args.short), d, 32, Path(tmp)) for _ in range(2))
+                    cpu_c = (long_s - short_s) / (args.long - args.short)
+            req = _raw(gw.profile(lambda: _drive(gw.port, BODY, n, args.connections)))
+            short = _raw(gw.profile(lambda: _drive(gw.port, _stream_body(args.short), args.streams, args.connections)))
+            long_ = _raw(gw.profile(lambda: _drive(gw.port, _stream_body(args.long), args.streams, args.connections)))
+        finally:
+            gw.stop()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+
+    chunks = args.long - args.short
+    slope = {k: long_.get(k, 0) - short.get(k, 0) for k in set(long_) | set(short)}
+    slope = {k: v for k, v in slope.items() if v > 0}
+    per_chunk = args.streams * chunks
+    all_r, py_r = totals(req, n)
+    all_s, py_s = totals(short, args.streams)
+    all_c = (sum(long_.values()) - sum(short.values())) / per_chunk
+    py_c = (sum(v for k, v in long_.items() if _is_py(k)) - sum(v for k, v in short.items() if _is_py(k))) / per_chunk
+    print(f"## Call counts ({args.label}): cProfile, gateway thread only, uvloop, {args.connections} connections\n")
+    print("| measure | all calls | Python-function calls |")
+    print("|---|---|---|")
+    print(f"| per non-streamed request ({n} requests) | {all_r:.0f} | {py_r:.0f} |")
+    print(f"| per streamed request of {args.short} chunks ({args.streams} streams) | {all_s:.0f} | {py_s:.0f} |")
+    print(f"| per relayed chunk (slope {args.short} -> {args.long} chunks) | {all_c:.1f} | {py_c:.1f} |")
+    print(
+        f"\nGateway thread CPU, not profiled, wrk as the client (best of 3): {cpu_r * 1e6:.0f} us per non-streamed "
+        f"request (64 connections), {cpu_c * 1e6:.1f} us per relayed chunk (slope, 32 connections); "
+        f"load average {os.getloadavg()[0]:.1f}."
+    )
+    rows_r, funcs_r = summarize(req, n)
+    rows_c, funcs_c = summarize(slope, per_chunk)
+    print("\nPer non-streamed request, by module:\n\n| module | calls |\n|---|---|")
+    print("\n".join(rows_r))
+    print("\nPer relayed chunk, by module (calls that grow with chunks):\n\n| module | calls |\n|---|---|")
+    print("\n".join(rows_c))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        head = f"# {args.label}: calls per non-streamed request ({n} requests), most called functions\n"
+        (args.out / f"counts_{args.label}_request.txt").write_text(head + "\n".join(funcs_r) + "\n")
+        head = f"# {args.label}: calls per relayed chunk (slope {args.short} -> {args.long}), most called functions\n"
+        (args.out / f"counts_{args.label}_stream.txt").write_text(head + "\n".join(funcs_c) + "\n")
+    else:
+        print("\nMost called per request:\n" + "\n".join(funcs_r[:25]))
+        print("\nMost called per chunk:\n" + "\n".join(funcs_c[:25]))
+
+
+if __name__ == "__main__":
+    main()
