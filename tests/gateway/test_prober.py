@@ -72,8 +72,9 @@ async def test_scrape_sets_the_load_and_a_bad_page_leaves_it_stale(upstream: Ups
     async with aiohttp.ClientSession() as session:
         prober = _prober(session, clock)
         r = prober.registry.add(upstream.thread.url)
+        r.in_flight = 3  # the gateway's own requests on it: routing subtracts them from the engine's counts
         await prober.scrape(r)
-        assert (r.load.num_requests_running, r.load.scraped_at) == (5.0, 100.0)
+        assert (r.load.num_requests_running, r.load.scraped_at, r.load.in_flight_at_scrape) == (5.0, 100.0, 3)
         upstream.page = "vllm:num_requests_running{ 3"
         clock.advance(5)
         await prober.scrape(r)  # logged, not raised

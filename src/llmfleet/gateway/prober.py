@@ -22,15 +22,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def parse_engine_load(text: str | bytes | Scrape, now: float) -> EngineLoad:
+def parse_engine_load(text: str | bytes | Scrape, now: float, in_flight: int | None = None) -> EngineLoad:
     """The load gauges of a vLLM ``/metrics`` page (waiting and running summed over engines, KV-cache usage their
-    mean); raises :class:`~llmfleet.promtext.MetricsParseError` when the page is not Prometheus text."""
+    mean), with the gateway's own ``in_flight`` count on the replica when the page arrived (so routing can tell
+    other clients' load from its own); raises :class:`~llmfleet.promtext.MetricsParseError` when the page is not
+    Prometheus text."""
     g = vllm_metrics.read_gauges(text if isinstance(text, Scrape) else parse(text))
     return EngineLoad(
         num_requests_waiting=g.waiting,
         num_requests_running=g.running,
         kv_cache_usage=g.kv_cache_usage,
         scraped_at=now,
+        in_flight_at_scrape=in_flight,
     )
 
 
@@ -152,8 +155,9 @@ class Prober:
             timeout = aiohttp.ClientTimeout(total=self.cfg.probe_timeout_s)
             async with self.session.get(f"{r.url}/metrics", timeout=timeout) as resp:
                 if resp.status == 200:
-                    page = parse(await resp.read())
-                    r.load = parse_engine_load(page, self.clock.now())
+                    raw, in_flight = await resp.read(), r.in_flight  # the engine's counts and ours, same moment
+                    page = parse(raw)
+                    r.load = parse_engine_load(page, self.clock.now(), in_flight)
                     r.lora = read_lora_activity(page)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.debug("scrape of %s failed: %r", r.url, exc)
