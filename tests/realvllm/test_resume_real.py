@@ -1,16 +1,38 @@
-"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 8 streams of 1,000 tokens run
-(completions and chat). Whether vLLM packs several tokens into one SSE chunk depends on the machine's load; the
-accounting must be exact either way.
+"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 1,000 tokens run
+through the gateway (completions and chat), every one of them mid-generation, every run.
 
-Tokens are counted from the ids vLLM returns to the client (``return_token_ids``), not by re-tokenizing the text:
-the demo model's random output does not re-tokenize to itself (300 generated tokens re-tokenize to ~354), so text
-is no measure of what was generated. ``/detokenize`` of the delivered ids must give the delivered text."""
+How the run is made to test what it claims, every time:
+
+- The gateway runs in its own process (``llmfleet gateway``), as deployed: the test client does not share its
+  event loop, so what the client has read says nothing about when the kill lands.
+- The kill is triggered by the victim engine's own progress: its ``/metrics`` must show every gateway stream in
+  flight and ``vllm:generation_tokens_total`` advanced by ~15% of their tokens, far from done (checked after the
+  kill as well). A kill timed by the chunks a client had read came, on a quiet machine, after vLLM had generated
+  every token (tokens sitting in socket buffers need no resumption).
+- Tiered pools place every gateway stream on the victim (round robin would leave to arrival order which streams
+  resume, and so whether the streams that do not ask for token ids are among them); after the kill the pool
+  falls back to the survivor. The gateway must report exactly one successful resume per stream.
+- vLLM packs several tokens into one SSE chunk on its own only when its API server is busy (under load 20-40 an
+  undisturbed stream had 860 chunks for 1,000 tokens; on a quiet machine one token per chunk), which no test can
+  count on. Both replicas run with vLLM's ``--stream-interval 7`` instead: one chunk per 7 tokens, the same
+  coalescing made deterministic (the engine-level setting vLLM documents for reducing host overhead). An
+  undisturbed stream must show fewer chunks than tokens.
+
+Tokens are counted from the ids vLLM returns to the client (``return_token_ids``), not by re-tokenizing the text
+with ``/tokenize``: the demo model's random output does not re-tokenize to itself (300 generated tokens
+re-tokenize to ~354), so text is no measure of what was generated. ``/detokenize`` of the delivered ids must give
+the delivered text. Streams that do not ask for token ids (or usage) must not receive them; for those, the final
+usage and ``finish_reason`` are what the client can check."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +40,89 @@ import aiohttp
 import pytest
 
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
-from tests.gateway.conftest import start_gateway
+from llmfleet.promtext import LabelFilter
+from tests.realvllm.resume_kit import GatewayProcess, kill_when_generating, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]  # two engine start-ups on 2 cores take minutes
 MAX_TOKENS = 1000
-STREAMS = 8
+STREAM_INTERVAL = 7
+"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 1,000 tokens is a partial one)."""
+KILL_AFTER = 150
+"""Tokens per gateway stream (on average) the victim must have generated before the kill."""
+PROMPT = "def main():"
+MESSAGES = [{"role": "user", "content": "tell me a long story"}]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a client stream asks for."""
+
+    chat: bool
+    ids: bool = True
+    """``return_token_ids``."""
+    usage: bool = True
+    """``stream_options.include_usage``."""
+
+
+GATEWAY_STREAMS = [Kind(chat=i % 2 == 1) for i in range(14)] + [
+    Kind(chat=False, ids=False),
+    Kind(chat=True, ids=False),
+    Kind(chat=False, ids=False, usage=False),
+    Kind(chat=True, ids=False, usage=False),
+]
+UNDISTURBED = 2
+"""Completion streams sent straight to the survivor: the coalescing check."""
+
+
+@dataclass
+class Seen:
+    """What one client stream received."""
+
+    chunks: int = 0
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finishes: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    usage_chunks: int = 0
+    stream_ids: set[str] = field(default_factory=set)
+    chunk_usage: bool = False
+    """Usage on a content chunk (the client never asks for ``continuous_usage_stats``)."""
+    id_keys: set[str] = field(default_factory=set)
+    """``token_ids``/``prompt_token_ids`` keys seen anywhere."""
+    prompts: list[int] = field(default_factory=list)
+    """Lengths of the ``prompt_token_ids`` lists received (the client's prompt, once)."""
+    errors: list[Any] = field(default_factory=list)
 
 
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[list[VLLMReplica]]:
     runtime, model_dir = demo_setup()
     reps = [VLLMReplica(runtime, model_dir, tmp_path / f"vllm-{i}.log") for i in range(2)]
+    for r in reps:
+        r.argv += ["--stream-interval", str(STREAM_INTERVAL)]
     try:
-        for r in reps:
-            r.start()
+        with ThreadPoolExecutor(2) as pool:
+            for f in [pool.submit(r.start) for r in reps]:
+                f.result()
         yield reps
     finally:
         for r in reps:
             r.stop()
 
 
-async def _stream(s: aiohttp.ClientSession, url: str, model: str, chat: bool, out: dict[str, Any]) -> None:
-    if chat:
-        path, body = "/v1/chat/completions", {"messages": [{"role": "user", "content": "tell me a long story"}]}
-    else:
-        path, body = "/v1/completions", {"prompt": "def main():"}
-    body |= {
-        "model": model,
-        "max_tokens": MAX_TOKENS,
-        "ignore_eos": True,
-        "stream": True,
-        "return_token_ids": True,
-        "stream_options": {"include_usage": True},
-    }
-    out.update(chunks=0, ids=[], text="", finishes=[], usage=None, stream_ids=set(), chunk_usage=False, errors=[])
+def _body(model: str, kind: Kind) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"messages": MESSAGES} if kind.chat else {"prompt": PROMPT}
+    path = "/v1/chat/completions" if kind.chat else "/v1/completions"
+    body |= {"model": model, "max_tokens": MAX_TOKENS, "ignore_eos": True, "stream": True}
+    if kind.ids:
+        body["return_token_ids"] = True
+    if kind.usage:
+        body["stream_options"] = {"include_usage": True}
+    return path, body
+
+
+async def _stream(s: aiohttp.ClientSession, url: str, model: str, kind: Kind, out: Seen) -> None:
+    path, body = _body(model, kind)
     async with s.post(f"{url}{path}", json=body) as r:
         assert r.status == 200, await r.text()
         async for line in r.content:
@@ -59,19 +130,24 @@ async def _stream(s: aiohttp.ClientSession, url: str, model: str, chat: bool, ou
                 continue
             obj = json.loads(line[6:])
             if "error" in obj:
-                out["errors"].append(obj)
+                out.errors.append(obj)
                 continue
-            out["stream_ids"].add(obj["id"])
+            out.stream_ids.add(obj["id"])
+            out.id_keys |= {"prompt_token_ids"} & obj.keys()
+            out.prompts += [len(obj["prompt_token_ids"])] if obj.get("prompt_token_ids") else []
             if not obj["choices"]:
-                out["usage"] = obj["usage"]
+                out.usage = obj["usage"]
+                out.usage_chunks += 1
                 continue
-            out["chunk_usage"] |= "usage" in obj
+            out.chunk_usage |= "usage" in obj
             c = obj["choices"][0]
-            out["chunks"] += 1
-            out["ids"] += c.get("token_ids") or []
-            out["text"] += (c["delta"].get("content") if chat else c.get("text")) or ""
+            out.id_keys |= {"token_ids", "prompt_token_ids"} & c.keys()
+            out.prompts += [len(c["prompt_token_ids"])] if c.get("prompt_token_ids") else []
+            out.chunks += 1
+            out.ids += c.get("token_ids") or []
+            out.text += (c["delta"].get("content") if kind.chat else c.get("text")) or ""
             if c.get("finish_reason"):
-                out["finishes"].append(c["finish_reason"])
+                out.finishes.append(c["finish_reason"])
 
 
 def _letters(text: str) -> str:
@@ -79,66 +155,114 @@ def _letters(text: str) -> str:
 
 
 async def _prompt_tokens(s: aiohttp.ClientSession, url: str, model: str, chat: bool) -> int:
-    body: dict[str, Any] = {"model": model}
-    body |= {"messages": [{"role": "user", "content": "tell me a long story"}]} if chat else {"prompt": "def main():"}
+    body: dict[str, Any] = {"model": model} | ({"messages": MESSAGES} if chat else {"prompt": PROMPT})
     async with s.post(f"{url}/tokenize", json=body) as r:
         n: int = (await r.json())["count"]
         return n
 
 
-async def test_kill_9_under_coalescing_load_delivers_exactly_max_tokens(two: list[VLLMReplica]) -> None:
-    model = two[0].model
-    gw = start_gateway(
-        [r.url for r in two], {"policy": "round_robin"}, health={"probe_interval_s": 1.0, "probe_completion": False}
-    )
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
-            results: list[dict[str, Any]] = [{} for _ in range(STREAMS)]
-            plain: dict[str, Any] = {}
-            tasks = [asyncio.create_task(_stream(s, gw.url, model, i % 2 == 1, results[i])) for i in range(STREAMS)]
-            tasks.append(asyncio.create_task(_stream(s, two[1].url, model, False, plain)))  # undisturbed
-            # Kill early: on a quiet machine vLLM generates these streams in about a second, and tokens already in
-            # socket buffers are delivered without any resumption.
-            while sum(r.get("chunks", 0) for r in results) < STREAMS:
-                await asyncio.sleep(0.05)
-            await asyncio.to_thread(two[0].kill9)
-            await asyncio.gather(*tasks)
-            prompts = {c: await _prompt_tokens(s, two[1].url, model, c) for c in (False, True)}
-            texts = []
-            for r in results:
-                shown = [t for t in r["ids"] if t > 3]  # the demo model's unk/bos/eos/pad: not streamed as text
-                async with s.post(f"{two[1].url}/detokenize", json={"model": model, "tokens": shown}) as d:
-                    texts.append((await d.json())["prompt"])
-    finally:
-        gw.stop()
-    # Whether vLLM packs several tokens into one chunk depends on how busy its API server is: under load 20-40 an
-    # undisturbed stream had 860 chunks for 1,000 tokens; on a quiet 2-core machine (even with 25 streams and three
-    # busy processes beside it) it sent one token per chunk. The accounting below must be exact either way; the
-    # coalesced path is also forced deterministically in the default tier (sim engine, tests/gateway).
-    assert len(plain["ids"]) == MAX_TOKENS and plain["chunks"] <= MAX_TOKENS
+async def _detokenize(s: aiohttp.ClientSession, url: str, model: str, ids: list[int]) -> str:
+    shown = [t for t in ids if t > 3]  # the demo model's unk/bos/eos/pad: not streamed as text
+    async with s.post(f"{url}/detokenize", json={"model": model, "tokens": shown}) as d:
+        text: str = (await d.json())["prompt"]
+        return text
+
+
+def _outcome(outcome: str) -> LabelFilter:
+    return lambda labels: labels.get("outcome") == outcome
+
+
+async def test_kill_9_mid_generation_delivers_exactly_max_tokens(two: list[VLLMReplica], tmp_path: Path) -> None:
+    victim, survivor = two
+    model = victim.model
+    fleet = {
+        "gateway": {
+            "replicas": [{"url": victim.url, "pool": "doomed"}, {"url": survivor.url, "pool": "spare"}],
+            "health": {"probe_interval_s": 1.0, "probe_completion": False},
+        },
+        "routing": {"policy": "tiered", "tiered": {"default_pool": "doomed", "inner_policy": "round_robin"}},
+    }
+    seen = [Seen() for _ in GATEWAY_STREAMS]
+    plain = [Seen() for _ in range(UNDISTURBED)]
+    with GatewayProcess(fleet, tmp_path / "gateway.log") as gw:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
+            prompts = {c: await _prompt_tokens(s, survivor.url, model, c) for c in (False, True)}
+            base = await progress(s, victim.url)
+            t0 = time.monotonic()
+            tasks = [
+                asyncio.create_task(_stream(s, gw.url, model, k, o)) for k, o in zip(GATEWAY_STREAMS, seen, strict=True)
+            ]
+            tasks += [asyncio.create_task(_stream(s, survivor.url, model, Kind(chat=False), o)) for o in plain]
+            try:
+                at_kill = await kill_when_generating(
+                    s, victim, base, len(GATEWAY_STREAMS), KILL_AFTER * len(GATEWAY_STREAMS)
+                )
+                await asyncio.gather(*tasks)
+                wall_s = time.monotonic() - t0
+            finally:
+                for t in tasks:
+                    t.cancel()
+            texts = [
+                await _detokenize(s, survivor.url, model, o.ids) if k.ids and not k.chat else None
+                for k, o in zip(GATEWAY_STREAMS, seen, strict=True)
+            ]
+        page = gw.metrics()
+        log = gw.log()
+    outcomes = {
+        o: page.counter("llmfleet_gateway_stream_resumes", _outcome(o)) or 0.0
+        for o in ("ok", "failed", "impossible", "completed_locally")
+    }
+    after = [int(n) for n in re.findall(r"stream resumed on \S+ after (\d+) tokens", log)]
+    chunks = sorted(o.chunks for k, o in zip(GATEWAY_STREAMS, seen, strict=True) if k.ids)
+    print("\nvictim before the kill:", "; ".join(at_kill.trace))
     print(
-        f"undisturbed stream: {plain['chunks']} chunks for {len(plain['ids'])} tokens",
-        f"(coalesced: {plain['chunks'] < MAX_TOKENS})",
+        f"kill at {at_kill.generated:.0f} victim tokens ({at_kill.running:.0f} running, {at_kill.waiting:.0f}"
+        f" waiting); resumes {outcomes}; resumed after {min(after, default=-1)}-{max(after, default=-1)} tokens;"
+        f" undisturbed: {[o.chunks for o in plain]} chunks for {[len(o.ids) for o in plain]} tokens;"
+        f" gateway streams: {chunks[0]}-{chunks[-1]} chunks for {MAX_TOKENS} tokens; streams took {wall_s:.1f} s"
     )
-    outcomes = {o: gw.gateway.metrics.resumes.labels(o)._value.get() for o in ("ok", "failed", "impossible")}
-    streams = [(r["chunks"], len(r["ids"]), r["errors"][:1]) for r in results]
-    resumed = outcomes["ok"]
-    assert not outcomes["failed"] and not outcomes["impossible"], (outcomes, streams)
-    for i, (r, text) in enumerate(zip(results, texts, strict=True)):
-        chat = i % 2 == 1
-        assert not r["errors"] and r["finishes"] == ["length"], r["errors"]
-        assert len(r["ids"]) == MAX_TOKENS
-        assert r["usage"]["completion_tokens"] == MAX_TOKENS and r["usage"]["prompt_tokens"] == prompts[chat]
-        assert len(r["stream_ids"]) == 1 and not r["chunk_usage"]
-        if not chat:  # completions continue from the ids: the text is what the ids decode to
+
+    # The run tested what it claims: vLLM coalesced, and every gateway stream lost its replica mid-generation.
+    for o in plain:
+        assert not o.errors and o.finishes == ["length"] and len(o.ids) == MAX_TOKENS
+        assert o.chunks < MAX_TOKENS, "vLLM sent one chunk per token: nothing was coalesced"
+    assert at_kill.generated < MAX_TOKENS * len(GATEWAY_STREAMS) / 2, at_kill
+    assert outcomes == {"ok": len(GATEWAY_STREAMS), "failed": 0, "impossible": 0, "completed_locally": 0}, log
+    assert len(after) == len(GATEWAY_STREAMS) and min(after) > 0 and max(after) < MAX_TOKENS, after
+
+    for kind, o, text in zip(GATEWAY_STREAMS, seen, texts, strict=True):
+        assert not o.errors and o.finishes == ["length"], (kind, o.errors, o.finishes)
+        assert len(o.stream_ids) == 1 and not o.chunk_usage, kind
+        if kind.ids:
+            assert len(o.ids) == MAX_TOKENS, (kind, len(o.ids))
+        else:
+            assert not o.id_keys, (kind, o.id_keys)  # the gateway asked upstream for them; the client did not
+        if kind.usage:
+            assert o.usage is not None and o.usage_chunks == 1, kind
+            delivered = len(o.ids) if kind.ids else MAX_TOKENS
+            assert o.usage["completion_tokens"] == delivered == MAX_TOKENS, (kind, o.usage)
+            assert o.usage["prompt_tokens"] == prompts[kind.chat], (kind, o.usage, prompts)
+            assert o.usage["total_tokens"] == o.usage["prompt_tokens"] + o.usage["completion_tokens"], o.usage
+        else:
+            assert o.usage_chunks == 0, kind
+        if text is not None:  # completions continue from the ids: the text is what the ids decode to
             # ... up to vLLM's incremental detokenizer: it withholds an incomplete UTF-8 sequence at the end of a
             # stream, and a continuation decodes its first token without the previous one's context (a space or
             # a partial byte at the seam can differ). The ids above are the exact check; the text must agree
             # once replacement characters and whitespace are set aside.
-            assert _letters(text) == _letters(r["text"])
-    print(f"resumed {resumed}; undisturbed stream: {plain['chunks']} chunks for {MAX_TOKENS} tokens")
-    if not resumed:
-        # The test client shares its process with the in-process gateway; on a quiet machine vLLM can finish all
-        # streams before the client has counted their first chunks, and buffered tokens need no resumption.
-        # Everything above still held; the resumption path itself was not exercised in this run.
-        pytest.skip(f"the kill came after vLLM had generated every token (streams: {streams})")
+            assert _letters(text) == _letters(o.text), _echo(kind, o)
+        assert o.text.count(o.text[:40]) == 1, _echo(kind, o)
+    for kind, o in zip(GATEWAY_STREAMS, seen, strict=True):
+        if kind.ids:  # the client's own prompt, once: not the longer prompt a resumed segment was sent
+            assert o.prompts == [prompts[kind.chat]], (kind, o.prompts)
+
+
+def _echo(kind: Kind, o: Seen) -> str:
+    """Explains the failure seen with vLLM 0.32: a continuation from token ids whose decoding ends in an incomplete
+    UTF-8 sequence makes vLLM's detokenizer (tokenizers' DecodeStream primed with the prompt) send the whole
+    decoded prompt again, i.e. the client's prompt and every token already delivered, as new text."""
+    first = o.text[:40]
+    at = o.text.find(first, 1)
+    if at < 0:
+        return f"{kind}: the delivered text is not what its ids decode to"
+    return f"{kind}: a resumed segment re-sent the text; its start repeats at {at}: {o.text[: at + 80]!r}"

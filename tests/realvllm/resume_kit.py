@@ -1,0 +1,120 @@
+"""Helpers for the real-vLLM resumption test: the gateway in its own process, and a kill -9 triggered by the
+victim engine's own progress counters (not by what a client has seen, which lags behind the engine by whatever
+sits in socket buffers)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import yaml
+
+from llmfleet import promtext
+from llmfleet.appthread import free_port
+from llmfleet.engines.launch import tail
+from llmfleet.engines.vllm_testing import VLLMReplica
+from llmfleet.vllm_metrics import GENERATION_TOKENS, read_gauges
+
+
+class GatewayProcess:
+    """``llmfleet gateway`` in its own process (as deployed: the test client does not share its event loop), with
+    the fleet.yaml ``fleet`` written beside ``log_path``; its output (INFO) goes to ``log_path``."""
+
+    def __init__(self, fleet: dict[str, Any], log_path: Path, ready_timeout_s: float = 60.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        cfg = log_path.with_suffix(".yaml")
+        cfg.write_text(yaml.safe_dump(fleet))
+        cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(self.port), "--config", str(cfg)]
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen([*cmd, "--log-level", "INFO"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout_s
+        while not self._ready():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the gateway did not become ready:\n{tail(log_path, 30)}")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> promtext.Scrape:
+        """The gateway's ``/metrics`` page."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
+            return promtext.parse(r.read())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One scrape of an engine's load and generation counter."""
+
+    running: float
+    waiting: float
+    generated: float
+    """``vllm:generation_tokens_total``."""
+    trace: tuple[str, ...] = ()
+    """The scrapes before it, ``<seconds>: <running>+<waiting> <generated>`` (for the report)."""
+
+
+async def progress(session: aiohttp.ClientSession, url: str) -> Progress:
+    """The engine's requests in flight and tokens generated so far, from its ``/metrics``."""
+    async with session.get(f"{url}/metrics") as r:
+        page = promtext.parse(await r.read())
+    gauges = read_gauges(page)
+    return Progress(gauges.running, gauges.waiting, page.counter(GENERATION_TOKENS) or 0.0)
+
+
+async def kill_when_generating(
+    session: aiohttp.ClientSession,
+    victim: VLLMReplica,
+    base: Progress,
+    requests: int,
+    tokens: int,
+    poll_s: float = 0.02,
+    timeout_s: float = 120.0,
+) -> Progress:
+    """kill -9 ``victim`` as soon as its ``/metrics`` shows ``requests`` requests in flight (running or waiting)
+    and ``tokens`` tokens generated since ``base``; returns that scrape (generation counted from ``base``).
+    Raises AssertionError when that does not happen within ``timeout_s`` (the run did not test what it should)."""
+    t0 = time.monotonic()
+    seen: list[str] = []
+    while time.monotonic() - t0 < timeout_s:
+        last = await progress(session, victim.url)
+        generated = last.generated - base.generated
+        seen.append(f"{time.monotonic() - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {generated:.0f}")
+        if last.running + last.waiting >= requests and generated >= tokens:
+            victim.kill9()
+            return Progress(last.running, last.waiting, generated, tuple(seen))
+        await asyncio.sleep(poll_s)
+    raise AssertionError(f"the victim never had {requests} requests and {tokens} new tokens in flight: {seen[-40:]}")
