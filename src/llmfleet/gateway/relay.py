@@ -28,9 +28,11 @@ from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from llmfleet.gateway.chunkscan import dumps, loads
+from llmfleet.gateway.client_out import ClientOut
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome
 from llmfleet.gateway.resume import resume_body
+from llmfleet.gateway.upstream_http import UpstreamResponse
 
 log = logging.getLogger(__name__)
 _DONE = b"data: [DONE]\n\n"
@@ -402,6 +404,75 @@ class StreamSink(Protocol):
         ...
 
 
+class _Scan:
+    """One segment's lines as they arrive: the incomplete last line is kept, every complete ``data:`` line is
+    accounted for (:meth:`StreamRelay._take_line`) and its event queued in ``out``."""
+
+    __slots__ = ("blocked", "client", "error", "out", "pending", "relay", "req", "result", "seg", "st", "up")
+
+    def __init__(self, relay: StreamRelay, seg: Segment, st: StreamState, req: StreamRequest, client: ClientOut):
+        self.relay = relay
+        self.seg = seg
+        self.st = st
+        self.req = req
+        self.client = client
+        self.up: UpstreamResponse | None = None
+        """Push mode: the lean response whose callback feeds this scan."""
+        self.out: list[bytes] = []
+        self.pending = b""
+        self.result: str | None = None
+        """Push mode: how the segment ended (``done``, ``truncated``, ``line_too_long``), set by the callback."""
+        self.error: BaseException | None = None
+        """Push mode: what the callback raised (the client went away), re-raised by the relay's task."""
+        self.blocked = False
+        """Push mode: the client's buffer is over its high-water mark and upstream reading is paused."""
+
+    def feed(self, data: bytes) -> str | None:
+        """Account for the lines ``data`` completes; a segment result (``done``, ...) or None."""
+        lines = (self.pending + data if self.pending else data).split(b"\n")
+        self.pending = pending = lines.pop()
+        if len(pending) > _MAX_LINE_BYTES:
+            return "line_too_long"
+        take = self.relay._take_line
+        for line in lines:
+            if line.startswith(b"data:"):  # blank separators, comments, other fields: nothing to do
+                result = take(line, self.seg, self.st, self.req, self.out)
+                if result is not None:
+                    return result
+        return None
+
+    def end(self) -> str:
+        """The upstream body ended: its last line (even without a newline), then ``done`` or ``disconnect``."""
+        line = self.pending
+        result = None
+        if line.startswith(b"data:"):
+            result = self.relay._take_line(line, self.seg, self.st, self.req, self.out)
+        return result or ("done" if self.st.finished else "disconnect")
+
+    def on_data(self, data: bytes) -> None:
+        """Push mode: called from the upstream connection's ``data_received`` with body bytes."""
+        up = self.up
+        if self.result is not None or up is None:
+            return
+        try:
+            result = self.feed(data)
+            out = self.out
+            if out:
+                blocked = self.client.write(b"".join(out) if len(out) > 1 else out[0])
+                out.clear()
+                if blocked and result is None:
+                    self.blocked = True
+                    up.pause_reading()
+                    up.interrupt()
+            if result is not None:
+                self.result = result
+                up.interrupt()
+        except Exception as exc:  # the client went away (or a bug): the relay's task raises it
+            self.error = exc
+            self.result = "error"
+            up.interrupt()
+
+
 def _model(req: StreamRequest) -> str:
     """The request's model (validated as served before routing): the ``model`` label of its metrics."""
     return str(req.body.get("model", ""))
@@ -435,21 +506,28 @@ class StreamRelay:
             upstream.end(segment, Outcome.abandoned())
             raise
         try:
-            return await self._run_segments(req, segment, upstream, st, resp)
+            return await self._run_segments(request, req, segment, upstream, st, resp)
         finally:
             self._flush_itl(st, req)
             if sink is not None:
                 sink.stream_ended(st)
 
     async def _run_segments(
-        self, req: StreamRequest, segment: Segment, upstream: Upstream, st: StreamState, resp: web.StreamResponse
+        self,
+        request: web.Request,
+        req: StreamRequest,
+        segment: Segment,
+        upstream: Upstream,
+        st: StreamState,
+        resp: web.StreamResponse,
     ) -> web.StreamResponse:
         """Relay ``segment`` and, after a failure, the segments that resume it, into the prepared ``resp``."""
         current: Segment | None = segment
+        client = ClientOut(request)
         while current is not None:
             seg = current
             try:
-                result = await self._relay_segment(seg, resp, st, req)
+                result = await self._relay_segment(seg, resp, st, req, client)
             except ConnectionResetError:  # the client went away: drop the upstream request too
                 seg.response.close()
                 upstream.end(seg, Outcome.abandoned())
@@ -469,52 +547,82 @@ class StreamRelay:
             current = await self._resume(req, st, resp, upstream)
         return resp
 
-    async def _relay_segment(self, seg: Segment, resp: web.StreamResponse, st: StreamState, req: StreamRequest) -> str:
+    async def _relay_segment(
+        self, seg: Segment, resp: web.StreamResponse, st: StreamState, req: StreamRequest, client: ClientOut
+    ) -> str:
         """Relay one upstream segment. Returns ``done`` or the failure reason.
 
-        Reads whatever the upstream has sent (not line by line) and writes the events it completes to the client in
-        one write: one read and one write per packet, and never a wait for more data before writing. The idle
-        timeout is the upstream response's own (one timer per idle period, not one per read)."""
-        readany = seg.response.content.readany
-        out: list[bytes] = []
-        data = seg.first
-        pending = b""
-        while True:
-            lines = (pending + data if pending else data).split(b"\n")
-            pending = lines.pop()
-            if len(pending) > _MAX_LINE_BYTES:
-                return "line_too_long"
-            for line in lines:
-                if not line.startswith(b"data:"):  # blank separators, comments, other fields: nothing to do
-                    continue
-                result = self._take_line(line, seg, st, req, out)
-                if result is not None:
-                    if out:
-                        await resp.write(b"".join(out))
+        The lean client's responses are relayed in push mode (:meth:`_pushed`): each packet is scanned and written
+        to the client from the upstream connection's callback, no task wakes up for it. Others (aiohttp's) are
+        read whole packets at a time (:meth:`_pulled`). Either way: the events a packet completes go to the
+        client in one write, never after a wait for more data."""
+        up = seg.response
+        scan = _Scan(self, seg, st, req, client)
+        first = seg.first
+        lean = up if isinstance(up, UpstreamResponse) else None
+        if lean is not None:
+            first += lean.read_nowait()  # what came with the first line
+        result = scan.feed(first)
+        await client.flush(scan.out, resp)
+        if result is not None:
+            return result
+        if lean is not None:
+            return await self._pushed(lean, scan, client)
+        return await self._pulled(up, scan, client, resp)
+
+    async def _pushed(self, up: UpstreamResponse, scan: _Scan, client: ClientOut) -> str:
+        """The rest of a lean segment: :meth:`_Scan.on_data` runs in the connection's callback; this task wakes
+        only at the body's end, a failure, a result (``[DONE]``) or backpressure (the client's buffer over its
+        high-water mark: upstream reading pauses until it drains)."""
+        client.start()
+        scan.up = up
+        up.push(scan.on_data)
+        try:
+            while True:
+                if scan.result is None and not scan.blocked:
+                    try:
+                        await up.wait_pushed()
+                    except TimeoutError:
+                        if scan.result is None:
+                            return "idle_timeout"
+                    except ConnectionError:
+                        if scan.result is None:
+                            return "disconnect"
+                if scan.error is not None:
+                    raise scan.error
+                if scan.result is not None:
+                    return scan.result
+                if scan.blocked:
+                    await client.drain()
+                    scan.blocked = False
+                    up.resume_reading()
+                elif up.ended:
+                    result = scan.end()
+                    await client.flush(scan.out)
                     return result
-            if out:
-                await resp.write(b"".join(out) if len(out) > 1 else out[0])
-                out.clear()
+        finally:
+            up.push(None)
+
+    async def _pulled(self, up: UpstreamBody, scan: _Scan, client: ClientOut, resp: web.StreamResponse) -> str:
+        """The rest of a segment read packet by packet (aiohttp's responses)."""
+        readany = up.content.readany
+        while True:
             try:
                 data = await readany()
             except TimeoutError:
                 return "idle_timeout"
             except (aiohttp.ClientError, ConnectionError):
                 return "disconnect"
-            if not data:  # end of the upstream body (a last line without a newline still counts)
-                result = self._take_line(pending, seg, st, req, out) if pending else None
-                result = result or ("done" if st.finished else "disconnect")
-                if out:
-                    await resp.write(b"".join(out))
+            result = scan.feed(data) if data else scan.end()  # no data: the end of the upstream body
+            await client.flush(scan.out, resp)
+            if result is not None:
                 return result
 
     def _take_line(
         self, line: bytes, seg: Segment, st: StreamState, req: StreamRequest, out: list[bytes]
     ) -> str | None:
-        """Account for one upstream line and queue what the client gets in ``out``; ``done``/``truncated`` at
-        ``[DONE]``, else None."""
-        if not line.startswith(b"data:"):
-            return None
+        """Account for one upstream ``data:`` line and queue what the client gets in ``out``; ``done``/``truncated``
+        at ``[DONE]``, else None."""
         payload = line[5:].strip()
         if payload == b"[DONE]":
             if not st.finished:

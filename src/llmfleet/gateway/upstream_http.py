@@ -137,6 +137,8 @@ class UpstreamResponse:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._watch_timer: asyncio.TimerHandle | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._on_data: Callable[[bytes], None] | None = None
+        self._paused = False
 
     # ---- parsing (called by the connection) ---------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -153,7 +155,8 @@ class UpstreamResponse:
         except UpstreamError as exc:
             self._fail(exc)
             self._conn.abort()
-        self._wake()
+        if self._on_data is None or self._done or self._error is not None:
+            self._wake()
 
     def _parse_head(self, data: bytes) -> bytes:
         head = self._head + data if self._head else data
@@ -276,13 +279,19 @@ class UpstreamResponse:
             except zlib.error as exc:
                 raise UpstreamError("ClientPayloadError", f"cannot decode the body: {exc}") from None
         if data:
-            self._body.append(data)
+            if self._on_data is not None:
+                self._on_data(data)
+            else:
+                self._body.append(data)
 
     def _finish(self) -> None:
         if self._decoder is not None:
             tail = self._decoder.flush()
             if tail:
-                self._body.append(tail)
+                if self._on_data is not None:
+                    self._on_data(tail)
+                else:
+                    self._body.append(tail)
         self._done = True
 
     def _lost(self, exc: Exception | None, *, stale: bool) -> None:
@@ -379,6 +388,55 @@ class UpstreamResponse:
         body.clear()
         return data
 
+    def read_nowait(self) -> bytes:
+        """The body bytes received and not read yet, without waiting (``b""`` when none)."""
+        body = self._body
+        if not body:
+            return b""
+        data = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        return data
+
+    # ---- push mode: body bytes handed over from the connection's callback ------------------------------------
+    def push(self, on_data: Callable[[bytes], None] | None) -> None:
+        """From now on hand each piece of body bytes to ``on_data`` as it arrives, from the connection's
+        ``data_received`` (no task wakes up per packet); None: buffer them again for :meth:`readany`. Bytes already
+        buffered stay for :meth:`read_nowait`. ``on_data`` must not raise."""
+        self._on_data = on_data
+
+    @property
+    def ended(self) -> bool:
+        """The whole body has been received (and, in push mode, handed over)."""
+        return self._done
+
+    async def wait_pushed(self) -> None:
+        """In push mode: until the body ends (returns), fails (raises its error) or :meth:`interrupt` is called;
+        TimeoutError after ``idle_timeout_s`` without a byte."""
+        if self._error is not None:
+            raise self._error
+        if not self._done:
+            await self._wait(True)
+            if self._error is not None:
+                raise self._error
+
+    def interrupt(self) -> None:
+        """Wake :meth:`wait_pushed` (the push consumer has something to say)."""
+        self._wake()
+
+    def pause_reading(self) -> None:
+        """Stop reading the upstream socket (backpressure from a slow client)."""
+        tr = self._conn.transport
+        if tr is not None and not self._conn.closed:
+            tr.pause_reading()
+            self._paused = True
+
+    def resume_reading(self) -> None:
+        """Read the upstream socket again after :meth:`pause_reading`."""
+        self._paused = False
+        tr = self._conn.transport
+        if tr is not None and not self._conn.closed:
+            tr.resume_reading()
+
     async def read(self) -> bytes:
         """The whole (remaining) body; the connection goes back to the pool."""
         parts: list[bytes] = []
@@ -405,6 +463,8 @@ class UpstreamResponse:
             return
         conn.resp = None
         if self._done and self._keep_alive and self._error is None and not conn.closed:
+            if self._paused:
+                self.resume_reading()
             self._pool._put(self._key, conn)
         else:
             conn.abort()
