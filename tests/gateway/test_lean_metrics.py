@@ -43,3 +43,20 @@ def test_wrong_label_count_is_refused() -> None:
     c = LeanCounter("x_total_things", "Things.", ["a", "b"], CollectorRegistry())
     with pytest.raises(ValueError, match="expected labels"):
         c.labels("only-one")
+
+
+def test_labels_by_name_and_non_string_values_reach_the_same_child() -> None:
+    reg = CollectorRegistry()
+    lean = LeanCounter("x_requests", "Requests.", ["route", "status"], reg)
+    lean.labels("chat", "200").inc()
+    lean.labels(route="chat", status=200).inc()  # prometheus_client's keyword form; values become strings
+    lean.labels("chat", 200).inc()
+    hist = LeanHistogram("x_latency_seconds", "Latency.", ["route"], [0.1, 1.0], reg)
+    hist.labels(route="chat").observe(0.05)
+    hist.labels("chat").observe(0.5)
+    assert reg.get_sample_value("x_requests_total", {"route": "chat", "status": "200"}) == 3.0
+    assert reg.get_sample_value("x_latency_seconds_count", {"route": "chat"}) == 2.0
+    with pytest.raises(ValueError, match="expected labels"):
+        lean.labels(route="chat")
+    with pytest.raises(ValueError, match="expected labels"):
+        lean.labels("chat", status="200")

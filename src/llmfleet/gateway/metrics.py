@@ -78,6 +78,19 @@ class _HistogramChild:
         self.sum += amount
 
 
+def _label_key(
+    name: str, labelnames: tuple[str, ...], values: tuple[object, ...], named: dict[str, object]
+) -> tuple[str, ...]:
+    """Label values in ``labelnames`` order as strings (prometheus_client's rules: all positional or all named)."""
+    if named:
+        if values or set(named) != set(labelnames):
+            raise ValueError(f"{name}: expected labels {labelnames}, got {values or tuple(named)}")
+        values = tuple(named[n] for n in labelnames)
+    elif len(values) != len(labelnames):
+        raise ValueError(f"{name}: expected labels {labelnames}, got {values}")
+    return tuple(str(v) for v in values)
+
+
 class LeanCounter(Collector):
     """A labelled counter for the request path: ``labels(...).inc()`` is one Python call adding to a float.
 
@@ -93,13 +106,15 @@ class LeanCounter(Collector):
         self._children: dict[tuple[str, ...], _CounterChild] = {}
         registry.register(self)
 
-    def labels(self, *values: str) -> _CounterChild:
-        """The child for these label values (created at 0 on first use)."""
-        c = self._children.get(values)
+    def labels(self, *values: object, **named: object) -> _CounterChild:
+        """The child for these label values, positional or by name as with prometheus_client (created at 0 on first
+        use)."""
+        c = self._children.get(values) if not named else None  # type: ignore[arg-type]
         if c is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-            c = self._children[values] = _CounterChild()
+            key = _label_key(self.name, self.labelnames, values, named)
+            c = self._children.get(key)
+            if c is None:
+                c = self._children[key] = _CounterChild()
         return c
 
     def describe(self) -> Iterator[Metric]:
@@ -131,13 +146,14 @@ class LeanHistogram(Collector):
         self._children: dict[tuple[str, ...], _HistogramChild] = {}
         registry.register(self)
 
-    def labels(self, *values: str) -> _HistogramChild:
-        """The child for these label values (empty on first use)."""
-        c = self._children.get(values)
+    def labels(self, *values: object, **named: object) -> _HistogramChild:
+        """The child for these label values, positional or by name as with prometheus_client (empty on first use)."""
+        c = self._children.get(values) if not named else None  # type: ignore[arg-type]
         if c is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-            c = self._children[values] = _HistogramChild(self.bounds)
+            key = _label_key(self.name, self.labelnames, values, named)
+            c = self._children.get(key)
+            if c is None:
+                c = self._children[key] = _HistogramChild(self.bounds)
         return c
 
     def describe(self) -> Iterator[Metric]:
