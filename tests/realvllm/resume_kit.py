@@ -21,7 +21,7 @@ from llmfleet import promtext
 from llmfleet.appthread import free_port
 from llmfleet.engines.launch import tail
 from llmfleet.engines.vllm_testing import VLLMReplica
-from llmfleet.vllm_metrics import GENERATION_TOKENS, read_gauges
+from llmfleet.vllm_metrics import GENERATION_TOKENS, PROMPT_TOKENS, read_gauges
 
 
 class GatewayProcess:
@@ -83,8 +83,10 @@ class Progress:
     waiting: float
     generated: float
     """``vllm:generation_tokens_total``."""
+    prompt: float = 0.0
+    """``vllm:prompt_tokens_total``: prompts prefilled."""
     trace: tuple[str, ...] = ()
-    """The scrapes before it, ``<seconds>: <running>+<waiting> <generated>`` (for the report)."""
+    """The scrapes before it, ``<seconds>: <running>+<waiting> <prompt>/<generated>`` (for the report)."""
 
 
 async def progress(session: aiohttp.ClientSession, url: str) -> Progress:
@@ -92,29 +94,34 @@ async def progress(session: aiohttp.ClientSession, url: str) -> Progress:
     async with session.get(f"{url}/metrics") as r:
         page = promtext.parse(await r.read())
     gauges = read_gauges(page)
-    return Progress(gauges.running, gauges.waiting, page.counter(GENERATION_TOKENS) or 0.0)
+    generated = page.counter(GENERATION_TOKENS) or 0.0
+    return Progress(gauges.running, gauges.waiting, generated, page.counter(PROMPT_TOKENS) or 0.0)
 
 
 async def kill_when_generating(
     session: aiohttp.ClientSession,
     victim: VLLMReplica,
     base: Progress,
-    requests: int,
+    prompt_tokens: int,
     tokens: int,
     poll_s: float = 0.02,
     timeout_s: float = 120.0,
 ) -> Progress:
-    """kill -9 ``victim`` as soon as its ``/metrics`` shows ``requests`` requests in flight (running or waiting)
-    and ``tokens`` tokens generated since ``base``; returns that scrape (generation counted from ``base``).
+    """kill -9 ``victim`` as soon as its ``/metrics`` shows ``prompt_tokens`` prompt tokens prefilled (every stream
+    placed on it has started) and ``tokens`` tokens generated since ``base``, with requests still running; returns
+    that scrape (counters from ``base``).
     Raises AssertionError when that does not happen within ``timeout_s`` (the run did not test what it should)."""
     t0 = time.monotonic()
     seen: list[str] = []
     while time.monotonic() - t0 < timeout_s:
         last = await progress(session, victim.url)
-        generated = last.generated - base.generated
-        seen.append(f"{time.monotonic() - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {generated:.0f}")
-        if last.running + last.waiting >= requests and generated >= tokens:
+        generated, prompt = last.generated - base.generated, last.prompt - base.prompt
+        seen.append(f"{time.monotonic() - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {prompt:.0f}/{generated:.0f}")
+        if prompt >= prompt_tokens and generated >= tokens and last.running:
             victim.kill9()
-            return Progress(last.running, last.waiting, generated, tuple(seen))
+            return Progress(last.running, last.waiting, generated, prompt, tuple(seen))
         await asyncio.sleep(poll_s)
-    raise AssertionError(f"the victim never had {requests} requests and {tokens} new tokens in flight: {seen[-40:]}")
+    raise AssertionError(
+        f"the victim never had {prompt_tokens} prompt tokens and {tokens} new tokens in flight: "
+        f"{seen[:30]}...{seen[-5:]}"
+    )

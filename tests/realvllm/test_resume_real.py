@@ -5,10 +5,11 @@ How the run is made to test what it claims, every time:
 
 - The gateway runs in its own process (``llmfleet gateway``), as deployed: the test client does not share its
   event loop, so what the client has read says nothing about when the kill lands.
-- The kill is triggered by the victim engine's own progress: its ``/metrics`` must show every gateway stream in
-  flight and ``vllm:generation_tokens_total`` advanced by ~15% of their tokens, far from done (checked after the
-  kill as well). A kill timed by the chunks a client had read came, on a quiet machine, after vLLM had generated
-  every token (tokens sitting in socket buffers need no resumption).
+- The kill is triggered by the victim engine's own progress: its ``/metrics`` must show every gateway stream
+  prefilled (``vllm:prompt_tokens_total`` covers all their prompts) and ``vllm:generation_tokens_total`` advanced
+  by ~15% of their tokens, with requests running; the gateway's log must then show every stream resumed after
+  some but not all of its tokens. A kill timed by the chunks a client had read came, on a quiet machine, after
+  vLLM had generated every token (tokens sitting in socket buffers need no resumption).
 - Tiered pools place every gateway stream on the victim (round robin would leave to arrival order which streams
   resume, and so whether the streams that do not ask for token ids are among them); after the kill the pool
   falls back to the survivor. The gateway must report exactly one successful resume per stream.
@@ -22,7 +23,13 @@ Tokens are counted from the ids vLLM returns to the client (``return_token_ids``
 with ``/tokenize``: the demo model's random output does not re-tokenize to itself (300 generated tokens
 re-tokenize to ~354), so text is no measure of what was generated. ``/detokenize`` of the delivered ids must give
 the delivered text. Streams that do not ask for token ids (or usage) must not receive them; for those, the final
-usage and ``finish_reason`` are what the client can check."""
+usage and ``finish_reason`` are what the client can check.
+
+Known failure (vLLM 0.32, vllm-project/vllm#48853, fix proposed in #48854): when the ids a completion continues
+from end in an incomplete UTF-8 sequence (a byte token), vLLM's fast detokenizer sends the whole decoded prompt
+(the client's prompt and all text already delivered) as the continuation's first text. Token counts and usage
+stay exact, but the client gets its text twice; the text checks below catch it (about one seam in 25 with the
+demo model) until the gateway strips that echo."""
 
 from __future__ import annotations
 
@@ -195,7 +202,7 @@ async def test_kill_9_mid_generation_delivers_exactly_max_tokens(two: list[VLLMR
             tasks += [asyncio.create_task(_stream(s, survivor.url, model, Kind(chat=False), o)) for o in plain]
             try:
                 at_kill = await kill_when_generating(
-                    s, victim, base, len(GATEWAY_STREAMS), KILL_AFTER * len(GATEWAY_STREAMS)
+                    s, victim, base, sum(prompts[k.chat] for k in GATEWAY_STREAMS), KILL_AFTER * len(GATEWAY_STREAMS)
                 )
                 await asyncio.gather(*tasks)
                 wall_s = time.monotonic() - t0
