@@ -105,19 +105,23 @@ async def kill_when_generating(
     prompt_tokens: int,
     tokens: int,
     poll_s: float = 0.02,
+    stale_s: float = 0.3,
     timeout_s: float = 120.0,
 ) -> Progress:
     """kill -9 ``victim`` as soon as its ``/metrics`` shows ``prompt_tokens`` prompt tokens prefilled (every stream
     placed on it has started) and ``tokens`` tokens generated since ``base``, with requests still running; returns
-    that scrape (counters from ``base``).
+    that scrape (counters from ``base``). A scrape slower than ``stale_s`` is not acted on.
     Raises AssertionError when that does not happen within ``timeout_s`` (the run did not test what it should)."""
     t0 = time.monotonic()
     seen: list[str] = []
     while time.monotonic() - t0 < timeout_s:
+        asked = time.monotonic()
         last = await progress(session, victim.url)
+        rtt = time.monotonic() - asked
         generated, prompt = last.generated - base.generated, last.prompt - base.prompt
-        seen.append(f"{time.monotonic() - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {prompt:.0f}/{generated:.0f}")
-        if prompt >= prompt_tokens and generated >= tokens and last.running:
+        seen.append(f"{asked - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {prompt:.0f}/{generated:.0f}")
+        # A scrape that took long (a stalled machine) is stale: the engine may be near done by now.
+        if prompt >= prompt_tokens and generated >= tokens and last.running and rtt < stale_s:
             victim.kill9()
             return Progress(last.running, last.waiting, generated, prompt, tuple(seen))
         await asyncio.sleep(poll_s)

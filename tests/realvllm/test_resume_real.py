@@ -1,4 +1,4 @@
-"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 1,000 tokens run
+"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 1,500 tokens run
 through the gateway (completions and chat), every one of them mid-generation, every run.
 
 How the run is made to test what it claims, every time:
@@ -7,7 +7,7 @@ How the run is made to test what it claims, every time:
   event loop, so what the client has read says nothing about when the kill lands.
 - The kill is triggered by the victim engine's own progress: its ``/metrics`` must show every gateway stream
   prefilled (``vllm:prompt_tokens_total`` covers all their prompts) and ``vllm:generation_tokens_total`` advanced
-  by ~15% of their tokens, with requests running; the gateway's log must then show every stream resumed after
+  by ~7% of their tokens, with requests running; the gateway's log must then show every stream resumed after
   some but not all of its tokens. A kill timed by the chunks a client had read came, on a quiet machine, after
   vLLM had generated every token (tokens sitting in socket buffers need no resumption).
 - Tiered pools place every gateway stream on the victim (round robin would leave to arrival order which streams
@@ -51,10 +51,10 @@ from llmfleet.promtext import LabelFilter
 from tests.realvllm.resume_kit import GatewayProcess, kill_when_generating, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]  # two engine start-ups on 2 cores take minutes
-MAX_TOKENS = 1000
+MAX_TOKENS = 1500
 STREAM_INTERVAL = 7
-"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 1,000 tokens is a partial one)."""
-KILL_AFTER = 150
+"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 1,500 tokens is a partial one)."""
+KILL_AFTER = 100
 """Tokens per gateway stream (on average) the victim must have generated before the kill."""
 PROMPT = "def main():"
 MESSAGES = [{"role": "user", "content": "tell me a long story"}]
@@ -260,7 +260,9 @@ async def test_kill_9_mid_generation_delivers_exactly_max_tokens(two: list[VLLMR
             assert _letters(text) == _letters(o.text), _echo(kind, o)
         assert o.text.count(o.text[:40]) == 1, _echo(kind, o)
     for kind, o in zip(GATEWAY_STREAMS, seen, strict=True):
-        if kind.ids:  # the client's own prompt, once: not the longer prompt a resumed segment was sent
+        # The client's own prompt, once: not the longer prompt (its prompt + the ids delivered) that a resumed
+        # segment was sent and vLLM echoes in its first chunk; the relay passes that one on (found by this test).
+        if kind.ids:
             assert o.prompts == [prompts[kind.chat]], (kind, o.prompts)
 
 
