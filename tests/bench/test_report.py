@@ -82,6 +82,7 @@ def test_bench_report_is_self_contained_with_plots(tmp_path: Path) -> None:
     assert "http_503" in html and "no replica" in html
 
 
+@pytest.mark.slow  # browser tier: headless Chromium
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 def test_headless_chromium_renders_the_report(tmp_path: Path) -> None:
     page = tmp_path / "report.html"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from llmfleet.appthread import free_port
 from tests.fleet.procs import read_until, start_up, stop_fleet
@@ -89,6 +90,7 @@ def _ports(doc: dict[str, Any]) -> set[int]:
     return {int(str(r["url"]).rsplit(":", 1)[1]) for r in doc["replicas"]}
 
 
+@pytest.mark.slow  # ~23 s: a whole scale-up and scale-down
 async def test_scale_up_on_a_step_and_down_after_it_without_failures(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     port = free_port()

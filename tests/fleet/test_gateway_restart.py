@@ -51,6 +51,7 @@ def _targets(tmp: Path) -> list[dict[str, object]]:
     return list(json.loads(path.read_text()))
 
 
+@pytest.mark.slow  # ~15 s: up, kill -9 of its gateway, recovery
 def test_kill_9_of_the_gateway_is_survived(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -201,6 +201,7 @@ def chromium(tmp: Path) -> Iterator[str]:
 CARDS = "['c-replicas','c-rps','c-tps','c-ttft','c-cost','c-ptok'].map(i => document.getElementById(i).textContent)"
 
 
+@pytest.mark.slow  # browser tier: headless Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (Debian package chromium)")
 async def test_dashboard_in_headless_chromium(
     console: tuple[GatewayThread, list[SimServerThread]], tmp_path: Path

@@ -68,7 +68,9 @@ async def test_a_5xx_only_one_replica_gives_counts_against_that_replica(fleet: F
     gw, sims = fleet(2, gateway={"health": {"probe_completion": False, "probe_interval_s": 30}})
     await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_faults(sims[0], {"error_rate": 1.0}), sims[0].loop))
     for _ in range(6):
-        status, _p, _h = await _post(f"{gw.url}/v1/completions", json.dumps({"model": MODEL, "prompt": "x"}))
+        status, _p, _h = await _post(
+            f"{gw.url}/v1/completions", json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 4})
+        )
         assert status == 200
     bad = gw.gateway.registry.get(sims[0].url)
     assert bad is not None and bad.failures_total >= 1

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 import openai
+import pytest
 
 from llmfleet.appthread import free_port
 from llmfleet.engines.sim.background import SimServerThread
@@ -22,6 +23,7 @@ from .conftest import MODEL, GatewayThread, wait_until
 Fleet = Callable[..., tuple[GatewayThread, list[SimServerThread]]]
 
 
+@pytest.mark.slow  # ~12 s: ejection and readmission on the probe clock
 async def test_degraded_replica_is_ejected_then_readmitted(fleet: Fleet) -> None:
     interval = 1.5
     gw, sims = fleet(2, gateway={"health": {"probe_interval_s": interval, "ejection_backoff_s": 0.5}})

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from llmfleet.appthread import free_port
 from tests.k8s.conftest import NS, SVC, TOKEN, KubeServer
@@ -197,6 +198,7 @@ async def until(pred: Any, deadline: float, what: str, logs: Path) -> float:
     return time.monotonic() - t0
 
 
+@pytest.mark.slow  # ~11 s: discovery + controller scaling a deployment under load
 async def test_discovery_and_the_controller_scale_a_deployment_under_load(kube: KubeServer, tmp_path: Path) -> None:
     t_start = time.monotonic()
     deadline = t_start + DEADLINE_S

@@ -77,6 +77,7 @@ async def _traffic(gateway_url: str) -> None:
     await client.close()
 
 
+@pytest.mark.slow  # real Prometheus tier
 def test_every_panel_query_runs_against_prometheus(live: LiveFleet) -> None:
     with pytest.raises(AssertionError, match="parse error"):
         live.query("sum(rate(vllm:prompt_tokens_total[30s])")  # the check itself can fail

@@ -323,6 +323,7 @@ async def _slow_requests(gateway_url: str, n: int) -> None:
         await asyncio.gather(*(one(i) for i in range(n)))
 
 
+@pytest.mark.slow  # real Prometheus tier, ~12 s
 @pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus server (Debian package prometheus)")
 def test_alerts_fire_on_a_real_prometheus(tmp_path: Path) -> None:
     """One slow replica and one leaking replica: the p99-latency and GPU-memory alerts go to firing, for the
