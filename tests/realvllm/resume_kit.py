@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -107,16 +108,29 @@ async def kill_when_generating(
     poll_s: float = 0.02,
     stale_s: float = 0.3,
     timeout_s: float = 120.0,
+    client_ahead: Callable[[], bool] | None = None,
 ) -> Progress:
     """kill -9 ``victim`` as soon as its ``/metrics`` shows ``prompt_tokens`` prompt tokens prefilled (every stream
     placed on it has started) and ``tokens`` tokens generated since ``base``, with requests still running; returns
-    that scrape (counters from ``base``). A scrape slower than ``stale_s`` is not acted on.
+    that scrape (counters from ``base``). A scrape slower than ``stale_s`` is not acted on: on a starved machine the
+    victim's API server can leave ``/metrics`` unanswered for seconds while it streams, so ``client_ahead`` (what
+    the clients have received, which trails the engine) also triggers the kill.
     Raises AssertionError when that does not happen within ``timeout_s`` (the run did not test what it should)."""
     t0 = time.monotonic()
     seen: list[str] = []
+    last = base
     while time.monotonic() - t0 < timeout_s:
+        if client_ahead is not None and client_ahead():
+            victim.kill9()
+            seen.append(f"{time.monotonic() - t0:.2f}s: killed on the client's count")
+            return Progress(last.running, last.waiting, last.generated - base.generated, 0.0, tuple(seen))
         asked = time.monotonic()
-        last = await progress(session, victim.url)
+        try:
+            async with asyncio.timeout(stale_s):
+                last = await progress(session, victim.url)
+        except TimeoutError:  # a starved API server: look at the client's count meanwhile
+            seen.append(f"{asked - t0:.2f}s: slow scrape")
+            continue
         rtt = time.monotonic() - asked
         generated, prompt = last.generated - base.generated, last.prompt - base.prompt
         seen.append(f"{asked - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {prompt:.0f}/{generated:.0f}")

@@ -202,7 +202,15 @@ async def test_kill_9_mid_generation_delivers_exactly_max_tokens(two: list[VLLMR
             tasks += [asyncio.create_task(_stream(s, survivor.url, model, Kind(chat=False), o)) for o in plain]
             try:
                 at_kill = await kill_when_generating(
-                    s, victim, base, sum(prompts[k.chat] for k in GATEWAY_STREAMS), KILL_AFTER * len(GATEWAY_STREAMS)
+                    s,
+                    victim,
+                    base,
+                    sum(prompts[k.chat] for k in GATEWAY_STREAMS),
+                    KILL_AFTER * len(GATEWAY_STREAMS),
+                    client_ahead=lambda: (
+                        all(o.chunks for o in seen)
+                        and min(len(o.ids) for k, o in zip(GATEWAY_STREAMS, seen, strict=True) if k.ids) >= KILL_AFTER
+                    ),
                 )
                 await asyncio.gather(*tasks)
                 wall_s = time.monotonic() - t0
