@@ -50,7 +50,7 @@ class ControllersOnly:
     def models(self) -> list[ModelFleet]:
         return [ModelFleet(None, None, None, controller=c) for c in self.controllers]  # type: ignore[arg-type]
 
-    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
+    async def start_rollout(self, engine_patch: dict[str, Any], model: str | None = None) -> Rollout:
         raise AssertionError("not used")
 
     async def spot_interrupt(self, url: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class _Fleet:
     clock = WallClock()
     models: tuple[ModelFleet, ...] = ()
 
-    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
+    async def start_rollout(self, engine_patch: dict[str, Any], model: str | None = None) -> Rollout:
         patched_engine(SimEngineConfig(), engine_patch)
         raise AssertionError("a valid patch was not expected in this test")
 

@@ -2,7 +2,8 @@
 
 Both change the fleet's size for a while, so the autoscaler holds still until they finish (in a multi-model fleet,
 the affected model's). A bad setting in a rollout is a :class:`~llmfleet.errors.ConfigError` naming the key (the
-control API answers it with HTTP 400). Rollouts of multi-model fleets are not automated yet.
+control API answers it with HTTP 400). In a multi-model fleet a rollout replaces one model's replicas (the request
+names it); the other models keep serving and autoscaling.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from llmfleet.autoscaling.controller import Controller
 from llmfleet.clock import Clock
 from llmfleet.config import SimEngineConfig, merge_overrides, parse_fleet_config
 from llmfleet.engines.launch import EngineLauncher
-from llmfleet.errors import InvalidRequestError
+from llmfleet.errors import ConfigError, InvalidRequestError
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.local_provider import PortAllocator
-from llmfleet.fleet.model_fleet import ModelFleet
+from llmfleet.fleet.model_fleet import ModelFleet, model_slug
 from llmfleet.fleet.options import UpOptions, check_sim_engine
 from llmfleet.fleet.rollout import Rollout, retire
 from llmfleet.fleet.supervisor import Supervisor
@@ -54,7 +55,8 @@ class FleetActions:
         run_dir: Path,
         clock: Clock,
     ) -> None:
-        """``make_supervisor`` makes supervisors for the (single) model's rollouts."""
+        """``make_supervisor`` makes started supervisors that live as long as the fleet; a rollout gives the one it
+        gets the rolled model's listener, pool, model and replica names (so one factory serves every model)."""
         self.opts = opts
         self.models = models
         self.make_supervisor = make_supervisor
@@ -63,7 +65,10 @@ class FleetActions:
         self.run_dir = run_dir
         self.clock = clock
         self.allocate_port = PortAllocator(opts.host)
-        self._generation = 0
+        self._generations: dict[str, int] = {}
+        """Rollouts so far, by model: the next one's replicas are ``gen-<n+1>``."""
+        self._tags: dict[str, str] = {}
+        """The generation tag of each model's serving supervisor, once a rollout replaced ``gen-0``."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -76,26 +81,48 @@ class FleetActions:
         """The first (in a single-model fleet: the) model's controller."""
         return self.models[0].controller
 
-    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout:
-        """Start replacing every replica with ``engine_patch`` applied; each keeps its pool and capacity type."""
+    def rollout_target(self, model: str | None) -> int:
+        """The index of the model a rollout replaces: ``model`` is optional with one model and required with several;
+        :class:`InvalidRequestError` (``param="model"``) naming the models there are."""
+        names = [m.name for m in self.models]
+        if model is None and len(names) == 1:
+            return 0
+        listed = ", ".join(repr(n) for n in names)
+        if model is None:
+            raise InvalidRequestError(
+                f"model: this fleet serves several models, name the one to roll ({listed})", param="model"
+            )
+        if model not in names:
+            raise InvalidRequestError(f"model: no model {model!r} in this fleet (it serves {listed})", param="model")
+        return names.index(model)
+
+    async def start_rollout(self, engine_patch: dict[str, Any], model: str | None = None) -> Rollout:
+        """Start replacing every replica of ``model`` (optional in a single-model fleet) with ``engine_patch`` applied
+        to that model's engine settings; each keeps its pool and capacity type. The other models keep serving and
+        autoscaling; only the rolled model's autoscaler holds still until the rollout ends."""
         if self.opts.engine != "sim":
             raise InvalidRequestError(
                 "rollouts of real vLLM replicas: give new settings in fleet.yaml and restart (not automated yet)"
             )
-        if len(self.models) > 1:
-            raise InvalidRequestError(
-                "rollouts of a multi-model fleet: give new settings in fleet.yaml and restart (not automated yet)"
-            )
-        unit = self.models[0]
-        new_cfg = patched_engine(self.opts.sim, engine_patch)
-        self._generation += 1
-        tag = f"gen-{self._generation}"
+        i = self.rollout_target(model)
+        unit = self.models[i]
+        new_cfg = self._patched(unit, engine_patch)
+        old_tag = self._tags.get(unit.name, "gen-0")
+        self._generations[unit.name] = self._generations.get(unit.name, 0) + 1
+        tag = f"gen-{self._generations[unit.name]}"
+        old_sup = unit.sup
+        folder = self.run_dir / model_slug(unit.name) / tag if self.opts.multi_model else self.run_dir / tag
 
         async def make_new() -> Supervisor:
-            return await self.make_supervisor(SimLauncher(new_cfg, self.run_dir / tag), tag)
+            sup = await self.make_supervisor(SimLauncher(new_cfg, folder), tag)
+            # The factory's supervisor lives as long as the fleet; it takes this model's place and names.
+            sup.listener, sup.model, sup.pool = old_sup.listener, old_sup.model, old_sup.pool
+            sup.log_dir = old_sup.log_dir.parent / tag
+            sup.name_prefix = old_sup.name_prefix.removesuffix(f"{old_tag}-r") + f"{tag}-r"
+            return sup
 
         rollout = Rollout(
-            self.sup,
+            old_sup,
             make_new,
             self.admin,
             self.session,
@@ -104,21 +131,39 @@ class FleetActions:
             verify_s=self.opts.rollout_verify_s,
             ready_timeout_s=self.opts.ready_timeout_s,
         )
+        priced = (unit.registrar.gpu, unit.registrar.gpus)
 
         async def run() -> None:
+            if priced[0] is not None:  # the new generation registers with its own GPU, for the gateway's cost
+                unit.registrar.gpu, unit.registrar.gpus = new_cfg.gpu, new_cfg.tensor_parallel_size
             with self.autoscaler_paused(unit, "rollout in progress"):
                 result = await rollout.run()
-            if result is not unit.sup:
-                unit.sup = result
+            if result is old_sup:
+                unit.registrar.gpu, unit.registrar.gpus = priced
+                return
+            unit.sup = result
+            self._tags[unit.name] = tag
+            unit.settings = self.opts.models[i] = dataclasses.replace(self.opts.models[i], engine=new_cfg)
+            if not self.opts.multi_model:
                 self.opts.config.engine = new_cfg
-                self.opts.models[0] = dataclasses.replace(self.opts.models[0], engine=new_cfg)
-                if unit.provider is not None:
-                    unit.provider.supervisor = result
+            if unit.provider is not None:
+                unit.provider.supervisor = result
 
-        task = asyncio.create_task(run(), name="rollout")
+        task = asyncio.create_task(run(), name=f"rollout-{unit.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return rollout
+
+    def _patched(self, unit: ModelFleet, patch: dict[str, Any]) -> SimEngineConfig:
+        """``unit``'s engine settings with ``patch`` applied, checked as at start-up (errors name ``engine.KEY``);
+        in a multi-model fleet the served name and the clock are the fleet's, not the engine's to change."""
+        cfg = patched_engine(unit.settings.engine, patch)
+        if self.opts.multi_model:
+            if cfg.served_model_name != unit.name:
+                raise ConfigError(f"engine.served_model_name: the model's name ({unit.name!r}) is served")
+            if cfg.time_scale != self.opts.sim.time_scale:
+                raise ConfigError("engine.time_scale: every model runs on the fleet's clock; it cannot be rolled")
+        return cfg
 
     async def spot_interrupt(self, url: str) -> dict[str, Any]:
         """Backfill with reserved capacity first, then drain and stop the interrupted replica."""

@@ -161,13 +161,19 @@ def register_ops(app: typer.Typer) -> None:
             ".llmfleet"
         ),
         timeout_s: Annotated[float, typer.Option(help="Give up waiting after this long.")] = 600.0,
+        model: Annotated[
+            str | None,
+            typer.Option(help="The model whose replicas to replace (required when the fleet serves several)."),
+        ] = None,
     ) -> None:
-        """Replace every replica with new engine settings: surge, verify, shift traffic, drain; roll back on failure."""
+        """Replace every replica (of one model) with new engine settings: surge, verify, shift traffic, drain; roll
+        back on failure. Engine settings are the model's own; the fleet's other models keep serving."""
         url, token = _control(run_dir)
         patch = _parse_sets(set_)
         console = Console()
+        request: dict[str, Any] = {"engine": patch} if model is None else {"model": model, "engine": patch}
         try:
-            asyncio.run(_control_call("POST", f"{url}/rollout", token, {"engine": patch}))
+            asyncio.run(_control_call("POST", f"{url}/rollout", token, request))
             seen = 0
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:

@@ -2,7 +2,8 @@
 
 The gateway's admin API manages routing; this one manages the replica processes `up` owns.
 
-- ``POST /rollout`` ``{"engine": {...}}`` starts a rollout to the patched engine settings; ``GET /rollout`` shows it.
+- ``POST /rollout`` ``{"model": ..., "engine": {...}}`` starts a rollout of that model's replicas to its patched engine
+  settings (``model`` may be left out when the fleet serves one); ``GET /rollout`` shows it. One rollout at a time.
 - ``GET /metrics``: the autoscaler's metrics (``llmfleet_autoscaler_*``).
 - ``POST /spot/interrupt`` ``{"url": ...}`` handles an interruption notice: backfill first (reserved capacity
   preferred), then drain and stop the interrupted replica.
@@ -51,7 +52,9 @@ async def config_errors(request: web.Request, handler: Handler) -> web.StreamRes
 class FleetControl(Protocol):
     """What the control API needs from the running fleet (:class:`~llmfleet.fleet.actions.FleetActions`)."""
 
-    async def start_rollout(self, engine_patch: dict[str, Any]) -> Rollout: ...
+    async def start_rollout(self, engine_patch: dict[str, Any], model: str | None = None) -> Rollout:
+        """Start replacing ``model``'s replicas (required when the fleet serves several: a 400 naming ``model``)."""
+        ...
 
     async def spot_interrupt(self, url: str) -> dict[str, Any]: ...
 
@@ -64,6 +67,10 @@ class FleetControl(Protocol):
     def clock(self) -> Clock:
         """The fleet's clock (a pause's ``ttl_s`` runs on it)."""
         ...
+
+
+def _rollout_json(rollout: Rollout) -> dict[str, object]:
+    return {**rollout.status.to_json(), "model": rollout.model}
 
 
 def create_control_app(
@@ -101,14 +108,17 @@ def create_control_app(
         patch = data.get("engine")
         if not isinstance(patch, dict) or not patch:
             raise InvalidRequestError('give the new engine settings as {"engine": {...}}', param="engine")
-        rollout = await fleet.start_rollout(patch)
+        model = data.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequestError('give the model to roll as {"model": "<name>"}', param="model")
+        rollout = await fleet.start_rollout(patch, model)
         state["rollout"] = rollout
-        return web.json_response(rollout.status.to_json(), status=202)
+        return web.json_response(_rollout_json(rollout), status=202)
 
     async def get_rollout(request: web.Request) -> web.Response:
         auth(request)
         rollout: Rollout | None = state["rollout"]
-        return web.json_response(rollout.status.to_json() if rollout else {"state": "none"})
+        return web.json_response(_rollout_json(rollout) if rollout else {"state": "none"})
 
     async def post_spot(request: web.Request) -> web.Response:
         auth(request)
