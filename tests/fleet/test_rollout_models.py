@@ -18,7 +18,7 @@ from llmfleet.autoscaling.signals import FleetSample
 from llmfleet.clock import WallClock
 from llmfleet.config import AutoscalerConfig, model_settings, parse_fleet_config
 from llmfleet.engines.launch import EngineLauncher
-from llmfleet.fleet.actions import FleetActions
+from llmfleet.fleet.actions import FleetActions, SupervisorFactory
 from llmfleet.fleet.control import create_control_app
 from llmfleet.fleet.launchers import SimLauncher
 from llmfleet.fleet.model_fleet import ModelFleet
@@ -87,17 +87,33 @@ class _Setup:
             for m in self.opts.models
         ]
 
-        async def make_supervisor(launcher: EngineLauncher, tag: str) -> Supervisor:
-            # up's factory is the first model's: a rollout of another model must take that model's place
-            first = self.models[0].sup
-            paused = {m.name: m.controller.paused if m.controller else None for m in self.models}
-            self.made.append((launcher, tag, paused))
-            return Supervisor(launcher, first.listener, clock, random.Random(0), tmp / "x", name_prefix="x-")
+        def factory(m: ModelFleet) -> SupervisorFactory:
+            """Like up's: the model's own listener, log folder and replica names, from the generation's tag."""
+
+            async def make(launcher: EngineLauncher, tag: str) -> Supervisor:
+                paused = {u.name: u.controller.paused if u.controller else None for u in self.models}
+                self.made.append((launcher, tag, paused))
+                log, prefix = (
+                    (tmp / "logs" / m.name / tag, f"{m.name}-{tag}-r") if multi else (tmp / "logs" / tag, f"{tag}-r")
+                )
+                sup = m.sup  # the first generation's, made as up makes it
+                return Supervisor(
+                    launcher,
+                    sup.listener,
+                    clock,
+                    random.Random(0),
+                    log,
+                    name_prefix=prefix,
+                    model=sup.model,
+                    pool=sup.pool,
+                )
+
+            return make
 
         self.actions = FleetActions(
             self.opts,
             self.models,
-            make_supervisor,
+            {m.name: factory(m) for m in self.models},
             _Gateway(),  # type: ignore[arg-type]
             None,  # type: ignore[arg-type]
             tmp,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,14 @@ class FleetActions:
         self,
         opts: UpOptions,
         models: list[ModelFleet],
-        make_supervisor: SupervisorFactory,
+        make_supervisor: Mapping[str, SupervisorFactory],
         admin: GatewayAdminClient,
         session: aiohttp.ClientSession,
         run_dir: Path,
         clock: Clock,
     ) -> None:
-        """``make_supervisor`` makes started supervisors that live as long as the fleet; a rollout gives the one it
-        gets the rolled model's listener, pool, model and replica names (so one factory serves every model)."""
+        """``make_supervisor`` holds each model's factory (by model name) of started supervisors that live as long
+        as the fleet and register with that model's listener, pool and replica names."""
         self.opts = opts
         self.models = models
         self.make_supervisor = make_supervisor
@@ -67,7 +67,6 @@ class FleetActions:
         self.allocate_port = PortAllocator(opts.host)
         self._generations: dict[str, int] = {}
         """Rollouts so far, by model: the next one's replicas are ``gen-<n+1>``."""
-        self._tags: dict[str, str] = {}
         """The generation tag of each model's serving supervisor, once a rollout replaced ``gen-0``."""
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -107,19 +106,13 @@ class FleetActions:
         i = self.rollout_target(model)
         unit = self.models[i]
         new_cfg = self._patched(unit, engine_patch)
-        old_tag = self._tags.get(unit.name, "gen-0")
         self._generations[unit.name] = self._generations.get(unit.name, 0) + 1
         tag = f"gen-{self._generations[unit.name]}"
         old_sup = unit.sup
         folder = self.run_dir / model_slug(unit.name) / tag if self.opts.multi_model else self.run_dir / tag
 
         async def make_new() -> Supervisor:
-            sup = await self.make_supervisor(SimLauncher(new_cfg, folder), tag)
-            # The factory's supervisor lives as long as the fleet; it takes this model's place and names.
-            sup.listener, sup.model, sup.pool = old_sup.listener, old_sup.model, old_sup.pool
-            sup.log_dir = old_sup.log_dir.parent / tag
-            sup.name_prefix = old_sup.name_prefix.removesuffix(f"{old_tag}-r") + f"{tag}-r"
-            return sup
+            return await self.make_supervisor[unit.name](SimLauncher(new_cfg, folder), tag)
 
         rollout = Rollout(
             old_sup,
@@ -142,7 +135,6 @@ class FleetActions:
                 unit.registrar.gpu, unit.registrar.gpus = priced
                 return
             unit.sup = result
-            self._tags[unit.name] = tag
             unit.settings = self.opts.models[i] = dataclasses.replace(self.opts.models[i], engine=new_cfg)
             if not self.opts.multi_model:
                 self.opts.config.engine = new_cfg

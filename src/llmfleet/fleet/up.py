@@ -85,7 +85,7 @@ class FleetRunner:
                 actions = FleetActions(
                     self.opts,
                     models,
-                    self._supervisor_factory(models[0], stack),
+                    {m.name: self._supervisor_factory(m, stack) for m in models},
                     admin,
                     session,
                     self.run_dir,
