@@ -1,4 +1,4 @@
-"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 1,500 tokens run
+"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 4,000 tokens run
 through the gateway (completions and chat), every one of them mid-generation, every run.
 
 How the run is made to test what it claims, every time:
@@ -7,7 +7,7 @@ How the run is made to test what it claims, every time:
   event loop, so what the client has read says nothing about when the kill lands.
 - The kill is triggered by the victim engine's own progress: its ``/metrics`` must show every gateway stream
   prefilled (``vllm:prompt_tokens_total`` covers all their prompts) and ``vllm:generation_tokens_total`` advanced
-  by ~7% of their tokens, with requests running; the gateway's log must then show every stream resumed after
+  by ~5% of their tokens, with requests running; the gateway's log must then show every stream resumed after
   some but not all of its tokens. A kill timed by the chunks a client had read came, on a quiet machine, after
   vLLM had generated every token (tokens sitting in socket buffers need no resumption).
 - Tiered pools place every gateway stream on the victim (round robin would leave to arrival order which streams
@@ -51,10 +51,10 @@ from llmfleet.promtext import LabelFilter
 from tests.realvllm.resume_kit import GatewayProcess, kill_when_generating, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]  # two engine start-ups on 2 cores take minutes
-MAX_TOKENS = 1500
+MAX_TOKENS = 4000
 STREAM_INTERVAL = 7
-"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 1,500 tokens is a partial one)."""
-KILL_AFTER = 100
+"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 4,000 tokens is a partial one)."""
+KILL_AFTER = 200
 """Tokens per gateway stream (on average) the victim must have generated before the kill."""
 PROMPT = "def main():"
 MESSAGES = [{"role": "user", "content": "tell me a long story"}]
@@ -104,7 +104,9 @@ class Seen:
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[list[VLLMReplica]]:
     runtime, model_dir = demo_setup()
-    reps = [VLLMReplica(runtime, model_dir, tmp_path / f"vllm-{i}.log") for i in range(2)]
+    # Long streams: on 2 cores the engines' busy threads can starve the test client and vLLM's API server for
+    # seconds (a 0.3 s scrape answered after 7 s); 4,000 tokens keep the victim generating well past such a stall.
+    reps = [VLLMReplica(runtime, model_dir, tmp_path / f"vllm-{i}.log", max_model_len=8192) for i in range(2)]
     for r in reps:
         r.argv += ["--stream-interval", str(STREAM_INTERVAL)]
     try:
