@@ -1,4 +1,4 @@
-"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 4,000 tokens run
+"""Token-exact stream resumption on real vLLM: kill -9 one of two replicas while 18 streams of 3,000 tokens run
 through the gateway (completions and chat), every one of them mid-generation, every run.
 
 How the run is made to test what it claims, every time:
@@ -51,9 +51,9 @@ from llmfleet.promtext import LabelFilter
 from tests.realvllm.resume_kit import GatewayProcess, kill_when_generating, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]  # two engine start-ups on 2 cores take minutes
-MAX_TOKENS = 4000
+MAX_TOKENS = 3000
 STREAM_INTERVAL = 7
-"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 4,000 tokens is a partial one)."""
+"""vLLM's ``--stream-interval``: tokens per SSE chunk (odd, so the last chunk of 3,000 tokens is a partial one)."""
 KILL_AFTER = 200
 """Tokens per gateway stream (on average) the victim must have generated before the kill."""
 PROMPT = "def main():"
@@ -105,8 +105,8 @@ class Seen:
 def two(tmp_path: Path) -> Iterator[list[VLLMReplica]]:
     runtime, model_dir = demo_setup()
     # Long streams: on 2 cores the engines' busy threads can starve the test client and vLLM's API server for
-    # seconds (a 0.3 s scrape answered after 7 s); 4,000 tokens keep the victim generating well past such a stall.
-    reps = [VLLMReplica(runtime, model_dir, tmp_path / f"vllm-{i}.log", max_model_len=8192) for i in range(2)]
+    # seconds (a 0.3 s scrape answered after 7 s); 3,000 tokens keep the victim generating well past such a stall.
+    reps = [VLLMReplica(runtime, model_dir, tmp_path / f"vllm-{i}.log", max_model_len=4096) for i in range(2)]
     for r in reps:
         r.argv += ["--stream-interval", str(STREAM_INTERVAL)]
     try:
