@@ -38,7 +38,15 @@ from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUna
 from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
-from llmfleet.gateway.relay import Segment, StreamRelay, StreamSink, UpstreamBody, tokenize_on, upstream_stream_body
+from llmfleet.gateway.relay import (
+    Segment,
+    StreamRelay,
+    StreamSink,
+    UpstreamBody,
+    detokenize_on,
+    tokenize_on,
+    upstream_stream_body,
+)
 from llmfleet.gateway.upstream_http import UpstreamError as HttpUpstreamError
 from llmfleet.gateway.upstream_http import UpstreamPool, UpstreamResponse
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
@@ -525,3 +533,7 @@ class _StreamUpstream:
     async def tokenize(self, payload: dict[str, Any]) -> list[int] | None:
         urls = [v.url for v in self._proxy.registry.views(self._req.route_request.model) if v.routable]
         return await tokenize_on(self._proxy.session, urls, payload, self._proxy.cfg.first_byte_timeout_s)
+
+    async def detokenize(self, payload: dict[str, Any]) -> str | None:
+        urls = [v.url for v in self._proxy.registry.views(self._req.route_request.model) if v.routable]
+        return await detokenize_on(self._proxy.session, urls, payload, self._proxy.cfg.first_byte_timeout_s)

@@ -31,7 +31,7 @@ from llmfleet.gateway.chunkscan import dumps, loads
 from llmfleet.gateway.client_out import ClientOut
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome
-from llmfleet.gateway.resume import resume_body
+from llmfleet.gateway.resume import drop_echo, echo_of, resume_body
 from llmfleet.gateway.upstream_http import UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class StreamState:
     """A chunk carried a ``finish_reason`` or an error: the stream may end."""
     resumed: bool = False
     resumes: int = 0
+    echo: str | None = None
+    """Text the resumed segment's first text may repeat (:func:`~llmfleet.gateway.resume.echo_of`), dropped from it."""
     usage: dict[str, Any] | None = None
     first_at: float | None = None
     last_at: float | None = None
@@ -178,6 +180,8 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
             return Chunk(None)  # the resumed segment's opening role chunk: the client already had one
     else:
         text = choice.get("text")
+    if st.echo is not None and text and isinstance(text, str):
+        text = _without_echo(text, choice, st)
     usage = obj.get("usage")
     n = _count(choice.get("token_ids"), usage if isinstance(usage, dict) else None, text, st)
     if text:
@@ -229,6 +233,20 @@ def _content_chunk(obj: dict[str, Any], payload: bytes, st: StreamState) -> Chun
     return Chunk(sse(dumps(obj)) if changed else sse(payload), tokens=n)
 
 
+def _without_echo(text: str, choice: dict[str, Any], st: StreamState) -> str:
+    """The resumed segment's first text without the echo of what the client already had (vLLM #48853)."""
+    echo, st.echo = st.echo, None
+    assert echo is not None
+    kept = drop_echo(text, echo)
+    if kept != text:
+        log.info("dropped a resumed segment's echo of %d characters (vLLM #48853)", len(text) - len(kept))
+        if st.chat:
+            choice["delta"]["content"] = kept
+        else:
+            choice["text"] = kept
+    return kept
+
+
 def _note_prompt(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -> None:
     """The client's prompt (ids and length) from the first segment's chunks."""
     ids = obj.get("prompt_token_ids") if st.chat else choice.get("prompt_token_ids")
@@ -269,6 +287,11 @@ def _strip(obj: dict[str, Any], choice: dict[str, Any], st: StreamState) -> bool
         for holder, key in ((choice, "token_ids"), (choice, "prompt_token_ids"), (obj, "prompt_token_ids")):
             if key in holder:
                 del holder[key]
+                changed = True
+    elif st.resumed:  # the resumed segment's prompt is the gateway's continuation: the client had its own once
+        for holder in (choice, obj):
+            if "prompt_token_ids" in holder:
+                del holder["prompt_token_ids"]
                 changed = True
     if "usage" in obj:
         if not st.want_continuous_usage:
@@ -367,6 +390,10 @@ class Upstream(Protocol):
 
     async def tokenize(self, payload: dict[str, Any]) -> list[int] | None:
         """Token ids of ``payload`` (a ``/tokenize`` body) from a live replica of the model; None when none can."""
+        ...
+
+    async def detokenize(self, payload: dict[str, Any]) -> str | None:
+        """Text of ``payload`` (a ``/detokenize`` body) from a live replica of the model; None when none can."""
         ...
 
 
@@ -681,12 +708,22 @@ class StreamRelay:
             await _write_final(resp, error_event(f"upstream replica failed mid-stream and {why}"))
             self.metrics.resumes.labels("impossible").inc()
             return None
+        # Continuing from ids that end mid-character makes vLLM echo the text: learn it while the segment opens.
+        detok = (
+            None
+            if ids is None
+            else asyncio.ensure_future(upstream.detokenize({"model": body.get("model"), "tokens": ids}))
+        )
         try:
             seg = await upstream.open(dumps(body))
+            st.echo = echo_of(await detok) if detok is not None else None
         except (ServiceUnavailableError, UpstreamError, GatewayTimeoutError) as exc:
             await _write_final(resp, error_event(f"upstream replica failed mid-stream; resuming failed: {exc.message}"))
             self.metrics.resumes.labels("failed").inc()
             return None
+        finally:
+            if detok is not None:
+                detok.cancel()
         if seg.response.status != 200:
             status = seg.response.status
             seg.response.close()
@@ -719,17 +756,34 @@ async def tokenize_on(
 ) -> list[int] | None:
     """Token ids of ``payload`` from the first of ``urls`` whose ``POST /tokenize`` answers; None when none does."""
     for url in urls:
-        try:
-            async with asyncio.timeout(timeout_s), session.post(url + "/tokenize", json=payload) as r:
-                if r.status != 200:
-                    continue
-                data = await r.json()
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            continue
+        data = await _post_json(session, url + "/tokenize", payload, timeout_s)
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if isinstance(tokens, list):
             return [int(t) for t in tokens]
     return None
+
+
+async def detokenize_on(
+    session: aiohttp.ClientSession, urls: Sequence[str], payload: dict[str, Any], timeout_s: float
+) -> str | None:
+    """Text of ``payload`` from the first of ``urls`` whose ``POST /detokenize`` answers; None when none does."""
+    for url in urls:
+        data = await _post_json(session, url + "/detokenize", payload, timeout_s)
+        text = data.get("prompt") if isinstance(data, dict) else None
+        if isinstance(text, str):
+            return text
+    return None
+
+
+async def _post_json(session: aiohttp.ClientSession, url: str, payload: dict[str, Any], timeout_s: float) -> Any:
+    """The JSON answer of ``POST url``; None when it fails, times out or is not a 200."""
+    try:
+        async with asyncio.timeout(timeout_s), session.post(url, json=payload) as r:
+            if r.status != 200:
+                return None
+            return await r.json()
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
 
 
 async def _write_final(resp: web.StreamResponse, event: bytes) -> None:

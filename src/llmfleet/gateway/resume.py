@@ -49,3 +49,33 @@ def resume_body(
     out["continue_final_message"] = True
     out["add_generation_prompt"] = False
     return out
+
+
+ECHO_SPECIAL_CHARS = 64
+"""How many leading characters of the engine's ``/detokenize`` text may be special-token text (``<s>``, ...) that
+the engine's streamed text leaves out (vLLM streams with ``skip_special_tokens``; ``/detokenize`` keeps them)."""
+
+
+def echo_of(detokenized: str | None) -> str | None:
+    """What a continuation from token ids may echo, from ``/detokenize`` of those ids: when they end partway
+    through a UTF-8 character (the text ends in U+FFFD), vLLM 0.32 (vllm-project/vllm#48853) sends the whole
+    decoded prompt (the client's prompt and all text already delivered) as the continuation's first text. That
+    text without its trailing U+FFFD; None when no echo is to be expected."""
+    if not detokenized or not detokenized.endswith("\ufffd"):
+        return None
+    return detokenized.rstrip("\ufffd") or None
+
+
+def drop_echo(text: str, echo: str) -> str:
+    """``text`` (a resumed segment's first text) without the ``echo`` (:func:`echo_of`) it starts with, if it does.
+
+    The echo leaves out special-token text at the start of ``/detokenize``'s (up to :data:`ECHO_SPECIAL_CHARS`
+    characters); a match must cover at least half of ``echo``, so a short continuation that happens to begin like
+    the end of the prompt is not cut."""
+    for skip in range(min(ECHO_SPECIAL_CHARS, len(echo)) + 1):
+        tail = echo[skip:]
+        if 2 * len(tail) < len(echo) or not tail:
+            break
+        if text.startswith(tail):
+            return text[len(tail) :]
+    return text
