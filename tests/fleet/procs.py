@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 LLMFLEET = [sys.executable, "-m", "llmfleet"]
+BANNER_END = "Ctrl-C stops everything"
+"""The last line of `up`'s banner: the fleet serves."""
 
 
 def _stat(pid: int | str) -> list[str]:
@@ -61,6 +64,23 @@ def read_until(proc: subprocess.Popen[str], marker: str, seen: list[str] | None 
         if marker in line:
             return
     raise AssertionError(f"`up` ended before {marker!r}:\n{''.join(seen)}")
+
+
+def drain_in_background(proc: subprocess.Popen[str], marker: str = BANNER_END) -> tuple[list[str], threading.Event]:
+    """Keep reading ``proc``'s output in a daemon thread (so `up` never blocks on a full pipe) into the returned
+    lines; the event is set at the line holding ``marker`` (default: the banner's last line)."""
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return lines, seen
 
 
 def stop_fleet(proc: subprocess.Popen[str], pids: Iterable[int] = ()) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from llmfleet.appthread import free_port
-from tests.fleet.procs import LLMFLEET, alive, children, read_until, start_up, stop_fleet
+from tests.fleet.procs import BANNER_END, LLMFLEET, alive, children, read_until, start_up, stop_fleet
 
 BODY = {"model": "llama-3.1-8b", "prompt": "hello", "max_tokens": 4}
 
@@ -59,7 +59,7 @@ def test_kill_9_of_the_gateway_is_survived(tmp_path: Path) -> None:
     seen: list[str] = []
     pids: list[int] = []
     try:
-        read_until(proc, "Ctrl-C stops everything", seen)
+        read_until(proc, BANNER_END, seen)
         assert any("prometheus" in line and "llmfleet-up.json" in line for line in seen), "banner names the file"
         before = children(proc.pid)
         pids = list(before)

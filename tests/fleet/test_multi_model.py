@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import aiohttp
 import pytest
 
 from llmfleet.appthread import free_port
-from tests.fleet.procs import LLMFLEET, start_up, stop_fleet
+from tests.fleet.procs import LLMFLEET, drain_in_background, start_up, stop_fleet
 
 FLEET_YAML = """
 fleet: {replicas: 1, min_replicas: 1, max_replicas: 3}
@@ -74,17 +73,7 @@ async def test_two_models_scale_on_their_own_signals(tmp_path: Path) -> None:
     port = free_port()
     proc = start_up(tmp_path, "--config", "fleet.yaml", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
-    lines: list[str] = []
-    banner = threading.Event()
-
-    def drain() -> None:  # keeps reading so `up` never blocks on a full pipe; the lines explain a failure
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:  # the banner's last line
-                banner.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    lines, banner = drain_in_background(proc)
     chat: list[int] = []
     small: list[int] = []
     try:

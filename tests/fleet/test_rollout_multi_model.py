@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmfleet.appthread import free_port
-from tests.fleet.procs import LLMFLEET, children, start_up, stop_fleet
+from tests.fleet.procs import LLMFLEET, children, drain_in_background, start_up, stop_fleet
 
 FLEET_YAML = """
 fleet: {replicas: 1, rollout_verify_s: 0.5}
@@ -102,17 +101,7 @@ async def test_rolling_one_model_leaves_the_other_serving_and_scaling(tmp_path: 
     port = free_port()
     proc = start_up(tmp_path, "--config", "fleet.yaml", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
-    lines: list[str] = []
-    banner = threading.Event()
-
-    def drain() -> None:  # keeps reading so `up` never blocks on a full pipe; the lines explain a failure
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                banner.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    lines, banner = drain_in_background(proc)
     chat: list[int] = []
     small: list[int] = []
     stop = asyncio.Event()
