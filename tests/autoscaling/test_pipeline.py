@@ -187,6 +187,26 @@ async def test_paused_controller_holds_and_says_why() -> None:
     assert (await ctl.step()).reason != "paused: rollout in progress"
 
 
+async def test_resumed_controller_ignores_what_it_sampled_while_paused() -> None:
+    cfg = CFG.model_copy(update={"policies": ["threshold"], "scale_up_stabilization_s": 0})
+
+    async def run(pause: bool) -> tuple[int, FakeProvider]:
+        clock, provider = ManualClock(), FakeProvider(2)
+        ctl = Controller(Scripted(provider, {0: 60.0, 40: 2.0}), provider, cfg, clock)  # 3 s latency, quiet at 40
+        if pause:
+            ctl.pause("validate: throughput")
+        for _ in range(3):  # t = 0, 15, 30: overloaded
+            await ctl.step()
+            clock.advance(15)
+        ctl.resume()
+        return (await ctl.step()).replicas, provider  # t = 45: one quiet sample
+
+    replicas, provider = await run(pause=True)
+    assert replicas == 2 and provider.calls == []  # the overload sampled while paused does not scale it now
+    replicas, provider = await run(pause=False)
+    assert provider.calls, "the same overload, not paused, scales up (so the check above can fail)"
+
+
 def _decide(proposals: list[int], current: int, state: object = None, now: float = 1000.0, **cfg: object):  # type: ignore[no-untyped-def]
     from llmfleet.autoscaling.pipeline import ControllerState, decide
 

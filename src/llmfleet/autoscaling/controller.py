@@ -91,10 +91,15 @@ class Controller:
         return self.state.history[-1] if self.state.history else None
 
     def pause(self, reason: str) -> None:
-        """Hold the fleet size (signals are still sampled) while another actor changes it, e.g. a rollout."""
+        """Hold the fleet size while another actor changes it (a rollout, a backfill) or measures it (validate)."""
         self.paused = reason
 
     def resume(self) -> None:
+        """Decide again, on signals sampled from now on: what was sampled while paused describes a fleet someone
+        else was changing (a rollout's surge) or loading on purpose (validate's throughput check), and acting on it
+        would undo their work (scale down a surged fleet, scale up after a deliberate overload)."""
+        if self.paused is not None:
+            self.window = SignalWindow(self.window.max_age_s)
         self.paused = None
 
     def status(self, last: int = 20) -> dict[str, object]:
