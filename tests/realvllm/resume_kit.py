@@ -5,12 +5,14 @@ sits in socket buffers)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -23,6 +25,9 @@ from llmfleet.appthread import free_port
 from llmfleet.engines.launch import tail
 from llmfleet.engines.vllm_testing import VLLMReplica
 from llmfleet.vllm_metrics import GENERATION_TOKENS, PROMPT_TOKENS, read_gauges
+
+_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: where ``python -m tests.realvllm.resume_kit`` (the watcher) runs."""
 
 
 class GatewayProcess:
@@ -90,56 +95,118 @@ class Progress:
     """The scrapes before it, ``<seconds>: <running>+<waiting> <prompt>/<generated>`` (for the report)."""
 
 
-async def progress(session: aiohttp.ClientSession, url: str) -> Progress:
-    """The engine's requests in flight and tokens generated so far, from its ``/metrics``."""
-    async with session.get(f"{url}/metrics") as r:
-        page = promtext.parse(await r.read())
+def _progress(page_bytes: bytes) -> Progress:
+    page = promtext.parse(page_bytes)
     gauges = read_gauges(page)
     generated = page.counter(GENERATION_TOKENS) or 0.0
     return Progress(gauges.running, gauges.waiting, generated, page.counter(PROMPT_TOKENS) or 0.0)
 
 
-async def kill_when_generating(
-    session: aiohttp.ClientSession,
-    victim: VLLMReplica,
-    base: Progress,
-    prompt_tokens: int,
-    tokens: int,
-    poll_s: float = 0.02,
-    stale_s: float = 0.3,
-    timeout_s: float = 120.0,
-    client_ahead: Callable[[], bool] | None = None,
-) -> Progress:
-    """kill -9 ``victim`` as soon as its ``/metrics`` shows ``prompt_tokens`` prompt tokens prefilled (every stream
-    placed on it has started) and ``tokens`` tokens generated since ``base``, with requests still running; returns
-    that scrape (counters from ``base``). A scrape slower than ``stale_s`` is not acted on: on a starved machine the
-    victim's API server can leave ``/metrics`` unanswered for seconds while it streams, so ``client_ahead`` (what
-    the clients have received, which trails the engine) also triggers the kill.
+async def progress(session: aiohttp.ClientSession, url: str) -> Progress:
+    """The engine's requests in flight and tokens generated so far, from its ``/metrics``."""
+    async with session.get(f"{url}/metrics") as r:
+        return _progress(await r.read())
+
+
+def progress_now(url: str, timeout_s: float) -> Progress:
+    """:func:`progress` with a plain blocking socket (for the watcher thread)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=timeout_s) as r:
+        return _progress(r.read())
+
+
+@dataclass(frozen=True)
+class KillPlan:
+    """What the watcher process needs (:func:`watch_and_kill`): the victim and when to kill it."""
+
+    url: str
+    pgid: int
+    """The victim's process group (its API server's pid): killed whole."""
+    engine_pids: list[int]
+    """The victim's engine processes, frozen while it is looked at."""
+    base: Progress
+    prompt_tokens: int
+    tokens: int
+    run_s: float = 0.1
+    scrape_timeout_s: float = 2.0
+    timeout_s: float = 180.0
+
+
+def watch_and_kill(plan: KillPlan) -> Progress:
+    """kill -9 the victim once its ``/metrics`` shows ``plan.prompt_tokens`` prompt tokens prefilled (every stream
+    placed on it has started) and ``plan.tokens`` tokens generated since ``plan.base``, with requests still
+    running; returns that scrape (counters from ``base``).
+
+    The engine is looked at while frozen: every ``run_s`` its engine processes are stopped (SIGSTOP; the API
+    server keeps answering), ``/metrics`` is read, and the kill, when due, lands on the still-stopped engine, so the
+    replica dies exactly as far into the generation as the scrape saw, however long the scrape took.
     Raises AssertionError when that does not happen within ``timeout_s`` (the run did not test what it should)."""
     t0 = time.monotonic()
     seen: list[str] = []
-    last = base
-    while time.monotonic() - t0 < timeout_s:
-        if client_ahead is not None and client_ahead():
-            victim.kill9()
-            seen.append(f"{time.monotonic() - t0:.2f}s: killed on the client's count")
-            return Progress(last.running, last.waiting, last.generated - base.generated, 0.0, tuple(seen))
-        asked = time.monotonic()
+    base = plan.base
+    while time.monotonic() - t0 < plan.timeout_s:
+        time.sleep(plan.run_s)
+        VLLMReplica.freeze(plan.engine_pids)
         try:
-            async with asyncio.timeout(stale_s):
-                last = await progress(session, victim.url)
-        except TimeoutError:  # a starved API server: look at the client's count meanwhile
-            seen.append(f"{asked - t0:.2f}s: slow scrape")
-            continue
-        rtt = time.monotonic() - asked
-        generated, prompt = last.generated - base.generated, last.prompt - base.prompt
-        seen.append(f"{asked - t0:.2f}s: {last.running:.0f}+{last.waiting:.0f} {prompt:.0f}/{generated:.0f}")
-        # A scrape that took long (a stalled machine) is stale: the engine may be near done by now.
-        if prompt >= prompt_tokens and generated >= tokens and last.running and rtt < stale_s:
-            victim.kill9()
-            return Progress(last.running, last.waiting, generated, prompt, tuple(seen))
-        await asyncio.sleep(poll_s)
+            asked = time.monotonic()
+            try:
+                last = progress_now(plan.url, plan.scrape_timeout_s)
+            except OSError:  # a starved API server: let the engine run on and ask again
+                seen.append(f"{asked - t0:.2f}s: slow scrape")
+                continue
+            generated, prompt = last.generated - base.generated, last.prompt - base.prompt
+            seen.append(
+                f"{asked - t0:.2f}s +{time.monotonic() - asked:.2f}s: {last.running:.0f}+{last.waiting:.0f}"
+                f" {prompt:.0f}/{generated:.0f}"
+            )
+            if prompt >= plan.prompt_tokens and generated >= plan.tokens and last.running:
+                os.killpg(plan.pgid, signal.SIGKILL)
+                return Progress(last.running, last.waiting, generated, prompt, tuple(seen))
+        finally:
+            VLLMReplica.thaw(plan.engine_pids)  # after a kill: nothing left to continue
     raise AssertionError(
-        f"the victim never had {prompt_tokens} prompt tokens and {tokens} new tokens in flight: "
+        f"the victim never had {plan.prompt_tokens} prompt tokens and {plan.tokens} new tokens in flight: "
         f"{seen[:30]}...{seen[-5:]}"
     )
+
+
+async def kill_when_generating(victim: VLLMReplica, base: Progress, prompt_tokens: int, tokens: int) -> Progress:
+    """:func:`watch_and_kill` in a process of its own (a watcher in the test's process, sharing its interpreter
+    with the clients, once woke up 3 s late on this loaded 2-core machine; a process that wakes from a sleep is
+    scheduled at once), then ``victim`` reaped."""
+    assert victim.proc is not None
+    pids = victim.engine_pids()
+    assert pids, "the victim's engine runs in its API server's process: it cannot be frozen"
+    plan = KillPlan(victim.url, victim.proc.pid, pids, base, prompt_tokens, tokens)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.realvllm.resume_kit",
+        json.dumps(asdict(plan)),
+        cwd=_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    result = json.loads(out)
+    if "error" in result:
+        raise AssertionError(result["error"])
+    victim.kill9()  # reap it (killed by the watcher)
+    p = result["progress"]
+    return Progress(p["running"], p["waiting"], p["generated"], p["prompt"], tuple(p["trace"]))
+
+
+def _main(arg: str) -> None:
+    raw = json.loads(arg)
+    plan = KillPlan(**{**raw, "base": Progress(**{**raw["base"], "trace": ()})})
+    try:
+        print(json.dumps({"progress": asdict(watch_and_kill(plan))}))
+    except AssertionError as exc:
+        print(json.dumps({"error": str(exc)}))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])

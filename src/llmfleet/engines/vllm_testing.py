@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,9 +70,61 @@ class VLLMReplica:
         self.stop()
         raise RuntimeError(f"vLLM not ready after {self.ready_timeout_s} s:\n{tail(self.log_path, 30)}")
 
+    def engine_pids(self) -> list[int]:
+        """The replica's processes other than its API server (the engine core and its helpers): the rest of its
+        process group, read from ``/proc``."""
+        if self.proc is None:
+            return []
+        pids = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == self.proc.pid:
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) == self.proc.pid:
+                pids.append(int(entry.name))
+        return pids
+
+    def renice_engine(self, nice: int) -> list[int]:
+        """Lower the engine processes' priority (every thread of :meth:`engine_pids`; threads they start later
+        inherit it) so that on a small machine the API server, the gateway and the test get the CPU first and the
+        engine generates in what is left. Returns the engine's pids."""
+        pids = self.engine_pids()
+        for pid in pids:
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:  # gone meanwhile
+                continue
+            for tid in tids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return pids
+
+    @staticmethod
+    def freeze(pids: list[int]) -> None:
+        """SIGSTOP ``pids`` (:meth:`engine_pids`): the engine generates nothing until :meth:`thaw`, while its API
+        server still answers (``/metrics`` shows exactly what was generated)."""
+        VLLMReplica._signal(pids, signal.SIGSTOP)
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        """SIGCONT ``pids`` after :meth:`freeze`."""
+        VLLMReplica._signal(pids, signal.SIGCONT)
+
+    @staticmethod
+    def _signal(pids: list[int], sig: signal.Signals) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def kill9(self) -> None:
+        """SIGKILL the replica's process group (it may already have been killed from elsewhere) and reap it."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
