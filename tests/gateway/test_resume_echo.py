@@ -4,8 +4,9 @@ text; the gateway drops that echo. And a resumed segment's ``prompt_token_ids`` 
 never reaches the client, who had its own once.
 
 The scripted replicas below model vLLM's byte-level behaviour on 127.0.0.1: token ids map to bytes (two byte tokens
-make one ``é``), streamed text withholds an incomplete character, ``/detokenize`` keeps special tokens, and a
-continuation whose prompt decodes to an incomplete character primes its detokenizer wrongly and echoes."""
+make one ``é``), streamed text withholds an incomplete character and leaves out special tokens (the demo model
+generates ``</s>`` and friends at random), ``/detokenize`` keeps them, and a continuation whose prompt decodes to an
+incomplete character primes its detokenizer wrongly and echoes."""
 
 from __future__ import annotations
 
@@ -20,22 +21,33 @@ from aiohttp import web
 
 from llmfleet.appthread import AppThread
 from llmfleet.gateway.relay import StreamState, new_state, track_chunk
-from llmfleet.gateway.resume import drop_echo, echo_of
+from llmfleet.gateway.resume import Echo, drop_echo, expect_echo
 
 from .conftest import GatewayThread, start_gateway
 
 MODEL = "m"
-BOS = 1
-PIECES = {BOS: b"<s>", 10: b"Once", 11: b" upon", 12: b" a", 13: b" time", 20: b" caf", 200: b"\xc3", 201: b"\xa9"}
+BOS, EOS = 1, 2
+SPECIAL = {BOS, EOS}
+PIECES = {
+    BOS: b"<s>",
+    EOS: b"</s>",
+    10: b"Once",
+    11: b" upon",
+    12: b" a",
+    13: b" time",
+    20: b" caf",
+    200: b"\xc3",
+    201: b"\xa9",
+}
 PIECES |= {14: b" there", 15: b" was"}
 PROMPT = "Once upon a"
 PROMPT_IDS = [BOS, 10, 11, 12]
-GEN = [13, 20, 200, 201, 14, 15] * 4
+GEN = [13, EOS, 20, 200, 201, 14, 15] * 3
 """What every replica generates after the client's prompt (position by position, so a continuation goes on)."""
 
 
 def decode(ids: list[int], skip_special: bool) -> str:
-    return b"".join(PIECES[i] for i in ids if not (skip_special and i == BOS)).decode(errors="replace")
+    return b"".join(PIECES[i] for i in ids if not (skip_special and i in SPECIAL)).decode(errors="replace")
 
 
 @dataclass
@@ -139,38 +151,39 @@ async def _stream(url: str, max_tokens: int, want_ids: bool) -> tuple[str, list[
 
 @pytest.mark.parametrize("want_ids", [True, False])
 async def test_a_resume_from_ids_ending_mid_character_does_not_resend_the_text(replicas: Any, want_ids: bool) -> None:
-    a, b = Script(die_after=3), Script()  # a dies after " time", " caf" and the first byte of "é"
+    a, b = Script(die_after=4), Script()  # a dies after " time", "</s>", " caf" and the first byte of "é"
     gw = replicas(a, b)
-    text, ids, prompts, usage = await _stream(gw.url, 10, want_ids)
-    assert b.bodies[0]["prompt"] == [*PROMPT_IDS, 13, 20, 200]  # continued from the ids: the echo case
-    assert text == decode(GEN[:10], skip_special=True) == " time café there was time café"
-    assert usage["completion_tokens"] == 10 and usage["prompt_tokens"] == len(PROMPT_IDS)
+    text, ids, prompts, usage = await _stream(gw.url, 12, want_ids)
+    assert b.bodies[0]["prompt"] == [*PROMPT_IDS, 13, EOS, 20, 200]  # continued from the ids: the echo case
+    assert text == decode(GEN[:12], skip_special=True) == " time café there was time café"
+    assert usage["completion_tokens"] == 12 and usage["prompt_tokens"] == len(PROMPT_IDS)
     if want_ids:
-        assert ids == GEN[:10]
+        assert ids == GEN[:12]
         assert prompts == [PROMPT_IDS]  # the client's own prompt, once: not b's continuation prompt
     else:
         assert ids == [] and prompts == []
 
 
 async def test_a_resume_from_ids_ending_on_a_whole_character_keeps_all_text(replicas: Any) -> None:
-    a, b = Script(die_after=2), Script()  # ids end with " caf": nothing to echo, nothing dropped
+    a, b = Script(die_after=3), Script()  # ids end with " caf": nothing to echo, nothing dropped
     gw = replicas(a, b)
-    text, ids, prompts, _ = await _stream(gw.url, 8, True)
-    assert text == decode(GEN[:8], skip_special=True) and ids == GEN[:8] and prompts == [PROMPT_IDS]
+    text, ids, prompts, _ = await _stream(gw.url, 12, True)
+    assert text == decode(GEN[:12], skip_special=True) and ids == GEN[:12] and prompts == [PROMPT_IDS]
 
 
 def test_echo_expected_only_when_the_ids_end_mid_character() -> None:
-    assert echo_of("<s>Once caf\ufffd") == "<s>Once caf"
-    assert echo_of("<s>Once caf\ufffd\ufffd") == "<s>Once caf"
-    assert echo_of("<s>Once café") is None and echo_of(None) is None and echo_of("\ufffd") is None
+    assert expect_echo(" caf\ufffd", "<s>Once", " time") == Echo("<s>Once", " time")
+    assert expect_echo(" café", "<s>Once", " time") is None
+    assert expect_echo(None, "<s>Once", "") is None and expect_echo("\ufffd", None, "") is None
 
 
 def test_drop_echo_skips_special_token_text_and_keeps_real_continuations() -> None:
-    echo = "<s>Once upon a time caf"
+    echo = Echo("<s>Once upon a", " time caf")
     assert drop_echo("Once upon a time café there", echo) == "é there"  # vLLM skips <s> when streaming
     assert drop_echo("<s>Once upon a time café", echo) == "é"
     assert drop_echo("é there", echo) == "é there"  # no echo: untouched
-    assert drop_echo("caf again", echo) == "caf again"  # begins like the prompt's end, far too short for an echo
+    assert drop_echo(" a time caf again", echo) == " a time caf again"  # too little of the prompt for an echo
+    assert drop_echo("Once upon a time", echo) == "Once upon a time"  # not all the text sent: not the echo
 
 
 def _resumed(chat: bool, want_ids: bool) -> StreamState:
@@ -182,7 +195,7 @@ def _resumed(chat: bool, want_ids: bool) -> StreamState:
 
 def test_a_resumed_chunk_drops_the_echo_once_and_keeps_the_stream_id() -> None:
     st = _resumed(chat=False, want_ids=False)
-    st.echo = "<s>Once upon a time caf"
+    st.echo = Echo("<s>Once upon a", " time caf")
     first = {
         "id": "other",
         "created": 2,

@@ -31,7 +31,7 @@ from llmfleet.gateway.chunkscan import dumps, loads
 from llmfleet.gateway.client_out import ClientOut
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome
-from llmfleet.gateway.resume import drop_echo, echo_of, resume_body
+from llmfleet.gateway.resume import ECHO_TAIL_IDS, Echo, drop_echo, expect_echo, resume_body
 from llmfleet.gateway.upstream_http import UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ class StreamState:
     """A chunk carried a ``finish_reason`` or an error: the stream may end."""
     resumed: bool = False
     resumes: int = 0
-    echo: str | None = None
-    """Text the resumed segment's first text may repeat (:func:`~llmfleet.gateway.resume.echo_of`), dropped from it."""
+    echo: Echo | None = None
+    """What the resumed segment's first text will repeat (:class:`~llmfleet.gateway.resume.Echo`): dropped."""
     usage: dict[str, Any] | None = None
     first_at: float | None = None
     last_at: float | None = None
@@ -702,28 +702,27 @@ class StreamRelay:
         ids = None
         if not st.chat and st.prompt_ids is not None and st.token_ids is not None:
             ids = st.prompt_ids + st.token_ids
-        body = resume_body(req.body, st.chat, "".join(st.parts), st.delivered, limit, ids)
+        sent = "".join(st.parts)
+        body = resume_body(req.body, st.chat, sent, st.delivered, limit, ids)
         if body is None or st.resumes >= self.cfg.max_resumes:
             why = "the request cannot be continued from text" if body is None else "resume budget exhausted"
             await _write_final(resp, error_event(f"upstream replica failed mid-stream and {why}"))
             self.metrics.resumes.labels("impossible").inc()
             return None
         # Continuing from ids that end mid-character makes vLLM echo the text: learn it while the segment opens.
-        detok = (
-            None
-            if ids is None
-            else asyncio.ensure_future(upstream.detokenize({"model": body.get("model"), "tokens": ids}))
-        )
+        echo = None
+        if ids is not None and st.prompt_ids is not None:
+            echo = asyncio.ensure_future(_learn_echo(upstream, body.get("model"), st.prompt_ids, ids, sent))
         try:
             seg = await upstream.open(dumps(body))
-            st.echo = echo_of(await detok) if detok is not None else None
+            st.echo = await echo if echo is not None else None
         except (ServiceUnavailableError, UpstreamError, GatewayTimeoutError) as exc:
             await _write_final(resp, error_event(f"upstream replica failed mid-stream; resuming failed: {exc.message}"))
             self.metrics.resumes.labels("failed").inc()
             return None
         finally:
-            if detok is not None:
-                detok.cancel()
+            if echo is not None:
+                echo.cancel()
         if seg.response.status != 200:
             status = seg.response.status
             seg.response.close()
@@ -749,6 +748,15 @@ class StreamRelay:
 
 
 _NO_SPECIAL = {"add_special_tokens": False}
+
+
+async def _learn_echo(upstream: Upstream, model: Any, prompt_ids: list[int], ids: list[int], sent: str) -> Echo | None:
+    """The :class:`~llmfleet.gateway.resume.Echo` a continuation from ``ids`` will send (vLLM #48853): asks the
+    engine's ``/detokenize`` whether ``ids`` end mid-character and, only then, for the prompt's text."""
+    tail = await upstream.detokenize({"model": model, "tokens": ids[-ECHO_TAIL_IDS:]})
+    if tail is None or not tail.endswith("\ufffd"):
+        return None
+    return expect_echo(tail, await upstream.detokenize({"model": model, "tokens": prompt_ids}), sent)
 
 
 async def tokenize_on(

@@ -9,6 +9,7 @@ already sent. Chat: the messages plus a partial assistant message
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -52,30 +53,46 @@ def resume_body(
 
 
 ECHO_SPECIAL_CHARS = 64
-"""How many leading characters of the engine's ``/detokenize`` text may be special-token text (``<s>``, ...) that
-the engine's streamed text leaves out (vLLM streams with ``skip_special_tokens``; ``/detokenize`` keeps them)."""
+"""How many leading characters of the engine's ``/detokenize`` text of the prompt may be special-token text
+(``<s>``, ...) that the engine's streamed text leaves out (vLLM streams with ``skip_special_tokens``; its
+``/detokenize`` keeps them)."""
+ECHO_TAIL_IDS = 8
+"""Token ids from the end whose ``/detokenize`` tells whether the ids end partway through a character (one UTF-8
+character spans at most 4 byte tokens)."""
 
 
-def echo_of(detokenized: str | None) -> str | None:
-    """What a continuation from token ids may echo, from ``/detokenize`` of those ids: when they end partway
-    through a UTF-8 character (the text ends in U+FFFD), vLLM 0.32 (vllm-project/vllm#48853) sends the whole
-    decoded prompt (the client's prompt and all text already delivered) as the continuation's first text. That
-    text without its trailing U+FFFD; None when no echo is to be expected."""
-    if not detokenized or not detokenized.endswith("\ufffd"):
+@dataclass(frozen=True)
+class Echo:
+    """What a continuation from token ids repeats before its new text (vLLM 0.32, vllm-project/vllm#48853): when the
+    ids end partway through a UTF-8 character, its first text is the whole decoded prompt, i.e. the client's
+    prompt followed by all text already delivered."""
+
+    prompt: str
+    """The client's prompt ids as ``/detokenize`` writes them (special tokens included)."""
+    sent: str
+    """The text the client already has."""
+
+
+def expect_echo(tail_text: str | None, prompt_text: str | None, sent: str) -> Echo | None:
+    """The :class:`Echo` to expect, from ``/detokenize`` of the continuation's last :data:`ECHO_TAIL_IDS` ids
+    (``tail_text``: ending in U+FFFD when they end mid-character) and of the client's prompt ids; None when no
+    echo is to be expected or the engine could not say."""
+    if tail_text is None or prompt_text is None or not tail_text.endswith("\ufffd"):
         return None
-    return detokenized.rstrip("\ufffd") or None
+    return Echo(prompt_text, sent)
 
 
-def drop_echo(text: str, echo: str) -> str:
-    """``text`` (a resumed segment's first text) without the ``echo`` (:func:`echo_of`) it starts with, if it does.
+def drop_echo(text: str, echo: Echo) -> str:
+    """``text`` (a resumed segment's first text) without the ``echo`` it starts with, if it does.
 
-    The echo leaves out special-token text at the start of ``/detokenize``'s (up to :data:`ECHO_SPECIAL_CHARS`
-    characters); a match must cover at least half of ``echo``, so a short continuation that happens to begin like
-    the end of the prompt is not cut."""
-    for skip in range(min(ECHO_SPECIAL_CHARS, len(echo)) + 1):
-        tail = echo[skip:]
-        if 2 * len(tail) < len(echo) or not tail:
+    The echo is the prompt, less up to :data:`ECHO_SPECIAL_CHARS` leading characters of special-token text, then
+    the text sent. The prompt part must cover at least half of the prompt, so a continuation that merely begins
+    like the end of the prompt is not cut."""
+    prompt, sent = echo.prompt, echo.sent
+    for skip in range(min(ECHO_SPECIAL_CHARS, len(prompt)) + 1):
+        head = prompt[skip:]
+        if 2 * len(head) < len(prompt):
             break
-        if text.startswith(tail):
-            return text[len(tail) :]
+        if text.startswith(head) and text.startswith(sent, len(head)):
+            return text[len(head) + len(sent) :]
     return text
