@@ -169,39 +169,58 @@ def watch_and_kill(plan: KillPlan) -> Progress:
     )
 
 
-async def kill_when_generating(victim: VLLMReplica, base: Progress, prompt_tokens: int, tokens: int) -> Progress:
-    """:func:`watch_and_kill` in a process of its own (a watcher in the test's process, sharing its interpreter
-    with the clients, once woke up 3 s late on this loaded 2-core machine; a process that wakes from a sleep is
-    scheduled at once), then ``victim`` reaped."""
-    assert victim.proc is not None
-    pids = victim.engine_pids()
-    assert pids, "the victim's engine runs in its API server's process: it cannot be frozen"
-    plan = KillPlan(victim.url, victim.proc.pid, pids, base, prompt_tokens, tokens)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.realvllm.resume_kit",
-        json.dumps(asdict(plan)),
-        cwd=_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    result = json.loads(out)
-    if "error" in result:
-        raise AssertionError(result["error"])
-    victim.kill9()  # reap it (killed by the watcher)
-    p = result["progress"]
-    return Progress(p["running"], p["waiting"], p["generated"], p["prompt"], tuple(p["trace"]))
+class KillWatcher:
+    """:func:`watch_and_kill` in a process of its own, started (and ready) before the streams are: a watcher in
+    the test's process, sharing its interpreter with the clients, once woke up 3 s late on this loaded 2-core
+    machine (a process that wakes from a sleep is scheduled at once), and a watcher process started with the
+    streams took so long to import that the victim had generated 99% of them before its first look."""
+
+    def __init__(self, victim: VLLMReplica, base: Progress, prompt_tokens: int, tokens: int) -> None:
+        assert victim.proc is not None
+        pids = victim.engine_pids()
+        assert pids, "the victim's engine runs in its API server's process: it cannot be frozen"
+        self.victim = victim
+        self.plan = KillPlan(victim.url, victim.proc.pid, pids, base, prompt_tokens, tokens)
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Self:
+        argv = [sys.executable, "-m", "tests.realvllm.resume_kit", json.dumps(asdict(self.plan))]
+        self.proc = await asyncio.create_subprocess_exec(*argv, cwd=_ROOT, stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        try:
+            ready = await asyncio.wait_for(self.proc.stdout.readline(), 120)
+        except BaseException:
+            await self._stop()
+            raise
+        assert ready == b"ready\n", ready
+        return self
+
+    async def killed(self) -> Progress:
+        """The scrape the victim was killed on (then reaped); AssertionError when the watcher gave up."""
+        assert self.proc is not None and self.proc.stdout is not None
+        result = json.loads(await self.proc.stdout.read())
+        await self.proc.wait()
+        if "error" in result:
+            raise AssertionError(result["error"])
+        self.victim.kill9()  # reap it (killed by the watcher)
+        p = result["progress"]
+        return Progress(p["running"], p["waiting"], p["generated"], p["prompt"], tuple(p["trace"]))
+
+    async def _stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop()
 
 
 def _main(arg: str) -> None:
     raw = json.loads(arg)
     plan = KillPlan(**{**raw, "base": Progress(**{**raw["base"], "trace": ()})})
+    print("ready", flush=True)
     try:
         print(json.dumps({"progress": asdict(watch_and_kill(plan))}))
     except AssertionError as exc:

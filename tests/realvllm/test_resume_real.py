@@ -53,7 +53,7 @@ import pytest
 
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
 from llmfleet.promtext import LabelFilter
-from tests.realvllm.resume_kit import GatewayProcess, kill_when_generating, progress
+from tests.realvllm.resume_kit import GatewayProcess, KillWatcher, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]  # two engine start-ups on 2 cores take minutes
 MAX_TOKENS = 3000
@@ -212,20 +212,21 @@ async def test_kill_9_mid_generation_delivers_exactly_max_tokens(two: list[VLLMR
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
             prompts = {c: await _prompt_tokens(s, survivor.url, model, c) for c in (False, True)}
             base = await progress(s, victim.url)
-            t0 = time.monotonic()
-            tasks = [
-                asyncio.create_task(_stream(s, gw.url, model, k, o)) for k, o in zip(GATEWAY_STREAMS, seen, strict=True)
-            ]
-            tasks += [asyncio.create_task(_stream(s, survivor.url, model, Kind(chat=False), o)) for o in plain]
-            try:
-                at_kill = await kill_when_generating(
-                    victim, base, sum(prompts[k.chat] for k in GATEWAY_STREAMS), KILL_AFTER * len(GATEWAY_STREAMS)
-                )
-                await asyncio.gather(*tasks)
-                wall_s = time.monotonic() - t0
-            finally:
-                for t in tasks:
-                    t.cancel()
+            kill_tokens = KILL_AFTER * len(GATEWAY_STREAMS)
+            async with KillWatcher(victim, base, sum(prompts[k.chat] for k in GATEWAY_STREAMS), kill_tokens) as w:
+                t0 = time.monotonic()
+                tasks = [
+                    asyncio.create_task(_stream(s, gw.url, model, k, o))
+                    for k, o in zip(GATEWAY_STREAMS, seen, strict=True)
+                ]
+                tasks += [asyncio.create_task(_stream(s, survivor.url, model, Kind(chat=False), o)) for o in plain]
+                try:
+                    at_kill = await w.killed()
+                    await asyncio.gather(*tasks)
+                    wall_s = time.monotonic() - t0
+                finally:
+                    for t in tasks:
+                        t.cancel()
             texts = [
                 await _detokenize(s, survivor.url, model, o.ids) if k.ids and not k.chat else None
                 for k, o in zip(GATEWAY_STREAMS, seen, strict=True)
