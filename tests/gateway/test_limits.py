@@ -95,7 +95,9 @@ def test_redis_script_matches_the_local_rule() -> None:
         )
 
         async def go() -> None:
-            shared = SharedState(f"redis://127.0.0.1:{port}/0", ManualClock(), CollectorRegistry())
+            # the script is under test here, not failing fast: the production 0.25 s connect timeout lapsed once on a
+            # busy machine
+            shared = SharedState(f"redis://127.0.0.1:{port}/0", ManualClock(), CollectorRegistry(), timeout_s=5.0)
             store = RedisLimitStore(shared)
             lim = KeyLimits(rpm=3, tpm=100)
             got = [await store.acquire("k", lim, 30) for _ in range(4)]
