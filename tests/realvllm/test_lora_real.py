@@ -62,7 +62,7 @@ save_file(tensors, str(out / "adapter_model.safetensors"))
 
 def _replica(runtime: Any, model_dir: Path, log: Path, **lora: Any) -> VLLMReplica:
     rep = VLLMReplica(runtime, model_dir, log)
-    cfg = VLLMEngineConfig(model=str(model_dir), max_model_len=2048, max_lora_rank=RANK, **lora)
+    cfg = VLLMEngineConfig(model=str(model_dir), max_model_len=4096, max_lora_rank=RANK, **lora)
     rep.argv, rep.env = render_command(cfg, runtime, "127.0.0.1", rep.port)
     return rep
 
@@ -118,9 +118,15 @@ def _count(
 def test_adapter_routing_on_real_vllm(fleet: tuple[VLLMReplica, VLLMReplica, GatewayThread, Path]) -> None:
     a, b, gw, adapter = fleet
     base = a.model
-    with urllib.request.urlopen(f"{gw.url}/v1/models", timeout=10) as resp:
-        cards = {m["id"]: m for m in json.loads(resp.read())["data"]}
-    assert cards["sql"]["parent"] == base and cards[base]["parent"] is None, cards
+
+    def cards() -> dict[str, dict[str, Any]]:
+        with urllib.request.urlopen(f"{gw.url}/v1/models", timeout=10) as resp:
+            return {m["id"]: m for m in json.loads(resp.read())["data"]}
+
+    # the prober reads the replicas' model cards (and so the adapter's base) a probe interval after they are up
+    wait_until(lambda: cards()["sql"]["parent"] == base, 30, "the gateway to learn the adapter's base")
+    got = cards()
+    assert got["sql"]["root"] == base and got[base]["parent"] is None, got
 
     sql_texts, on_a, on_b = _count(a, b, gw, "sql", 6)
     assert (on_a, on_b) == (6, 0)  # only the replica that loaded the adapter
@@ -146,7 +152,8 @@ def test_adapter_routing_on_real_vllm(fleet: tuple[VLLMReplica, VLLMReplica, Gat
     u = urlsplit(a.url)
     conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=60)
     try:
-        body = {"model": "sql", "prompt": "x", "max_tokens": 2000, "ignore_eos": True, "stream": True}
+        # 4,000 tokens (the demo model allows 4,096 positions): 2,000 ended before the check on a quiet machine
+        body = {"model": "sql", "prompt": "x", "max_tokens": 4000, "ignore_eos": True, "stream": True}
         conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
         stream = conn.getresponse()
         stream.readline()
