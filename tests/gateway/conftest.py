@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import orjson
 import pytest
+from aiohttp import web
 
 from llmfleet.appthread import AppThread, free_port
 from llmfleet.clock import Clock
@@ -19,6 +21,32 @@ from llmfleet.gateway.app import GATEWAY_KEY, Gateway, create_app
 
 MODEL = "llama-3.1-8b"
 TOKEN = "test-admin-token"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def fake_replica_app(model: str, posts: dict[str, Handler]) -> web.Application:
+    """A scripted replica for relay tests: ``/health`` and ``/v1/models`` (serving ``model``) as an engine answers
+    them, plus the given POST routes (e.g. ``{"/v1/completions": handler}``)."""
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    for path, handler in posts.items():
+        app.router.add_post(path, handler)
+    return app
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``event`` as JSON, as engines frame them."""
+    return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
 class GatewayThread(AppThread):

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from llmfleet.appthread import AppThread
 
-from .conftest import GatewayThread, start_gateway
+from .conftest import GatewayThread, fake_replica_app, start_gateway
 
 MODEL = "m"
 
@@ -36,12 +36,6 @@ class Tape:
 
 
 def tape_app(tape: Tape) -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
@@ -66,11 +60,7 @@ def tape_app(tape: Tape) -> web.Application:
         tape.ended = "done"
         return resp
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    return fake_replica_app(MODEL, {"/v1/completions": completions})
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from llmfleet.appthread import AppThread
 from llmfleet.gateway.relay import StreamState, new_state, track_chunk
 from llmfleet.gateway.resume import Echo, drop_echo, expect_echo
 
-from .conftest import GatewayThread, start_gateway
+from .conftest import GatewayThread, fake_replica_app, sse, start_gateway
 
 MODEL = "m"
 BOS, EOS = 1, 2
@@ -58,12 +58,6 @@ class Script:
 
 
 def byte_app(script: Script) -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-
     async def detokenize(request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response({"prompt": decode(body["tokens"], skip_special=False)})  # as vLLM: specials kept
@@ -96,18 +90,13 @@ def byte_app(script: Script) -> web.Application:
                 choice["token_ids"] = [GEN[at + i]]
                 if i == 0:
                     choice["prompt_token_ids"] = ids[:-1]
-            await resp.write(b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n")
+            await resp.write(sse({**base, "choices": [choice]}))
         usage = {"prompt_tokens": len(ids) - n, "completion_tokens": n, "total_tokens": len(ids)}
-        await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(sse({**base, "choices": [], "usage": usage}))
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/detokenize", detokenize)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    return fake_replica_app(MODEL, {"/detokenize": detokenize, "/v1/completions": completions})
 
 
 @pytest.fixture

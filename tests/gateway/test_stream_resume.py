@@ -16,7 +16,7 @@ from aiohttp import web
 from llmfleet.appthread import AppThread
 from llmfleet.routing.views import ReplicaState
 
-from .conftest import GatewayThread, start_gateway
+from .conftest import GatewayThread, fake_replica_app, sse, start_gateway
 
 MODEL = "m"
 
@@ -33,12 +33,6 @@ class Script:
 
 
 def scripted_app(script: Script) -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):  # a health probe
@@ -59,17 +53,13 @@ def scripted_app(script: Script) -> web.Application:
             choice = {"index": 0, "text": f"{script.name}{i} " if i < n else "", "finish_reason": None}
             if i == n:
                 choice["finish_reason"] = "length"
-            await resp.write(b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n")
+            await resp.write(sse({**base, "choices": [choice]}))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
-        await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(sse({**base, "choices": [], "usage": usage}))
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    return fake_replica_app(MODEL, {"/v1/completions": completions})
 
 
 @pytest.fixture
