@@ -76,6 +76,9 @@ def test_registry_views_apply_residency_and_list_parents() -> None:
     a.lora, b.lora = LoraActivity(frozenset({"sql"})), LoraActivity()
     assert {v.id: v.state for v in reg.views("sql")} == {a.id: ReplicaState.HEALTHY, b.id: ReplicaState.DEGRADED}
     assert all(v.state is ReplicaState.HEALTHY for v in reg.views("base"))
+    a.lora, b.lora = LoraActivity(frozenset({"sql"}), max_loras=1), LoraActivity(max_loras=1)  # a's one slot taken
+    assert all(v.state is ReplicaState.HEALTHY for v in reg.views("base"))  # the base model needs no slot
+    a.lora, b.lora = LoraActivity(frozenset({"sql"})), LoraActivity()
     assert a.to_json()["lora_running"] == ["sql"] and b.to_json()["lora_running"] == []
     reg.add(b.url, models=["base"])  # a new id list: its parents are read again
     assert b.parents is None and b.models == {"base"}

@@ -311,7 +311,8 @@ class Registry:
         views = [r.view() for r in serving]
         if views and not any(v.routable for v in views):
             views = [replace(v, state=ReplicaState.DEGRADED) if v.state == ReplicaState.UNHEALTHY else v for v in views]
-        if any(r.lora is not None for r in serving):
+        # Only an adapter needs a slot: a base model's requests never skip a replica whose slots are full.
+        if any(r.lora is not None for r in serving) and any((r.parents or {}).get(model) for r in serving):
             views = prefer_resident(model, views, {r.id: r.lora for r in serving})
         return views
 
