@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -57,12 +57,15 @@ class GatewayThread(AppThread):
 
 
 def start_gateway(
-    replicas: list[str], routing: dict[str, Any] | None = None, clock: Clock | None = None, **overrides: Any
+    replicas: Sequence[str | dict[str, Any]],
+    routing: dict[str, Any] | None = None,
+    clock: Clock | None = None,
+    **overrides: Any,
 ) -> GatewayThread:
+    """A gateway in a thread of the test process; ``replicas`` are URLs or ``gateway.replicas`` entries."""
     health = {"probe_interval_s": 0.5, "scrape_interval_s": 0.5, **overrides.pop("health", {})}
-    cfg = GatewayConfig.model_validate(
-        {"replicas": [{"url": u} for u in replicas], "admin_token": TOKEN, "health": health, **overrides}
-    )
+    entries = [r if isinstance(r, dict) else {"url": r} for r in replicas]
+    cfg = GatewayConfig.model_validate({"replicas": entries, "admin_token": TOKEN, "health": health, **overrides})
     return GatewayThread(lambda: create_app(cfg, RoutingConfig.model_validate(routing or {}), clock)).start()
 
 

@@ -15,6 +15,7 @@ from llmfleet.promtext import Scrape, parse
 from llmfleet.routing.views import ReplicaState
 from llmfleet.vllm_metrics import GENERATION_TOKENS, PREFIX_CACHE_HITS, PROMPT_TOKENS
 from tests.gateway.conftest import GatewayThread, start_gateway, wait_until
+from tests.realvllm.resume_kit import KillWatcher, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(600)]  # two engine start-ups on 2 busy cores take minutes
 
@@ -115,23 +116,36 @@ async def test_shared_prefix_hits_real_prefix_cache(replicas: list[VLLMReplica])
 
 
 async def test_kill_9_mid_stream_resumes_on_the_other_replica(replicas: list[VLLMReplica]) -> None:
-    gw = _gateway(replicas, "round_robin")
-    # 3,000 tokens (the demo model allows 4,096 positions): at 1,500 a quiet machine had generated them all before
-    # the client read its second chunk, and the kill interrupted nothing
+    """kill -9 the replica serving a stream, mid-generation: the client's stream continues on the other one.
+
+    The kill is timed by the victim engine's own progress (:class:`KillWatcher`, a process of its own), not by the
+    chunks the client has read: on a quiet machine vLLM had generated all 3,000 tokens of the demo model before
+    the client read its second chunk, and a kill then interrupted nothing (tokens sitting in socket buffers need
+    no resumption). Tiered pools place the stream on the victim; after the kill the pool falls back to the other."""
+    victim, survivor = replicas
+    gw = start_gateway(
+        [{"url": victim.url, "pool": "doomed"}, {"url": survivor.url, "pool": "spare"}],
+        routing={"policy": "tiered", "tiered": {"default_pool": "doomed", "inner_policy": "round_robin"}},
+        health={"probe_interval_s": 1.0, "probe_completion": False},
+    )
     max_tokens = 3000
     try:
         async with aiohttp.ClientSession() as s:
+            prompt = "class Fleet:"
+            async with s.post(f"{survivor.url}/tokenize", json={"model": victim.model, "prompt": prompt}) as r:
+                prompt_tokens = len((await r.json())["tokens"])
             body = {
-                "model": replicas[0].model,
-                "prompt": "class Fleet:",
+                "model": victim.model,
+                "prompt": prompt,
                 "max_tokens": max_tokens,
                 "ignore_eos": True,
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
             finishes, usage, errors, chunks = [], None, [], 0
-            async with s.post(f"{gw.url}/v1/completions", json=body) as r:
-                killed = False
+            watcher = KillWatcher(victim, await progress(s, victim.url), prompt_tokens, 300)
+            async with watcher as w, s.post(f"{gw.url}/v1/completions", json=body) as r:
+                killed = asyncio.create_task(w.killed())
                 async for line in r.content:
                     if not line.startswith(b"data: {"):
                         continue
@@ -145,23 +159,16 @@ async def test_kill_9_mid_stream_resumes_on_the_other_replica(replicas: list[VLL
                         chunks += 1
                         if c.get("finish_reason"):
                             finishes.append(c["finish_reason"])
-                    # Early: on a quiet machine vLLM generates all 1,500 tokens in about a second, and once they sit
-                    # in socket buffers a kill no longer interrupts the stream.
-                    if chunks == 2 and not killed:
-                        serving = [rep for rep in replicas if gw.gateway.registry.get(rep.url).in_flight]  # type: ignore[union-attr]
-                        assert len(serving) == 1
-                        await asyncio.to_thread(serving[0].kill9)
-                        killed = True
-        print(f"kill -9 at chunk 2; {chunks} chunks in all, usage {usage}")
-        assert killed and not errors and finishes == ["length"]
-        assert usage is not None and max_tokens <= usage["completion_tokens"] <= max_tokens + 10
+                at_kill = await killed
+        print(f"kill -9 after {at_kill.generated:.0f} victim tokens; {chunks} chunks in all, usage {usage}")
+        assert not errors and finishes == ["length"]
+        assert at_kill.generated < max_tokens
+        assert usage is not None and usage["completion_tokens"] == max_tokens
         assert gw.gateway.metrics.resumes.labels("ok")._value.get() == 1
-        dead = serving[0]
         wait_until(
-            lambda: gw.gateway.registry.get(dead.url).state == ReplicaState.UNHEALTHY,
-            3.0,  # type: ignore[union-attr]
+            lambda: gw.gateway.registry.get(victim.url).state == ReplicaState.UNHEALTHY,  # type: ignore[union-attr]
+            3.0,
             "the killed replica to be marked unhealthy",
         )
-        print(f"resumed stream: {chunks} chunks, usage {usage}")
     finally:
         gw.stop()

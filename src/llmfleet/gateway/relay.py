@@ -31,7 +31,7 @@ from llmfleet.gateway.chunkscan import dumps, loads
 from llmfleet.gateway.client_out import ClientOut
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome
-from llmfleet.gateway.resume import ECHO_TAIL_IDS, Echo, drop_echo, expect_echo, resume_body
+from llmfleet.gateway.resume import Echo, drop_echo, resume_body
 from llmfleet.gateway.upstream_http import UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -709,10 +709,11 @@ class StreamRelay:
             await _write_final(resp, error_event(f"upstream replica failed mid-stream and {why}"))
             self.metrics.resumes.labels("impossible").inc()
             return None
-        # Continuing from ids that end mid-character makes vLLM echo the text: learn it while the segment opens.
+        # Continuing from ids that end mid-character makes vLLM echo the text: learn the prompt's text while the
+        # segment opens (the echo, when it comes, starts with it).
         echo = None
         if ids is not None and st.prompt_ids is not None:
-            echo = asyncio.ensure_future(_learn_echo(upstream, body.get("model"), st.prompt_ids, ids, sent))
+            echo = asyncio.ensure_future(_learn_echo(upstream, body.get("model"), st.prompt_ids, sent))
         try:
             seg = await upstream.open(dumps(body))
             st.echo = await echo if echo is not None else None
@@ -750,13 +751,11 @@ class StreamRelay:
 _NO_SPECIAL = {"add_special_tokens": False}
 
 
-async def _learn_echo(upstream: Upstream, model: Any, prompt_ids: list[int], ids: list[int], sent: str) -> Echo | None:
-    """The :class:`~llmfleet.gateway.resume.Echo` a continuation from ``ids`` will send (vLLM #48853): asks the
-    engine's ``/detokenize`` whether ``ids`` end mid-character and, only then, for the prompt's text."""
-    tail = await upstream.detokenize({"model": model, "tokens": ids[-ECHO_TAIL_IDS:]})
-    if tail is None or not tail.endswith("\ufffd"):
-        return None
-    return expect_echo(tail, await upstream.detokenize({"model": model, "tokens": prompt_ids}), sent)
+async def _learn_echo(upstream: Upstream, model: Any, prompt_ids: list[int], sent: str) -> Echo | None:
+    """The :class:`~llmfleet.gateway.resume.Echo` a continuation may send (vLLM #48853): the client's prompt as the
+    engine's ``/detokenize`` writes it, and the text already sent; None when no replica can detokenize."""
+    prompt = await upstream.detokenize({"model": model, "tokens": prompt_ids})
+    return None if prompt is None else Echo(prompt, sent)
 
 
 async def tokenize_on(

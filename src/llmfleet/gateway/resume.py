@@ -56,30 +56,22 @@ ECHO_SPECIAL_CHARS = 64
 """How many leading characters of the engine's ``/detokenize`` text of the prompt may be special-token text
 (``<s>``, ...) that the engine's streamed text leaves out (vLLM streams with ``skip_special_tokens``; its
 ``/detokenize`` keeps them)."""
-ECHO_TAIL_IDS = 8
-"""Token ids from the end whose ``/detokenize`` tells whether the ids end partway through a character (one UTF-8
-character spans at most 4 byte tokens)."""
 
 
 @dataclass(frozen=True)
 class Echo:
-    """What a continuation from token ids repeats before its new text (vLLM 0.32, vllm-project/vllm#48853): when the
-    ids end partway through a UTF-8 character, its first text is the whole decoded prompt, i.e. the client's
-    prompt followed by all text already delivered."""
+    """What a continuation from token ids may repeat before its new text (vLLM 0.32, vllm-project/vllm#48853): when
+    the ids end partway through a UTF-8 character (as vLLM's stream decodes them: special tokens skipped), its first
+    text is the whole decoded prompt, i.e. the client's prompt followed by all text already delivered.
+
+    Whether the echo comes is read from that first text (:func:`drop_echo`), not guessed beforehand: a guess from
+    ``/detokenize`` of the ids' last tokens missed the echo when they ended in a special token (``</s>`` after the
+    first byte of a character), which ``/detokenize`` writes out and vLLM's stream skips."""
 
     prompt: str
     """The client's prompt ids as ``/detokenize`` writes them (special tokens included)."""
     sent: str
     """The text the client already has."""
-
-
-def expect_echo(tail_text: str | None, prompt_text: str | None, sent: str) -> Echo | None:
-    """The :class:`Echo` to expect, from ``/detokenize`` of the continuation's last :data:`ECHO_TAIL_IDS` ids
-    (``tail_text``: ending in U+FFFD when they end mid-character) and of the client's prompt ids; None when no
-    echo is to be expected or the engine could not say."""
-    if tail_text is None or prompt_text is None or not tail_text.endswith("\ufffd"):
-        return None
-    return Echo(prompt_text, sent)
 
 
 def drop_echo(text: str, echo: Echo) -> str:
