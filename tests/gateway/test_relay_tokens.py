@@ -42,6 +42,12 @@ def test_the_gateway_asks_for_ids_and_usage_per_chunk_without_losing_client_opti
     assert body == {"model": "m", "stream_options": {"include_usage": False, "x": 1}}
 
 
+def test_without_resume_token_ids_the_gateway_asks_only_for_usage_and_keeps_the_clients_own_ask() -> None:
+    up = upstream_stream_body({"model": "m"}, token_ids=False)
+    assert "return_token_ids" not in up and up["stream_options"]["continuous_usage_stats"] is True
+    assert upstream_stream_body({"model": "m", "return_token_ids": True}, token_ids=False)["return_token_ids"] is True
+
+
 def test_coalesced_chunks_and_empty_text_tokens_are_counted_by_token_ids() -> None:
     st = new_state({"prompt": "p"}, chat=False, include_usage=False)
     c1 = track_chunk(_cmpl(" ab", [5, 6, 7], None, prompt=[1, 2, 3, 4]), st)

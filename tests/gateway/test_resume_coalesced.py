@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 
 from .conftest import MODEL, SimProcess, start_gateway
 
@@ -73,12 +74,19 @@ async def _count(s: aiohttp.ClientSession, url: str, text: str | None) -> int:
         return n
 
 
+@pytest.mark.parametrize("resume_token_ids", [True, False])
 async def test_kill_9_with_coalesced_chunks_delivers_exactly_max_tokens(
-    sim_processes: Callable[..., SimProcess],
+    sim_processes: Callable[..., SimProcess], resume_token_ids: bool
 ) -> None:
+    """With ``gateway.resume_token_ids`` off the gateway asks for usage only and resumes from text."""
     # L40S pacing: ~21 ms per token; 150 tokens in flight for ~3 s when the kill lands.
     procs = [sim_processes("--gpu", "L40S") for _ in range(2)]
-    gw = start_gateway([p.url for p in procs], {"policy": "round_robin"}, health={"probe_interval_s": 1.0})
+    gw = start_gateway(
+        [p.url for p in procs],
+        {"policy": "round_robin"},
+        health={"probe_interval_s": 1.0},
+        resume_token_ids=resume_token_ids,
+    )
     try:
         async with aiohttp.ClientSession() as s:
             for p in procs:

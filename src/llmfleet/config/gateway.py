@@ -153,6 +153,12 @@ class GatewayConfig(_Section):
     max_attempts: int = Field(3, ge=1, description="Upstream attempts per request (first try + retries).")
     retry_backoff_s: float = Field(0.02, ge=0, description="Base retry delay (jittered, doubling).")
     max_resumes: int = Field(2, ge=0, description="Times one stream may be resumed on another replica.")
+    resume_token_ids: bool = Field(
+        True,
+        description="Ask engines for every stream's token ids (vLLM return_token_ids), so a resumed completion"
+        " continues from exactly the tokens generated; false resumes from text (token counts stay exact from"
+        " per-chunk usage) and spares the engine sending the prompt's ids in each stream's first chunk.",
+    )
     drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     ewma_alpha: float = Field(0.2, gt=0, le=1, description="Smoothing of per-replica latency averages.")
     health: HealthConfig = Field(default_factory=HealthConfig)

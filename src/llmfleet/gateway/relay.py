@@ -108,10 +108,11 @@ class Chunk:
         return self.tokens > 0
 
 
-def upstream_stream_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The body sent upstream for a client stream: the gateway always asks for the final usage, per-chunk usage
-    and the token ids (vLLM's ``continuous_usage_stats`` and ``return_token_ids``; engines that ignore them are
-    counted by text and ``/tokenize``), and strips from the client's stream what the client did not ask for."""
+def upstream_stream_body(body: dict[str, Any], token_ids: bool = True) -> dict[str, Any]:
+    """The body sent upstream for a client stream: the gateway always asks for the final usage and per-chunk usage
+    (vLLM's ``continuous_usage_stats``), and for the token ids (``return_token_ids``) unless ``token_ids`` is
+    false (``gateway.resume_token_ids``); engines that ignore them are counted by text and ``/tokenize``. What the
+    client did not ask for is stripped from its stream."""
     out = dict(body)
     opts = body.get("stream_options")
     out["stream_options"] = {
@@ -119,7 +120,8 @@ def upstream_stream_body(body: dict[str, Any]) -> dict[str, Any]:
         "include_usage": True,
         "continuous_usage_stats": True,
     }
-    out["return_token_ids"] = True
+    if token_ids:
+        out["return_token_ids"] = True
     return out
 
 
