@@ -13,20 +13,17 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
-from llmfleet.appthread import free_port
 from llmfleet.config import SimEngineConfig
 from llmfleet.engines.sim.background import SimServerThread
+from llmfleet.gateway.local_process import LocalGateway
 
 MODEL = "llama-3.1-8b"
 
@@ -39,55 +36,15 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-class GatewayProcess:
-    """``llmfleet gateway`` in its own process with a gateway section from ``settings``."""
-
-    def __init__(self, replicas: list[str], settings: dict[str, Any]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._dir = tempfile.TemporaryDirectory()
-        cfg = Path(self._dir.name) / "fleet.yaml"
-        gateway = {"replicas": [{"url": u} for u in replicas], **settings}
-        cfg.write_text(yaml.safe_dump({"gateway": gateway}))
-        cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(self.port), "--config", str(cfg)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not self._ready():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError("the gateway did not become ready")
-            time.sleep(0.05)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def rss_mib(self) -> float:
-        return rss_mib(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._dir.cleanup()
-
-
 @contextmanager
-def fleet(n: int, settings: dict[str, Any], **sim: Any) -> Iterator[tuple[GatewayProcess, list[SimServerThread]]]:
+def fleet(n: int, settings: dict[str, Any], **sim: Any) -> Iterator[tuple[LocalGateway, list[SimServerThread]]]:
     """``n`` simulated engines (threads) behind a gateway process; everything stops at the end."""
     sims: list[SimServerThread] = []
-    gw: GatewayProcess | None = None
+    gw: LocalGateway | None = None
     try:
         for _ in range(n):
             sims.append(SimServerThread(SimEngineConfig.model_validate(sim)).start())
-        gw = GatewayProcess([s.url for s in sims], settings)
+        gw = LocalGateway({"gateway": {"replicas": [{"url": s.url} for s in sims], **settings}})
         yield gw, sims
     finally:
         if gw is not None:
@@ -196,12 +153,12 @@ async def _stream(s: aiohttp.ClientSession, url: str, body: bytes) -> int:
 
 
 async def soak(
-    gw: GatewayProcess, sims: list[SimServerThread], duration_s: float, concurrency: int = 16
+    gw: LocalGateway, sims: list[SimServerThread], duration_s: float, concurrency: int = 16
 ) -> dict[str, Any]:
     """Mixed streamed/non-streamed load for ``duration_s`` while faults come and go on one replica (errors, then
     added latency); RSS sampled along the way. ``lost`` counts requests that got no answer (status 0)."""
     statuses: dict[int, int] = {}
-    rss: list[float] = [gw.rss_mib()]
+    rss: list[float] = [rss_mib(gw.proc.pid)]
     deadline = time.monotonic() + duration_s
     plain = json.dumps({"model": MODEL, "prompt": "soak " * 30, "max_tokens": 16}).encode()
     streamed = json.dumps({"model": MODEL, "prompt": "soak", "max_tokens": 24, "stream": True}).encode()
@@ -225,10 +182,10 @@ async def soak(
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_set_faults(sim, f), sim.loop))
             k += 1
             await asyncio.sleep(min(10.0, max(1.0, duration_s / 12)))
-            rss.append(gw.rss_mib())
+            rss.append(rss_mib(gw.proc.pid))
 
     await asyncio.gather(faults(), *(worker(i) for i in range(concurrency)))
-    rss.append(gw.rss_mib())
+    rss.append(rss_mib(gw.proc.pid))
     total = sum(statuses.values())
     settled = rss[len(rss) // 4 :]
     return {
@@ -253,10 +210,10 @@ def main() -> None:
     args = ap.parse_args()
     settings = {"max_in_flight_per_replica": args.per_replica_cap, "health": {"probe_interval_s": 1}}
     with fleet(2, settings) as (gw, _):
-        rss0 = gw.rss_mib()
+        rss0 = rss_mib(gw.proc.pid)
         flood = asyncio.run(body_flood(gw.url))
         over = asyncio.run(overload(gw.url, 2 * args.per_replica_cap * args.concurrency_factor, 64))
-        rss1 = gw.rss_mib()
+        rss1 = rss_mib(gw.proc.pid)
     out: dict[str, Any] = {"body_flood": flood, "overload": over, "rss_mib": [rss0, rss1]}
     if args.soak_s:
         with fleet(3, {"health": {"probe_interval_s": 1}}) as (gw, sims):

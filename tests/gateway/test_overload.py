@@ -35,8 +35,8 @@ async def test_ten_times_capacity_excess_is_refused_fast_and_nothing_is_ejected(
     cap = 4
     with hardening.fleet(2, {"max_in_flight_per_replica": cap, "health": {"probe_interval_s": 0.5}}) as (gw, _):
         r = await hardening.overload(gw.url, concurrency=10 * 2 * cap, max_tokens=48)
-        ready = hardening.GatewayProcess._ready(gw)
-        rss = gw.rss_mib()
+        ready = gw.ready()
+        rss = hardening.rss_mib(gw.proc.pid)
     assert r["other"] == 0 and r["ok"] >= 2 * cap and r["refused"] > 0, r
     assert r["refused_with_retry_after"] == r["refused"], r
     assert r["refused_max_ms"] < 100 * _SLACK, r

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from llmfleet.appthread import free_port
+from llmfleet.gateway.local_process import LocalGateway
 from llmfleet.promtext import Sample, parse
 from tests.gateway.conftest import MODEL, SimProcess, wait_until
 
@@ -41,38 +41,6 @@ class RedisServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-
-
-class GatewayProcess:
-    """``llmfleet gateway --config FILE`` in its own process."""
-
-    def __init__(self, tmp: Path, gateway: dict[str, Any]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cfg = tmp / f"fleet-{self.port}.yaml"
-        cfg.write_text(yaml.safe_dump({"gateway": {"port": self.port, **gateway}}))
-        cmd = [sys.executable, "-m", "llmfleet", "gateway", "--config", str(cfg), "--log-level", "INFO"]
-        self.log = tmp / f"gateway-{self.port}.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        wait_until(self._ready, 30, f"gateway on {self.port}")
-
-    def _ready(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text()
-        try:
-            with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def post(url: str, body: dict[str, Any], key: str | None) -> tuple[int, dict[str, str], bytes]:
@@ -121,7 +89,7 @@ def add_key(keys: Path, name: str, *opts: str) -> str:
 def shared_fleet(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     started: list[Any] = []
 
-    def make(**gateway: Any) -> tuple[RedisServer, SimProcess, list[GatewayProcess], Path]:
+    def make(**gateway: Any) -> tuple[RedisServer, SimProcess, list[LocalGateway], Path]:
         redis = RedisServer()
         started.append(redis)
         sim = SimProcess("--time-scale", "50")
@@ -138,7 +106,7 @@ def shared_fleet(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         }
         gws = []
         for _ in range(2):
-            gws.append(GatewayProcess(tmp_path, cfg))
+            gws.append(LocalGateway({"gateway": cfg}, tmp_path / f"gateway-{len(gws)}.log"))
             started.append(gws[-1])
         return redis, sim, gws, keys
 
@@ -201,7 +169,7 @@ def test_keys_limits_cache_and_redis_loss(shared_fleet: Callable[..., Any]) -> N
     assert s == 200 and h["x-llmfleet-cache"] == "miss"
     for g in (g1, g2):  # g1 lost it in the limits, g2 in the cache
         assert [x.value for x in metric(g.url, "llmfleet_gateway_shared_state_up")] == [0.0]
-        assert "serving with local state" in g.log.read_text()
+        assert "serving with local state" in g.log()
 
     # A revoked key is refused within seconds, without a restart.
     subprocess.run([sys.executable, "-m", "llmfleet", "keys", "revoke", "team-b", "--keys-file", str(keys)], check=True)

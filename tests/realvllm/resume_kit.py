@@ -8,77 +8,22 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import aiohttp
-import yaml
 
 from llmfleet import promtext
-from llmfleet.appthread import free_port
-from llmfleet.engines.launch import tail
 from llmfleet.engines.vllm_testing import VLLMReplica
 from llmfleet.vllm_metrics import GENERATION_TOKENS, PROMPT_TOKENS, read_gauges
 
 _ROOT = Path(__file__).resolve().parents[2]
 """The checkout: where ``python -m tests.realvllm.resume_kit`` (the watcher) runs."""
-
-
-class GatewayProcess:
-    """``llmfleet gateway`` in its own process (as deployed: the test client does not share its event loop), with
-    the fleet.yaml ``fleet`` written beside ``log_path``; its output (INFO) goes to ``log_path``."""
-
-    def __init__(self, fleet: dict[str, Any], log_path: Path, ready_timeout_s: float = 60.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        cfg = log_path.with_suffix(".yaml")
-        cfg.write_text(yaml.safe_dump(fleet))
-        cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(self.port), "--config", str(cfg)]
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen([*cmd, "--log-level", "INFO"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_timeout_s
-        while not self._ready():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"the gateway did not become ready:\n{tail(log_path, 30)}")
-            time.sleep(0.1)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self) -> promtext.Scrape:
-        """The gateway's ``/metrics`` page."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
-            return promtext.parse(r.read())
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

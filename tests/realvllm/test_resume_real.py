@@ -52,8 +52,9 @@ import aiohttp
 import pytest
 
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
+from llmfleet.gateway.local_process import LocalGateway
 from llmfleet.promtext import LabelFilter
-from tests.realvllm.resume_kit import GatewayProcess, KillWatcher, progress
+from tests.realvllm.resume_kit import KillWatcher, progress
 
 pytestmark = [pytest.mark.realvllm, pytest.mark.timeout(900)]  # two engine start-ups on 2 cores take minutes
 MAX_TOKENS = 3000
@@ -208,7 +209,7 @@ async def test_kill_9_mid_generation_delivers_exactly_max_tokens(two: list[VLLMR
     }
     seen = [Seen() for _ in GATEWAY_STREAMS]
     plain = [Seen() for _ in range(UNDISTURBED)]
-    with GatewayProcess(fleet, tmp_path / "gateway.log") as gw:
+    with LocalGateway(fleet, tmp_path / "gateway.log") as gw:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
             prompts = {c: await _prompt_tokens(s, survivor.url, model, c) for c in (False, True)}
             base = await progress(s, victim.url)
