@@ -47,7 +47,13 @@ from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
 from llmfleet.bench.workloads import Conversation, conversations, random_prompts
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
 from llmfleet.promtext import HistogramTotals, Scrape, parse
-from llmfleet.vllm_metrics import TIME_TO_FIRST_TOKEN, read_prefix_cache
+from llmfleet.vllm_metrics import (
+    REQUEST_QUEUE_TIME,
+    TIME_TO_FIRST_TOKEN,
+    EngineGauges,
+    read_gauges,
+    read_prefix_cache,
+)
 
 BENCH_VENV = Path.home() / ".cache" / "llmfleet" / "bench-venv"
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +89,14 @@ class Cell:
     note: str = ""
     client_mean_ttft_s: float = float("nan")
     engine_mean_ttft_s: float = float("nan")
+    per_replica_engine_ttft_s: list[float] = field(default_factory=list)
+    """Each replica's own mean TTFT over the cell (nan where it served nothing)."""
+    per_replica_queue_s: list[float] = field(default_factory=list)
+    """Each replica's mean time requests waited in its scheduler queue (``vllm:request_queue_time_seconds``)."""
+    per_replica_running: list[float] = field(default_factory=list)
+    """Each replica's mean ``vllm:num_requests_running`` over the cell (``--sample-s``; empty when off)."""
+    per_replica_waiting: list[float] = field(default_factory=list)
+    """Each replica's mean ``vllm:num_requests_waiting`` over the cell (``--sample-s``; empty when off)."""
 
 
 # --- front doors -------------------------------------------------------------------------------------------------
@@ -98,11 +112,16 @@ class FrontDoor:
     """None when it can run here, else why not."""
 
 
-def _llmfleet(routing: dict[str, object]) -> Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]:
+def _llmfleet(
+    routing: dict[str, object], gateway: dict[str, object] | None = None
+) -> Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]:
     def start(urls: list[str], tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         cfg = tmp / f"fleet-{port}.yaml"
-        cfg.write_text(yaml.safe_dump({"routing": routing} if routing else {}))
+        sections: dict[str, object] = {"routing": routing} if routing else {}
+        if gateway:
+            sections["gateway"] = gateway
+        cfg.write_text(yaml.safe_dump(sections))
         cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(port), "--config", str(cfg)]
         for u in urls:
             cmd += ["--replica", u]
@@ -183,6 +202,7 @@ def _needs(path: Path) -> Callable[[], str | None]:
 
 FRONT_DOORS = [
     FrontDoor("llmfleet default", _llmfleet({})),
+    FrontDoor("llmfleet default, no token ids", _llmfleet({}, {"resume_token_ids": False})),
     FrontDoor("llmfleet load_aware+prefix", _llmfleet({"policy": "load_aware", "weights": {"prefix": 4.0}})),
     FrontDoor("llmfleet least_outstanding", _llmfleet({"policy": "least_outstanding"})),
     FrontDoor("nginx least_conn", _nginx, lambda: None if shutil.which("nginx") else "nginx not installed"),
@@ -213,12 +233,53 @@ def _scrape(url: str) -> Scrape:
         return parse(r.read())
 
 
-def _engine_ttft(before: list[Scrape], after: list[Scrape]) -> float:
+def _engine_ttft(before: list[Scrape], after: list[Scrape], histogram: str = TIME_TO_FIRST_TOKEN) -> float:
     """The engines' mean TTFT over the cell (all replicas together); nan when nothing was observed."""
     total = HistogramTotals()
     for b, a in zip(before, after, strict=True):
-        total = total + HistogramTotals.of(a, TIME_TO_FIRST_TOKEN).since(HistogramTotals.of(b, TIME_TO_FIRST_TOKEN))
+        total = total + HistogramTotals.of(a, histogram).since(HistogramTotals.of(b, histogram))
     return total.mean if total.mean is not None else float("nan")
+
+
+def _per_replica(before: list[Scrape], after: list[Scrape], histogram: str) -> list[float]:
+    """Each replica's mean of ``histogram`` over the cell (nan where nothing was observed)."""
+    return [_engine_ttft([b], [a], histogram) for b, a in zip(before, after, strict=True)]
+
+
+class GaugeSampler:
+    """Scrapes every replica's running/waiting gauges every ``interval_s`` in a thread while a cell runs."""
+
+    def __init__(self, urls: list[str], interval_s: float) -> None:
+        self.urls, self.interval_s = urls, interval_s
+        self.samples: list[list[EngineGauges]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GaugeSampler:
+        if self.interval_s > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.samples.append([read_gauges(_scrape(u)) for u in self.urls])
+            except OSError:
+                continue
+
+    def means(self) -> tuple[list[float], list[float]]:
+        """Per replica: mean running, mean waiting (empty lists when nothing was sampled)."""
+        if not self.samples:
+            return [], []
+        n = len(self.samples)
+        running = [sum(s[i].running for s in self.samples) / n for i in range(len(self.urls))]
+        waiting = [sum(s[i].waiting for s in self.samples) / n for i in range(len(self.urls))]
+        return running, waiting
 
 
 def _reset_prefix_cache(url: str) -> None:
@@ -293,7 +354,14 @@ async def run_workload(workload: str, url: str, model: str, sz: Sizes) -> RunRes
     return await run_prompts(url, model, prompts, sz.concurrency, sz.max_tokens)
 
 
-def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Running], sz: Sizes, tmp: Path) -> Cell:
+def run_cell(
+    workload: str,
+    fd: FrontDoor,
+    reps: list[VLLMReplica] | list[_Running],
+    sz: Sizes,
+    tmp: Path,
+    sample_s: float = 0.0,
+) -> Cell:
     urls = [r.url for r in reps]
     for u in urls:
         _reset_prefix_cache(u)
@@ -305,7 +373,8 @@ def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Runni
     try:
         pages_before = [_scrape(u) for u in urls]
         t0 = time.monotonic()
-        res = asyncio.run(run_workload(workload, url, reps[0].model, sz))
+        with GaugeSampler(urls, sample_s) as sampler:
+            res = asyncio.run(run_workload(workload, url, reps[0].model, sz))
         wall = time.monotonic() - t0
         pages_after = [_scrape(u) for u in urls]
         note = _gateway_note(url) if fd.name.startswith("llmfleet") else ""
@@ -330,6 +399,9 @@ def run_cell(workload: str, fd: FrontDoor, reps: list[VLLMReplica] | list[_Runni
         note,
         sum(res.ttft_s) / len(res.ttft_s) if res.ttft_s else float("nan"),
         _engine_ttft(pages_before, pages_after),
+        _per_replica(pages_before, pages_after, TIME_TO_FIRST_TOKEN),
+        _per_replica(pages_before, pages_after, REQUEST_QUEUE_TIME),
+        *sampler.means(),
     )
 
 
@@ -353,6 +425,19 @@ def _gateway_note(url: str) -> str:
 def _med(xs: list[float]) -> float:
     s = sorted(xs)
     return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def _repeat(c: Cell) -> str:
+    per = " ".join(f"{t:.2f}/{q:.2f}" for t, q in zip(c.per_replica_engine_ttft_s, c.per_replica_queue_s, strict=True))
+    gauges = ""
+    if c.per_replica_running:
+        gauges = " running/waiting " + " ".join(
+            f"{r:.1f}/{w:.1f}" for r, w in zip(c.per_replica_running, c.per_replica_waiting, strict=True)
+        )
+    return (
+        f"{c.hit_rate:.1%} / {c.p90_ttft_s:.2f} s / {c.engine_mean_ttft_s:.2f} s / load {c.load_avg:.1f} [{per}]"
+        f"{gauges}"
+    )
 
 
 def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], started: str) -> str:
@@ -385,9 +470,12 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
             f"{_med([c.load_avg for c in cs]):.1f} | {_med(spread):.2f} |"
         )
     if len(cells) > len(groups):
-        lines.append("\nEvery repeat (hit rate / TTFT p90):\n")
+        lines.append(
+            "\nEvery repeat (hit rate / TTFT p90 / engine TTFT mean / load avg after the cell; per replica: engine"
+            " TTFT mean and scheduler queue time mean, s):\n"
+        )
         for (workload, name), cs in groups.items():
-            lines.append(f"- {workload}, {name}: " + ", ".join(f"{c.hit_rate:.1%} / {c.p90_ttft_s:.2f} s" for c in cs))
+            lines.append(f"- {workload}, {name}: " + "; ".join(_repeat(c) for c in cs))
     notes = [f"- {c.workload}, {c.front_door}: {c.note}" for c in cells if c.note]
     if notes:
         lines.append("\nllmfleet gateways (routing decisions by reason; replica health at the end):\n")
@@ -408,6 +496,12 @@ def main() -> None:
         default=[],
         metavar="NAME=JSON",
         help='An extra llmfleet front door with this routing section, e.g. loose=\'{"prefix": {"spill_margin": 64}}\'.',
+    )
+    ap.add_argument(
+        "--sample-s",
+        type=float,
+        default=0.0,
+        help="Scrape every replica's running/waiting gauges this often during each cell (0: off).",
     )
     ap.add_argument("--quick", action="store_true", help="Smaller workloads (a smoke run).")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "routing_real.md")
@@ -448,15 +542,20 @@ def main() -> None:
                 while True:
                     time.sleep(3600)
             for rep in range(args.repeats):
-                order = doors[rep % len(doors) :] + doors[: rep % len(doors)]
+                # Rotate the order each repeat and reverse it every other one, so neighbouring front doors (an
+                # A/B pair) run A-B then B-A and a drift of the machine's load hits both alike.
+                shift = rep // 2 % len(doors)
+                order = doors[shift:] + doors[:shift]
+                if rep % 2:
+                    order.reverse()
                 for workload in args.workloads.split(","):
                     for fd in order:
-                        c = run_cell(workload, fd, reps, sz, tmp)
+                        c = run_cell(workload, fd, reps, sz, tmp, args.sample_s)
                         print(
                             f"{workload:14} {fd.name:30} hits {c.hit_rate:6.1%}  p50 {c.p50_ttft_s:6.2f} s  "
                             f"p90 {c.p90_ttft_s:6.2f} s  engine mean {c.engine_mean_ttft_s:5.2f} s  client mean "
                             f"{c.client_mean_ttft_s:5.2f} s  {c.requests_per_s:5.2f} req/s  wall {c.wall_s:5.0f} s  "
-                            f"errors {c.errors}  load {c.load_avg:.1f}  {c.note}",
+                            f"errors {c.errors}  load {c.load_avg:.1f}  [{_repeat(c)}]  {c.note}",
                             flush=True,
                         )
                         cells.append(c)
