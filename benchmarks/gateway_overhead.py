@@ -11,6 +11,7 @@ Installs nginx-light and wrk from Debian when missing (needs root + apt).
 ``--vllm-chunks``: the backends send vLLM-shaped chunks (token ids and per-chunk usage) to whoever asks — the gateway
 always does and strips them for a client that did not; nginx relays the plain chunks the client asked for.
 ``--workers N``: ``llmfleet gateway --workers N`` (SO_REUSEPORT; its CPU is the sum over the worker processes).
+``--lean``: a second gateway with ``gateway.stream_accounting: lean`` in the same run (target ``llmfleet-lean``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def main() -> None:
     ap.add_argument("--src", type=Path, help="run llmfleet's gateway from this source tree (a `git archive`)")
     ap.add_argument("--vllm-chunks", action="store_true", help="backends send vLLM-shaped chunks when asked")
     ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (SO_REUSEPORT)")
+    ap.add_argument("--lean", action="store_true", help="also a gateway with stream_accounting: lean")
     args = ap.parse_args()
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
@@ -184,30 +186,41 @@ def main() -> None:
             extra = ["--tokens", str(STREAM_TOKENS), *(["--vllm-chunks"] if args.vllm_chunks else [])]
             spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port), *extra])
             wait_http_ok(f"http://127.0.0.1:{port}/health")
-        gw_port, ngx_port = free_port(), free_port()
-        gw = spawn(
-            [
-                sys.executable,
-                "-m",
-                "llmfleet",
-                "gateway",
-                "--port",
-                str(gw_port),
-                "--replica",
-                f"http://127.0.0.1:{a}",
-                "--replica",
-                f"http://127.0.0.1:{b}",
-                *(["--workers", str(args.workers)] if args.workers > 1 else []),
-            ],
-            {**os.environ, "PYTHONPATH": str(args.src)} if args.src else None,
-        )
-        wait_http_ok(f"http://127.0.0.1:{gw_port}/ready")
+        gw_port, ngx_port, lean_port = free_port(), free_port(), free_port()
+
+        def gateway(port: int, config: list[str]) -> subprocess.Popen[bytes]:
+            p = spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "llmfleet",
+                    "gateway",
+                    "--port",
+                    str(port),
+                    "--replica",
+                    f"http://127.0.0.1:{a}",
+                    "--replica",
+                    f"http://127.0.0.1:{b}",
+                    *(["--workers", str(args.workers)] if args.workers > 1 else []),
+                    *config,
+                ],
+                {**os.environ, "PYTHONPATH": str(args.src)} if args.src else None,
+            )
+            wait_http_ok(f"http://127.0.0.1:{port}/ready")
+            return p
+
+        gw = gateway(gw_port, [])
+        lean = None
+        if args.lean:
+            (tmp / "lean.yaml").write_text("gateway:\n  stream_accounting: lean\n")
+            lean = gateway(lean_port, ["--config", str(tmp / "lean.yaml")])
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(prefix=tmp, a=a, b=b, port=ngx_port))
         ngx = spawn(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
         wait_port(ngx_port)
         targets = {
             "direct": (f"http://127.0.0.1:{a}", None),
             "llmfleet": (f"http://127.0.0.1:{gw_port}", gw.pid),
+            **({"llmfleet-lean": (f"http://127.0.0.1:{lean_port}", lean.pid)} if lean is not None else {}),
             "nginx": (f"http://127.0.0.1:{ngx_port}", ngx.pid),
         }
         res: dict[str, dict[str, list[float]]] = {
@@ -215,7 +228,8 @@ def main() -> None:
         }
         order = list(targets)
         for rep in range(args.repeats):
-            for name in order[rep % 3 :] + order[: rep % 3]:
+            k = rep % len(order)
+            for name in order[k:] + order[:k]:
                 url, pid = targets[name]
                 print(f"[{rep + 1}/{args.repeats}] {name} ...", flush=True)
                 cpu0 = tree_cpu(pid) if pid else 0.0
@@ -267,6 +281,9 @@ def main() -> None:
         f"\nllmfleet / nginx CPU per request: **{ratio:.1f}x** (target <= 3x); per relayed chunk: "
         f"**{chunk_ratio:.2f}x** (target <= 1.5x). Load average at the end: {os.getloadavg()[0]:.1f}."
     )
+    if "llmfleet-lean" in res:
+        lean_ratio = med(res["llmfleet-lean"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
+        lines.append(f"Lean accounting (`gateway.stream_accounting: lean`) per relayed chunk: **{lean_ratio:.2f}x**.")
     text = "\n".join(lines) + "\n"
     print(text)
     append_results(

@@ -9,7 +9,7 @@ other threads and is not counted), sends N requests over keep-alive connections 
   (the per-request part cancels out), plus calls per streamed request at ``--short`` chunks.
 
     .venv/bin/python benchmarks/profile_counts.py [--requests 2000] [--streams 40] [--label after]
-        [--out benchmarks/results/profiles]
+        [--out benchmarks/results/profiles] [--accounting exact|lean] [--vllm-chunks]
 
 Also the gateway thread's own CPU time per request and per chunk, without the profiler, with wrk as the client
 (when installed): the thread's CPU clock, so neither the client nor other processes count (a loaded machine still
@@ -59,7 +59,7 @@ def _stream_body(tokens: int) -> bytes:
 class ProfiledGateway:
     """The gateway app on a uvloop loop in a thread; :meth:`profile` counts what that thread runs."""
 
-    def __init__(self, replicas: list[str]) -> None:
+    def __init__(self, replicas: list[str], accounting: str = "exact") -> None:
         import uvloop
         from aiohttp import web
 
@@ -68,6 +68,7 @@ class ProfiledGateway:
                 "replicas": [{"url": u} for u in replicas],
                 # no probes or scrapes during the counted window: they are not per-request work
                 "health": {"probe_interval_s": 3600, "scrape_interval_s": 3600},
+                "stream_accounting": accounting,
             }
         )
         self.port = free_port()
@@ -205,6 +206,8 @@ def main() -> None:
     ap.add_argument("--cpu-duration-s", type=float, default=3.0, help="each wrk run of the CPU measure")
     ap.add_argument("--label", default="now")
     ap.add_argument("--out", type=Path, help="write the per-function tables here")
+    ap.add_argument("--accounting", choices=["exact", "lean"], default="exact", help="gateway.stream_accounting")
+    ap.add_argument("--vllm-chunks", action="store_true", help="backends send vLLM-shaped chunks when asked")
     args = ap.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -220,6 +223,7 @@ def main() -> None:
                         "--token-delay-ms",
                         "1",
                         "--length-from-max-tokens",
+                        *(["--vllm-chunks"] if args.vllm_chunks else []),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,  # wrk cuts streams at its end: the backend logs each
@@ -228,7 +232,7 @@ def main() -> None:
             urls.append(f"http://127.0.0.1:{port}")
         for u in urls:
             wait_http_ok(f"{u}/health")
-        gw = ProfiledGateway(urls)
+        gw = ProfiledGateway(urls, args.accounting)
         try:
             wait_http_ok(f"http://127.0.0.1:{gw.port}/ready")
             _drive(gw.port, BODY, 200, args.connections)  # warm-up: connections, caches, label children

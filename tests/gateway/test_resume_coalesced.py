@@ -74,11 +74,16 @@ async def _count(s: aiohttp.ClientSession, url: str, text: str | None) -> int:
         return n
 
 
-@pytest.mark.parametrize("resume_token_ids", [True, False])
+@pytest.mark.parametrize(
+    ("resume_token_ids", "accounting"),
+    [(True, "exact"), (False, "exact"), pytest.param(True, "lean", marks=pytest.mark.slow)],
+)
 async def test_kill_9_with_coalesced_chunks_delivers_exactly_max_tokens(
-    sim_processes: Callable[..., SimProcess], resume_token_ids: bool
+    sim_processes: Callable[..., SimProcess], resume_token_ids: bool, accounting: str
 ) -> None:
-    """With ``gateway.resume_token_ids`` off the gateway asks for usage only and resumes from text."""
+    """With ``gateway.resume_token_ids`` off the gateway asks for usage only and resumes from text. With
+    ``gateway.stream_accounting: lean`` it asks for nothing per chunk, forwards the chunks untouched and counts
+    what was delivered only at the resume (``/tokenize`` of the text: exact, the sim's text re-tokenizes to itself)."""
     # L40S pacing: ~21 ms per token; 150 tokens in flight for ~3 s when the kill lands.
     procs = [sim_processes("--gpu", "L40S") for _ in range(2)]
     gw = start_gateway(
@@ -86,6 +91,7 @@ async def test_kill_9_with_coalesced_chunks_delivers_exactly_max_tokens(
         {"policy": "round_robin"},
         health={"probe_interval_s": 1.0},
         resume_token_ids=resume_token_ids,
+        stream_accounting=accounting,
     )
     try:
         async with aiohttp.ClientSession() as s:

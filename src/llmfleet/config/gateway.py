@@ -159,6 +159,15 @@ class GatewayConfig(_Section):
         " continues from exactly the tokens generated; false resumes from text (token counts stay exact from"
         " per-chunk usage) and spares the engine sending the prompt's ids in each stream's first chunk.",
     )
+    stream_accounting: Literal["exact", "lean"] = Field(
+        "exact",
+        description="How the relay accounts a stream's tokens. exact: asks engines for per-chunk usage (and the"
+        " token ids, see resume_token_ids), parses every chunk and strips what the client did not ask for. lean:"
+        " asks only for the final usage (besides what the client asked), forwards every chunk's JSON untouched after"
+        " a bytes check, and parses the kept chunks only when a stream must be resumed (then counted by the engine's"
+        " /tokenize of the text sent, exact wherever that text re-tokenizes to itself): no parse or re-encode"
+        " per chunk.",
+    )
     drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     ewma_alpha: float = Field(0.2, gt=0, le=1, description="Smoothing of per-replica latency averages.")
     health: HealthConfig = Field(default_factory=HealthConfig)

@@ -435,7 +435,7 @@ class Proxy:
     # ---- streamed ------------------------------------------------------------------------------------------
     async def stream(self, request: web.Request, req: ProxyRequest) -> web.StreamResponse:
         """A streamed request: open it (with retries), then hand it to the relay, which resumes through us."""
-        upstream_body = upstream_stream_body(req.body, self.cfg.resume_token_ids)
+        upstream_body = upstream_stream_body(req.body, self.cfg.resume_token_ids, self.relay.lean)
         upstream = _StreamUpstream(self, req)
         seg = await upstream.open(_DUMPS(upstream_body).encode())
         if seg.response.status != 200:  # a client error: pass it through as is

@@ -58,8 +58,14 @@ class StreamState:
     """The client itself asked for usage on every chunk (else it is stripped)."""
     id: str | None = None
     created: int | None = None
-    parts: list[str] = field(default_factory=list)
-    """Text delivered, chunk by chunk."""
+    texts: list[str] = field(default_factory=list)
+    """Text delivered, chunk by chunk, as far as it is accounted (lean: up to the kept lines; see :attr:`parts`)."""
+    lean: bool = False
+    """Lean accounting (``gateway.stream_accounting``): the first segment's chunks are forwarded untouched and
+    kept in :attr:`raw`, accounted (:func:`fold`) only when the stream is resumed, its text is read, it ended
+    without a final usage, or :data:`LEAN_KEEP_LINES` are kept."""
+    raw: list[bytes] = field(default_factory=list)
+    """Lean: the ``data:`` lines relayed and not accounted yet, in order."""
     delivered: int = 0
     """Tokens delivered: exact when the engine reported token ids or usage per chunk (``exact``), else the
     content chunks (corrected with the engine's ``/tokenize`` before a resume)."""
@@ -90,6 +96,13 @@ class StreamState:
     completed: bool = False
     """The stream reached ``[DONE]`` after a finish (not ended by a failure, a synthetic finish or the client)."""
 
+    @property
+    def parts(self) -> list[str]:
+        """Text delivered, chunk by chunk (lean: the kept lines are accounted first)."""
+        if self.raw:
+            fold(self)
+        return self.texts
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -108,13 +121,21 @@ class Chunk:
         return self.tokens > 0
 
 
-def upstream_stream_body(body: dict[str, Any], token_ids: bool = True) -> dict[str, Any]:
+def upstream_stream_body(body: dict[str, Any], token_ids: bool = True, lean: bool = False) -> dict[str, Any]:
     """The body sent upstream for a client stream: the gateway always asks for the final usage and per-chunk usage
     (vLLM's ``continuous_usage_stats``), and for the token ids (``return_token_ids``) unless ``token_ids`` is
     false (``gateway.resume_token_ids``); engines that ignore them are counted by text and ``/tokenize``. What the
-    client did not ask for is stripped from its stream."""
-    out = dict(body)
+    client did not ask for is stripped from its stream.
+
+    ``lean`` (``gateway.stream_accounting: lean``): only the final usage (one chunk per stream, for the token
+    metrics, the key's token settlement and the response cache; dropped when the client did not ask for it), so
+    every other chunk reaches the client as the engine wrote it."""
     opts = body.get("stream_options")
+    if lean:
+        if isinstance(opts, dict) and opts.get("include_usage") is True:
+            return body
+        return {**body, "stream_options": {**(opts if isinstance(opts, dict) else {}), "include_usage": True}}
+    out = dict(body)
     out["stream_options"] = {
         **(opts if isinstance(opts, dict) else {}),
         "include_usage": True,
@@ -125,8 +146,8 @@ def upstream_stream_body(body: dict[str, Any], token_ids: bool = True) -> dict[s
     return out
 
 
-def new_state(body: dict[str, Any], chat: bool, include_usage: bool) -> StreamState:
-    """The state of a fresh client stream for request ``body``."""
+def new_state(body: dict[str, Any], chat: bool, include_usage: bool, lean: bool = False) -> StreamState:
+    """The state of a fresh client stream for request ``body`` (``lean``: ``gateway.stream_accounting: lean``)."""
     opts = body.get("stream_options")
     continuous = bool(opts.get("continuous_usage_stats")) if isinstance(opts, dict) else False
     return StreamState(
@@ -134,6 +155,7 @@ def new_state(body: dict[str, Any], chat: bool, include_usage: bool) -> StreamSt
         chat=chat,
         want_token_ids=bool(body.get("return_token_ids")),
         want_continuous_usage=continuous,
+        lean=lean,
     )
 
 
@@ -187,7 +209,7 @@ def track_chunk(payload: bytes, st: StreamState) -> Chunk:
     usage = obj.get("usage")
     n = _count(choice.get("token_ids"), usage if isinstance(usage, dict) else None, text, st)
     if text:
-        st.parts.append(text)
+        st.texts.append(text)
     st.delivered += n
     if choice.get("finish_reason"):
         st.finished = True
@@ -223,7 +245,7 @@ def _content_chunk(obj: dict[str, Any], payload: bytes, st: StreamState) -> Chun
         st.prompt_tokens = usage["prompt_tokens"]
     n = _count(ids, usage, text, st)
     if text:
-        st.parts.append(text)
+        st.texts.append(text)
     st.delivered += n
     changed = False
     if ids is not None and not st.want_token_ids:
@@ -233,6 +255,62 @@ def _content_chunk(obj: dict[str, Any], payload: bytes, st: StreamState) -> Chun
         del obj["usage"]
         changed = True
     return Chunk(sse(dumps(obj)) if changed else sse(payload), tokens=n)
+
+
+LEAN_KEEP_LINES = 2048
+"""Lean: lines kept unaccounted before they are folded in (bounds a long stream's kept bytes to ~0.5 MB)."""
+
+
+def plain_line(line: bytes) -> bool:
+    """Lean: ``line`` (an upstream ``data:`` line) is a mid-stream chunk that may go to the client as it is: it
+    has a ``"finish_reason":null`` and no other finish reason. A JSON string cannot hold an unescaped ``"``, so
+    these bytes are keys, never text; a chunk written with spaces (``"finish_reason": null``) is parsed instead."""
+    return b'"finish_reason":null' in line and b'"finish_reason":"' not in line
+
+
+def lean_chunk(payload: bytes, line: bytes, st: StreamState) -> Chunk:
+    """Lean accounting of a first segment's payload that is not :func:`plain_line` (the opening chunk, the finish,
+    the final usage, an error, anything not compact): parsed for what the relay needs now (``id``, finish, error,
+    usage) and forwarded unchanged; its ``line`` is kept in ``st.raw`` for :func:`fold`."""
+    try:
+        obj = loads(payload)
+    except ValueError:
+        return Chunk(sse(payload))
+    if not isinstance(obj, dict):
+        return Chunk(sse(payload))
+    if "error" in obj:
+        st.finished = True
+        return Chunk(sse(payload))
+    if st.id is None:
+        st.id, st.created = obj.get("id"), obj.get("created")
+    choices = obj.get("choices")
+    if not choices:
+        usage = obj.get("usage")
+        if isinstance(usage, dict) and usage:
+            st.usage = usage
+            return Chunk(sse(payload) if st.include_usage else None, usage=usage)
+        return Chunk(sse(payload) if st.include_usage else None)
+    st.raw.append(line)
+    choice = choices[0] if type(choices) is list else None
+    if type(choice) is not dict:
+        return Chunk(sse(payload))
+    if choice.get("finish_reason"):
+        st.finished = True
+        st.finish_reason = choice["finish_reason"]
+    delta = choice.get("delta") if st.chat else choice
+    text = delta.get("content") if st.chat and type(delta) is dict else choice.get("text")
+    return Chunk(sse(payload), tokens=1 if text else 0)
+
+
+def fold(st: StreamState) -> None:
+    """Lean: account the kept lines in ``st`` as exact mode would have (text, tokens, ids, prompt) and drop them.
+    They carry only what the client asked for, so the count is by text chunk unless it asked for ids or per-chunk
+    usage (:func:`_count`); a resume corrects it with ``/tokenize``."""
+    raw, st.raw = st.raw, []
+    usage = st.usage
+    for line in raw:
+        track_chunk(line[5:].strip(), st)
+    st.usage = usage
 
 
 def _without_echo(text: str, choice: dict[str, Any], st: StreamState) -> str:
@@ -437,7 +515,7 @@ class _Scan:
     """One segment's lines as they arrive: the incomplete last line is kept, every complete ``data:`` line is
     accounted for (:meth:`StreamRelay._take_line`) and its event queued in ``out``."""
 
-    __slots__ = ("blocked", "client", "error", "out", "pending", "relay", "req", "result", "seg", "st", "up")
+    __slots__ = ("blocked", "client", "error", "out", "pending", "relay", "req", "result", "seg", "st", "take", "up")
 
     def __init__(self, relay: StreamRelay, seg: Segment, st: StreamState, req: StreamRequest, client: ClientOut):
         self.relay = relay
@@ -455,6 +533,8 @@ class _Scan:
         """Push mode: what the callback raised (the client went away), re-raised by the relay's task."""
         self.blocked = False
         """Push mode: the client's buffer is over its high-water mark and upstream reading is paused."""
+        self.take = relay._take_lean if st.lean and not st.resumed else relay._take_line
+        """How one ``data:`` line is accounted: lean for a lean stream's first segment, else parsed."""
 
     def feed(self, data: bytes) -> str | None:
         """Account for the lines ``data`` completes; a segment result (``done``, ...) or None."""
@@ -462,7 +542,7 @@ class _Scan:
         self.pending = pending = lines.pop()
         if len(pending) > _MAX_LINE_BYTES:
             return "line_too_long"
-        take = self.relay._take_line
+        take = self.take
         for line in lines:
             if line.startswith(b"data:"):  # blank separators, comments, other fields: nothing to do
                 result = take(line, self.seg, self.st, self.req, self.out)
@@ -475,7 +555,7 @@ class _Scan:
         line = self.pending
         result = None
         if line.startswith(b"data:"):
-            result = self.relay._take_line(line, self.seg, self.st, self.req, self.out)
+            result = self.take(line, self.seg, self.st, self.req, self.out)
         return result or ("done" if self.st.finished else "disconnect")
 
     def on_data(self, data: bytes) -> None:
@@ -514,6 +594,7 @@ class StreamRelay:
         self.cfg = config
         self.metrics = metrics
         self.clock = clock
+        self.lean = config.stream_accounting == "lean"
 
     async def run(
         self,
@@ -525,7 +606,7 @@ class StreamRelay:
     ) -> web.StreamResponse:
         """Send ``segment`` (already open with HTTP 200) and its successors to the client; ``sink`` is told the
         stream's final state."""
-        st = new_state(req.body, req.route == "chat", req.include_usage)
+        st = new_state(req.body, req.route == "chat", req.include_usage, self.lean)
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         resp = web.StreamResponse(headers={**headers, **sink.headers} if sink is not None else headers)
         try:
@@ -538,6 +619,8 @@ class StreamRelay:
             return await self._run_segments(request, req, segment, upstream, st, resp)
         finally:
             self._flush_itl(st, req)
+            if st.raw and st.usage is None:  # lean, no final usage: the tokens delivered come from the chunks
+                fold(st)
             if sink is not None:
                 sink.stream_ended(st)
 
@@ -647,18 +730,34 @@ class StreamRelay:
             if result is not None:
                 return result
 
-    def _take_line(
+    def _take_lean(
         self, line: bytes, seg: Segment, st: StreamState, req: StreamRequest, out: list[bytes]
     ) -> str | None:
+        """:meth:`_take_line` for a lean stream's first segment: a :func:`plain_line` after the first is kept and
+        queued as it came (one token-bearing chunk for the TTFT and ITL), without a parse; the rest are parsed
+        (:func:`lean_chunk`)."""
+        if st.id is not None and b'"finish_reason":null' in line and b'"finish_reason":"' not in line:  # plain_line
+            keep = st.raw
+            keep.append(line)
+            if len(keep) >= LEAN_KEEP_LINES:
+                fold(st)
+            out.append(line + b"\n\n")
+            self._observe_token(seg, st, req)
+            return None
+        return self._take_line(line, seg, st, req, out, lean=True)
+
+    def _take_line(
+        self, line: bytes, seg: Segment, st: StreamState, req: StreamRequest, out: list[bytes], lean: bool = False
+    ) -> str | None:
         """Account for one upstream ``data:`` line and queue what the client gets in ``out``; ``done``/``truncated``
-        at ``[DONE]``, else None."""
+        at ``[DONE]``, else None. ``lean``: :func:`lean_chunk` instead of :func:`track_chunk`."""
         payload = line[5:].strip()
         if payload == b"[DONE]":
             if not st.finished:
                 return "truncated"
             out.append(_DONE)
             return "done"
-        chunk = track_chunk(payload, st)
+        chunk = lean_chunk(payload, line, st) if lean else track_chunk(payload, st)
         if chunk.tokens:
             self._observe_token(seg, st, req)
         if chunk.usage is not None:
@@ -690,6 +789,8 @@ class StreamRelay:
         self, req: StreamRequest, st: StreamState, resp: web.StreamResponse, upstream: Upstream
     ) -> Segment | None:
         """The next segment on another replica, or None after ending the client's stream."""
+        if st.raw:
+            fold(st)
         limit = req.max_tokens
         if limit is not None and st.delivered >= limit:
             await _write_final(resp, synthetic_finish(st, "length"))
