@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ class FrontDoor:
     start: Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]
     available: Callable[[], str | None] = lambda: None
     """None when it can run here, else why not."""
+    replicas: int | None = None
+    """Front only the first this many replicas (a control); None: all of them."""
 
 
 def _llmfleet(
@@ -182,6 +185,8 @@ def _router(argv0: list[str]) -> Callable[[list[str], Path], tuple[subprocess.Po
             "127.0.0.1",
             "--port",
             str(port),
+            "--prometheus-port",  # not the default 29000, which another router on this machine may hold
+            str(free_port()),
             "--policy",
             "cache_aware",
             "--worker-urls",
@@ -190,10 +195,41 @@ def _router(argv0: list[str]) -> Callable[[list[str], Path], tuple[subprocess.Po
         log = (tmp / f"router-{port}.log").open("wb")
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/v1/models", 90)
+        try:
+            wait_http_ok(f"{url}/v1/models", 90)
+            _wait_router_workers(url, len(urls), 90)
+        except BaseException:
+            _stop(p)
+            raise
         return p, url
 
     return start
+
+
+def _wait_router_workers(url: str, n: int, timeout_s: float) -> None:
+    """Wait until the router lists ``n`` healthy workers (sglang-router's ``GET /workers``).
+
+    sglang-router answers requests as soon as one worker is registered and registers the others in the background
+    (each after a metadata probe that times out after 10 s on a loaded machine): a cell started then ran entirely on
+    one replica. Routers without ``/workers`` (vllm-router waits for every worker before it serves) return at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/workers", timeout=5) as r:
+                workers = json.loads(r.read()).get("workers", [])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return
+            workers = []
+        except (OSError, ValueError):
+            workers = []
+        seen = sum(1 for w in workers if isinstance(w, dict) and w.get("is_healthy"))
+        if seen >= n:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}: {seen} of {n} workers healthy after {timeout_s:.0f} s")
 
 
 def _needs(path: Path) -> Callable[[], str | None]:
@@ -213,6 +249,14 @@ FRONT_DOORS = [
         _needs(BENCH_VENV / "bin" / "python"),
     ),
 ]
+
+
+CONTROLS = [
+    # All traffic on one engine: on a box where every replica shares the same few cores, this measures what
+    # concentrating the fleet's work on one engine does to TTFT, apart from any routing decision.
+    FrontDoor("llmfleet default, 1 replica (control)", _llmfleet({}), replicas=1),
+]
+"""Front doors run only when ``--front-doors`` names them with a string containing "control"."""
 
 
 def _stop(p: subprocess.Popen[bytes]) -> None:
@@ -366,7 +410,7 @@ def run_cell(
     for u in urls:
         _reset_prefix_cache(u)
     try:
-        proc, url = fd.start(urls, tmp)
+        proc, url = fd.start(urls[: fd.replicas] if fd.replicas else urls, tmp)
     except (TimeoutError, OSError) as exc:  # a loaded machine: record the cell as not run, go on with the others
         nan = float("nan")
         return Cell(workload, fd.name, nan, nan, nan, nan, nan, 0, os.getloadavg()[0], [0.0], f"not run: {exc}")
@@ -518,7 +562,9 @@ def main() -> None:
     for spec in args.llmfleet_routing:
         name, _, js = spec.partition("=")
         extra.append(FrontDoor(f"llmfleet {name}", _llmfleet(json.loads(js))))
-    for fd in FRONT_DOORS + extra:
+    for fd in FRONT_DOORS + extra + CONTROLS:
+        if fd in CONTROLS and not any("control" in w and w in fd.name for w in wanted):
+            continue
         if wanted and not any(w in fd.name for w in wanted):
             continue
         why = fd.available()
