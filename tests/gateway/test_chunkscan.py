@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from llmfleet.gateway.accounting import StreamState, _content_chunk, new_state, track_chunk
 from llmfleet.gateway.chunkscan import loads
-from llmfleet.gateway.relay import StreamState, _content_chunk, new_state, track_chunk
 
 
 def _cmpl(text: object, finish: object = None, **extra: object) -> bytes:

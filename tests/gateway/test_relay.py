@@ -12,8 +12,9 @@ import pytest
 from llmfleet.api.errors import error_payload
 from llmfleet.appthread import free_port
 from llmfleet.errors import UpstreamError
+from llmfleet.gateway.accounting import StreamState, track_chunk
 from llmfleet.gateway.proxy import AttemptFailed, upstream_failure
-from llmfleet.gateway.relay import StreamState, error_event, synthetic_finish, track_chunk
+from llmfleet.gateway.resumer import error_event, synthetic_finish
 
 
 def _chat(text: str | None = None, *, role: bool = False, finish: str | None = None, cid: str = "c1") -> bytes:

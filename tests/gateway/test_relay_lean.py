@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from llmfleet.appthread import AppThread
-from llmfleet.gateway.relay import LEAN_KEEP_LINES, fold, lean_chunk, new_state, plain_line, track_chunk
-from llmfleet.gateway.relay import upstream_stream_body as upstream_body
+from llmfleet.gateway.accounting import LEAN_KEEP_LINES, fold, lean_chunk, new_state, plain_line, track_chunk
+from llmfleet.gateway.accounting import upstream_stream_body as upstream_body
 
 from .conftest import GatewayThread, sse, start_gateway
 from .test_stream_resume import MODEL, Script, scripted_app

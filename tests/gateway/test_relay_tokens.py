@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llmfleet.gateway.relay import new_state, track_chunk, upstream_stream_body
+from llmfleet.gateway.accounting import new_state, track_chunk, upstream_stream_body
 
 
 def _cmpl(

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from llmfleet.appthread import AppThread
-from llmfleet.gateway.relay import StreamState, new_state, track_chunk
+from llmfleet.gateway.accounting import StreamState, new_state, track_chunk
 from llmfleet.gateway.resume import Echo, drop_echo
 
 from .conftest import GatewayThread, fake_replica_app, sse, start_gateway

@@ -36,7 +36,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from llmfleet.clock import Clock
-from llmfleet.gateway.relay import StreamState
+from llmfleet.gateway.accounting import StreamState
 from llmfleet.gateway.shared_state import SharedState, SharedStateUnavailable
 
 log = logging.getLogger(__name__)

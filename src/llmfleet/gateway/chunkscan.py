@@ -5,7 +5,7 @@ Measured (issue #17, second pass): parsing a chunk with orjson (~1 us for parse 
 and reading the few keys the relay needs from the dict costs less CPU than any scan of the bytes written in Python
 (a few C-speed ``bytes`` searches and regexes still cost ~0.2 us of interpreter overhead each, and a scan that is
 *safe* — one that never misreads a key inside a string — needs a dozen or more). So the relay parses every chunk
-and keeps its common case short (:func:`llmfleet.gateway.relay.track_chunk`); see docs/gateway.md.
+and keeps its common case short (:func:`llmfleet.gateway.accounting.track_chunk`); see docs/gateway.md.
 """
 
 from __future__ import annotations

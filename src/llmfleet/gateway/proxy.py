@@ -35,18 +35,13 @@ from llmfleet.api.types import ChatCompletionRequest, CompletionRequest
 from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUnavailableError, UpstreamError
+from llmfleet.gateway.accounting import upstream_stream_body
 from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
-from llmfleet.gateway.relay import (
-    Segment,
-    StreamRelay,
-    StreamSink,
-    UpstreamBody,
-    detokenize_on,
-    tokenize_on,
-    upstream_stream_body,
-)
+from llmfleet.gateway.relay import StreamRelay
+from llmfleet.gateway.relay_api import Segment, StreamSink, UpstreamBody
+from llmfleet.gateway.resumer import detokenize_on, tokenize_on
 from llmfleet.gateway.upstream_http import UpstreamError as HttpUpstreamError
 from llmfleet.gateway.upstream_http import UpstreamPool, UpstreamResponse
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
@@ -513,7 +508,7 @@ async def _first_data(up: UpstreamBody) -> bytes:
 
 
 class _StreamUpstream:
-    """The relay's :class:`~llmfleet.gateway.relay.Upstream` for one client stream: every segment goes to a replica
+    """The relay's :class:`~llmfleet.gateway.relay_api.Upstream` for one client stream: every segment goes to a replica
     not tried yet for it; a finished segment counts as HTTP 200, a failed one as 0."""
 
     def __init__(self, proxy: Proxy, req: ProxyRequest) -> None:
