@@ -41,12 +41,17 @@ from llmfleet.bench.distributions import LengthDistribution
 from llmfleet.bench.loadgen import LoadGenerator
 from llmfleet.bench.prompts import PromptBuilder
 from llmfleet.bench.spec import BenchRequest, Bounds, Load, Slo, Target
-from llmfleet.bench.summary import summarize
+from llmfleet.bench.summary import percentile, summarize
 from llmfleet.bench.synthetic import synthetic
 from llmfleet.clock import WallClock
+from llmfleet.config import FleetConfig
 from llmfleet.perfmodel.calibration import CalibrationPlan
 from llmfleet.perfmodel.cli import calibrate, summary_lines
-from llmfleet.perfmodel.profile import Profile, save_profile
+from llmfleet.perfmodel.profile import Profile, load_profile, save_profile
+from llmfleet.simulator.core import EventLoop, SimClock
+from llmfleet.simulator.replica import ReplicaModel, Seq
+from llmfleet.simulator.runner import build_engine
+from llmfleet.simulator.stepcost import StepCost
 
 RESULTS = Path(__file__).parent / "results"
 CONCURRENCY = 6
@@ -83,7 +88,9 @@ async def run_load(url: str, model: str, reqs: list[BenchRequest], seed: int, pr
         run = await gen.run(reqs, Load(concurrency=CONCURRENCY), Bounds(max_requests=len(reqs)))
     s = summarize(run, Slo())
     words = sum(r.input_tokens for r in reqs) / len(reqs)
+    ok = [r for r in run.records if r.ok]
     return {
+        **itl_diagnostics(ok),
         "completed": s["completed"],
         "failed": s["failed"],
         "errors": s["errors"],
@@ -96,7 +103,119 @@ async def run_load(url: str, model: str, reqs: list[BenchRequest], seed: int, pr
         "mean_prompt_words": words,
         "duration_s": s["duration_s"],
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "records": [
+            {
+                "start_s": round(r.start_s - run.start_s, 5),
+                "ttft_s": round(r.ttft_s or 0.0, 5),
+                "e2e_s": round(r.e2e_s, 5),
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "itl_ms": [round(g * 1e3, 3) for g in r.itl_s],
+            }
+            for r in ok
+        ],
     }
+
+
+STALL_FACTOR = 3.0
+"""An inter-token gap over this many times the run's median gap counts as a stalled step (a prompt in the batch)."""
+
+
+def itl_diagnostics(records: list[Any]) -> dict[str, float]:
+    """Split the decode time into plain decode steps and stalls.
+
+    The median gap between streamed tokens is the time of a decode-only step at the typical batch (vLLM streams one
+    token per step); gaps well above it are steps that also ran a prompt's prefill. Their share of the decode time
+    says whether a TPOT error comes from the per-step decode cost or from the prefill/decode mix.
+    """
+    gaps = sorted(g for r in records for g in r.itl_s)
+    if not gaps:
+        return {}
+    med = gaps[len(gaps) // 2]
+    stalled = [g for g in gaps if g > STALL_FACTOR * med]
+    total = sum(gaps)
+    plain = [g for g in gaps if g <= STALL_FACTOR * med]
+    return {
+        "itl_p50_ms": med * 1e3,
+        "itl_p90_ms": gaps[int(0.9 * (len(gaps) - 1))] * 1e3,
+        "itl_mean_ms": total / len(gaps) * 1e3,
+        "plain_step_mean_ms": sum(plain) / len(plain) * 1e3,
+        "stall_share": sum(stalled) / total,
+        "stalls_per_request": len(stalled) / len(records),
+        "stall_mean_ms": (sum(stalled) / len(stalled) * 1e3) if stalled else 0.0,
+    }
+
+
+def des_closed_loop(profile_path: Path, reqs: list[BenchRequest], concurrency: int = CONCURRENCY) -> dict[str, Any]:
+    """The held-out load through the fleet simulator's replica model (discrete events, no wall clock).
+
+    Same closed loop as the live runs: ``concurrency`` requests in flight, the next one sent when one finishes; each
+    waits the profile's per-request overhead before it reaches the scheduler, as ``llmfleet engine sim`` does. No
+    process runs in real time here, so this prediction carries none of the loaded machine's scheduling delays that
+    the live sim engine's timings do (they show as its step lateness).
+    """
+    prof = load_profile(profile_path)
+    perf, spec = build_engine(FleetConfig(), profile=profile_path)
+    overhead_s = prof.engine.request_overhead_s
+    clock = SimClock()
+    loop = EventLoop(clock)
+    todo = iter(enumerate(reqs))
+    sent: dict[int, float] = {}
+    first: dict[int, float] = {}
+    done: dict[int, float] = {}
+    outs: dict[int, int] = {}
+
+    def on_first(seq: Seq, t: float) -> None:
+        first[seq.job] = t
+
+    def on_finish(seq: Seq, t: float) -> None:
+        done[seq.job] = t
+        loop.at(t, send_next)
+
+    model = ReplicaModel(StepCost(perf), spec, on_first, on_finish)
+    model.attach(loop)
+
+    def admit(job: tuple[int, BenchRequest]) -> None:
+        i, r = job
+        seq = Seq(i, r.input_tokens, r.output_tokens, r.prefix_id, r.prefix_tokens)
+        model.schedule(model.submit(seq, clock.now()))
+
+    def send_next() -> None:
+        job = next(todo, None)
+        if job is None:
+            return
+        sent[job[0]] = clock.now()
+        outs[job[0]] = job[1].output_tokens
+        loop.call_at(clock.now() + overhead_s, admit, job)
+
+    for _ in range(concurrency):
+        loop.at(0.0, send_next)
+    loop.run()
+    ttft = sorted(first[i] - sent[i] for i in done)
+    tpot = sorted((done[i] - first[i]) / (outs[i] - 1) for i in done if outs[i] > 1)
+    span = max(done.values())
+    return {
+        "ttft_p50_ms": percentile(ttft, 50) * 1e3,
+        "ttft_p90_ms": percentile(ttft, 90) * 1e3,
+        "tpot_p50_ms": percentile(tpot, 50) * 1e3,
+        "tpot_mean_ms": sum(tpot) / len(tpot) * 1e3,
+        "output_tokens_per_s": sum(outs[i] for i in done) / span,
+        "mean_prompt_tokens": sum(r.input_tokens for r in reqs) / len(reqs),
+        "completed": len(done),
+    }
+
+
+async def mean_step_lateness_ms(url: str) -> float:
+    """The sim engine's mean step lateness (``/metrics``): how far behind its own model the loaded machine ran it."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("llmfleet_sim_step_lateness_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("llmfleet_sim_step_lateness_seconds_count"):
+            count = float(line.split()[-1])
+    return total / count * 1e3 if count else float("nan")
 
 
 def start_vllm(log: Path) -> Any:
@@ -126,57 +245,87 @@ METRICS = (
     ("tpot_p50_ms", "TPOT p50 (ms)"),
     ("tpot_mean_ms", "TPOT mean (ms)"),
     ("output_tokens_per_s", "output tok/s"),
+    ("itl_p50_ms", "ITL p50 = decode-only step (ms)"),
+    ("plain_step_mean_ms", "decode-only step mean (ms)"),
+    ("stall_share", "share of decode time in stalls"),
+    ("stalls_per_request", "stalled steps per request"),
+    ("stall_mean_ms", "stalled step mean (ms)"),
     ("mean_prompt_tokens", "mean prompt tokens"),
 )
+
+
+DES_METRICS = ("ttft_p50_ms", "ttft_p90_ms", "tpot_p50_ms", "tpot_mean_ms", "output_tokens_per_s")
 
 
 def err(a: float, b: float) -> float:
     return (a - b) / b
 
 
+def spread(values: list[float]) -> float:
+    """(max - min) / mean of the real runs: the engine's own run-to-run spread."""
+    return (max(values) - min(values)) / (sum(values) / len(values))
+
+
 def report(out: dict[str, Any]) -> str:
-    real, real2, sim, sim2 = out["real"], out["real_repeat"], out["sim"], out["sim_repeat"]
+    rounds = out["rounds"]
+    n = len(rounds)
     lines = [
-        f"## Calibration fidelity, {out['date']} (benchmarks/calibration_fidelity.py)",
+        f"## Calibration fidelity, {out['date']} {out['time']} UTC (benchmarks/calibration_fidelity.py)",
         "",
         f"Real vLLM {out['vllm']} (CPU build) with the demo model vs `llmfleet engine sim --profile` calibrated on it "
-        f"in the same run, in two rounds back to back (calibrate, then the held-out load on real vLLM; round 2 "
-        f"recalibrates and uses other prompt text), then each round's profile on the sim engine (vLLM stopped). "
+        f"in the same run, in {n} rounds back to back (each: calibrate, then the held-out load on real vLLM, "
+        f"with other prompt text each round), then each round's profile on the sim engine (vLLM stopped). "
         f"Held-out workload: {out['workload']}; {out['requests']} requests, closed loop, concurrency {CONCURRENCY}; "
-        f"step token budget {out['max_num_batched_tokens']} (as the vLLM replica runs). Calibration took "
+        f"step token budget {out['max_num_batched_tokens']} (as the vLLM replica runs). Calibration "
+        f"({out.get('decode_repeats', 3)} decode repeats per point) took "
         f"{out['calibration_s']:.0f} s; whole run {out['total_s']:.0f} s. Machine: {os.cpu_count()} cores shared with "
-        "other work; 1-minute load average before/after each run below.",
+        "other work; 1-minute load average before/after each run below. Stall: an inter-token gap over "
+        f"{STALL_FACTOR:g}x the run's median gap (a step that also ran a prompt).",
         "",
-        "| metric | real 1 | sim 1 | sim 1 vs real 1 | real 2 | sim 2 | sim 2 vs real 2 | real 2 vs real 1 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| metric | "
+        + " | ".join(f"real {i + 1} | sim {i + 1} | sim {i + 1} vs real {i + 1}" for i in range(n))
+        + " | real spread (max-min)/mean |",
+        "|---|" + "---|---|---|" * n + "---|",
     ]
     for key, label in METRICS:
-        a, a2, s, s2 = real[key], real2[key], sim[key], sim2[key]
-        lines.append(
-            f"| {label} | {a:.2f} | {s:.2f} | {err(s, a):+.1%} | {a2:.2f} | {s2:.2f} | {err(s2, a2):+.1%} | "
-            f"{err(a2, a):+.1%} |"
-        )
+        cells = []
+        reals = [r["real"].get(key, float("nan")) for r in rounds]
+        for r in rounds:
+            a, s = r["real"].get(key, float("nan")), r["sim"].get(key, float("nan"))
+            cells += [f"{a:.3g}", f"{s:.3g}", f"{err(s, a):+.1%}" if a else "-"]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {spread(reals):.1%} |")
+        if key in DES_METRICS and all("des" in r for r in rounds):
+            cells = []
+            for r in rounds:
+                a, e = r["real"][key], r["des"][key]
+                cells += ["", f"{e:.3g}", f"{err(e, a):+.1%}"]
+            lines.append(f"| {label}, simulator (no wall clock) | " + " | ".join(cells) + " | |")
     lines.append(
-        f"| load average (1 min) | {real['load_average_1m']} | {sim['load_average_1m']} | | "
-        f"{real2['load_average_1m']} | {sim2['load_average_1m']} | | |"
+        "| sim engine step lateness (ms) | "
+        + " | ".join(f" | {r['sim'].get('step_lateness_ms', float('nan')):.2f} | " for r in rounds)
+        + " |"
     )
-    lines += ["", "Round 2 profile: " + "; ".join(out["profile_repeat_summary"]),
-              f"(calibration load average {out['profile_repeat_load_average']})"]  # fmt: skip
-    lines += ["", "Calibrated profile:", ""]
-    lines += [f"- {line}" for line in out["profile_summary"]]
+    lines.append(
+        "| load average (1 min) | "
+        + " | ".join(f"{r['real']['load_average_1m']} | {r['sim']['load_average_1m']} | " for r in rounds)
+        + " |"
+    )
+    lines.append("")
+    for i, r in enumerate(rounds):
+        lines.append(f"Round {i + 1} profile: " + "; ".join(r["profile_summary"])
+                     + f" (calibration load average {r['profile_load_average']})")  # fmt: skip
+        lines.append("")
     lines += [
-        f"- calibration load average (1/5/15 min): {out['profile_load_average']}",
-        "",
-        "Calibration points (measured -> fitted):",
+        "Round 1 calibration points (measured -> fitted):",
         "",
         "| kind | size | measured ms | fitted ms |",
         "|---|---|---|---|",
     ]
-    for p in out["prefill_points"]:
+    for p in rounds[0]["prefill_points"]:
         lines.append(
             f"| prefill TTFT | {p['prompt_tokens']} tokens | {p['ttft_s'] * 1e3:.2f} | {p['predicted_s'] * 1e3:.2f} |"
         )
-    for p in out["decode_points"]:
+    for p in rounds[0]["decode_points"]:
         lines.append(
             f"| decode step | batch {p['batch']}, ctx {p['context_tokens']} | {p['step_s'] * 1e3:.2f} | "
             f"{p['predicted_s'] * 1e3:.2f} |"
@@ -203,10 +352,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # Back to back, twice: calibrate, then the held-out load, on the same machine state; the second round is the
         # real engine's own run-to-run spread (a fresh calibration and other prompt text: no cache hits from round 1).
         rounds: list[dict[str, Any]] = []
-        for rnd in range(2):
+        for rnd in range(args.rounds):
             tc = time.monotonic()
             plan = CalibrationPlan(url=url, model=model, max_batch=args.max_batch, seed=1 + rnd,
-                                   max_num_batched_tokens=args.max_num_batched_tokens)  # fmt: skip
+                                   max_num_batched_tokens=args.max_num_batched_tokens,
+                                   decode_repeats=args.decode_repeats)  # fmt: skip
             profile: Profile = await calibrate(plan, console)
             calib_s = time.monotonic() - tc
             profile_path = work / f"profile{rnd + 1}.yaml"
@@ -224,6 +374,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             sim_proc, sim_url = start_sim(r["profile_path"], work / "sim.log")
             console.print(f"round {rnd + 1}: held-out workload on the sim engine (prompt words x {ratio:.3f}) ...")
             r["sim"] = await run_load(sim_url, model, scaled(words, ratio), args.seed, args.seed + 100 * rnd)
+            r["sim"]["step_lateness_ms"] = await mean_step_lateness_ms(sim_url)
+            r["des"] = des_closed_loop(r["profile_path"], scaled(words, ratio))
             console.print(f"  {r['sim']}")
             sim_proc.terminate()
             sim_proc.wait(timeout=10)
@@ -234,25 +386,30 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             sim_proc.wait(timeout=10)
         if replica is not None:
             replica.stop()
-    first = rounds[0]
+    now = datetime.datetime.now(datetime.UTC)
     return {
-        "date": datetime.date.today().isoformat(),
+        "date": now.date().isoformat(),
+        "time": now.strftime("%H:%M"),
         "vllm": "0.32",
         "workload": "prompt = one of 4 shared 256-word prefixes + uniform 40..500 words; output uniform 16..128 tokens",
         "requests": args.requests,
         "max_num_batched_tokens": args.max_num_batched_tokens,
-        "calibration_s": first["calibration_s"],
+        "calibration_s": rounds[0]["calibration_s"],
+        "decode_repeats": args.decode_repeats,
         "total_s": time.monotonic() - t0,
-        "real": first["real"],
-        "real_repeat": rounds[1]["real"],
-        "sim": first["sim"],
-        "sim_repeat": rounds[1]["sim"],
-        "profile_summary": summary_lines(first["profile"]),
-        "profile_repeat_summary": summary_lines(rounds[1]["profile"]),
-        "profile_load_average": first["profile"].source.load_average,
-        "profile_repeat_load_average": rounds[1]["profile"].source.load_average,
-        "prefill_points": [p.model_dump() for p in first["profile"].measurements.prefill],
-        "decode_points": [p.model_dump() for p in first["profile"].measurements.decode],
+        "rounds": [
+            {
+                "real": r["real"],
+                "sim": r["sim"],
+                "des": r["des"],
+                "calibration_s": r["calibration_s"],
+                "profile_summary": summary_lines(r["profile"]),
+                "profile_load_average": r["profile"].source.load_average,
+                "prefill_points": [p.model_dump() for p in r["profile"].measurements.prefill],
+                "decode_points": [p.model_dump() for p in r["profile"].measurements.decode],
+            }
+            for r in rounds
+        ],
     }
 
 
@@ -261,6 +418,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=160)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--decode-repeats", type=int, default=3, help="calibration: decode batches per point (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="calibrate + held-out runs on real vLLM (>= 2: the spread)")
     ap.add_argument("--max-num-batched-tokens", type=int, default=8192,
                     help="The engine's step token budget (the vLLM started here runs with 8192).")  # fmt: skip
     ap.add_argument("--vllm-url", default=None, help="Use this running vLLM (demo model) instead of starting one.")
@@ -273,7 +432,8 @@ def main() -> None:
     out = asyncio.run(main_async(args))
     text = report(out)
     print(text)
-    args.results.write_text(text)
+    with args.results.open("a") as fh:  # appended: the file keeps every run
+        fh.write("\n---\n\n" + text)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 
