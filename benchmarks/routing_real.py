@@ -478,9 +478,11 @@ def _repeat(c: Cell) -> str:
         gauges = " running/waiting " + " ".join(
             f"{r:.1f}/{w:.1f}" for r, w in zip(c.per_replica_running, c.per_replica_waiting, strict=True)
         )
+    mean_q = sum(c.per_replica_queries) / len(c.per_replica_queries) if c.per_replica_queries else 0.0
+    spread = max(c.per_replica_queries) / mean_q if mean_q else float("nan")
     return (
         f"{c.hit_rate:.1%} / {c.p90_ttft_s:.2f} s / {c.engine_mean_ttft_s:.2f} s / load {c.load_avg:.1f} [{per}]"
-        f"{gauges}"
+        f"{gauges} max/mean {spread:.2f}"
     )
 
 
