@@ -16,6 +16,11 @@ Workloads (seeded, the same requests for every front door):
 The routers come from their own virtualenv (``~/.cache/llmfleet/bench-venv``: ``pip install vllm-router
 sglang-router``), never from the project's dependencies; a front door whose binary is missing is skipped with a note.
 
+Front doors run one after another within each workload, forward in even repeats and reversed in odd ones (an A/B
+pair of neighbours runs A-B, then B-A), so a drift of the shared machine's load hits them alike. Each repeat records
+every replica's engine TTFT and scheduler queue time (``--sample-s`` adds sampled running/waiting gauges);
+``--front-doors control`` adds a 1-replica llmfleet control (all work on one engine).
+
     .venv/bin/python benchmarks/routing_real.py [--repeats 1] [--front-doors llmfleet,nginx,...] [--quick]
 """
 
