@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
@@ -26,6 +26,8 @@ class Upstream:
     def __init__(self) -> None:
         self.delay_s = 0.0
         self.page = VLLM_PAGE
+        self.on_metrics: Callable[[], None] | None = None
+        """Called as ``/metrics`` is served (what happens while the engine renders its page)."""
         self.thread = AppThread(self._make, shutdown_timeout_s=1.0)
 
     def _make(self) -> web.Application:
@@ -40,6 +42,8 @@ class Upstream:
             return web.json_response({"choices": [{"text": "pong"}]})
 
         async def metrics(_: web.Request) -> web.Response:
+            if self.on_metrics is not None:
+                self.on_metrics()
             return web.Response(text=self.page, content_type="text/plain")
 
         app = web.Application()
@@ -75,6 +79,10 @@ async def test_scrape_sets_the_load_and_a_bad_page_leaves_it_stale(upstream: Ups
         r.in_flight = 3  # the gateway's own requests on it: routing subtracts them from the engine's counts
         await prober.scrape(r)
         assert (r.load.num_requests_running, r.load.scraped_at, r.load.in_flight_at_scrape) == (5.0, 100.0, 3)
+        upstream.on_metrics = lambda: setattr(r, "in_flight", 2)  # one of ours ends while the page is rendered
+        await prober.scrape(r)
+        assert r.load.in_flight_at_scrape == 3, "a request that ended during the scrape was taken for others' load"
+        upstream.on_metrics = None
         upstream.page = "vllm:num_requests_running{ 3"
         clock.advance(5)
         await prober.scrape(r)  # logged, not raised

@@ -153,11 +153,15 @@ class Prober:
         leaves them stale (probes decide health)."""
         try:
             timeout = aiohttp.ClientTimeout(total=self.cfg.probe_timeout_s)
+            before = r.in_flight
             async with self.session.get(f"{r.url}/metrics", timeout=timeout) as resp:
                 if resp.status == 200:
-                    raw, in_flight = await resp.read(), r.in_flight  # the engine's counts and ours, same moment
+                    raw = await resp.read()
+                    # The engine counted our requests at some moment between the GET and its answer: take the larger
+                    # of our counts, so requests of ours that ended meanwhile are not read as other clients' load
+                    # (routing subtracts this from the engine's counts; an overestimate of ours errs toward idle).
                     page = parse(raw)
-                    r.load = parse_engine_load(page, self.clock.now(), in_flight)
+                    r.load = parse_engine_load(page, self.clock.now(), max(before, r.in_flight))
                     r.lora = read_lora_activity(page)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.debug("scrape of %s failed: %r", r.url, exc)
