@@ -12,6 +12,7 @@ Installs nginx-light and wrk from Debian when missing (needs root + apt).
 always does and strips them for a client that did not; nginx relays the plain chunks the client asked for.
 ``--workers N``: ``llmfleet gateway --workers N`` (SO_REUSEPORT; its CPU is the sum over the worker processes).
 ``--lean``: a second gateway with ``gateway.stream_accounting: lean`` in the same run (target ``llmfleet-lean``).
+``--streams-only``: only the streamed scenario (CPU per relayed chunk), so more repeats fit in the same time.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def main() -> None:
     ap.add_argument("--vllm-chunks", action="store_true", help="backends send vLLM-shaped chunks when asked")
     ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (SO_REUSEPORT)")
     ap.add_argument("--lean", action="store_true", help="also a gateway with stream_accounting: lean")
+    ap.add_argument("--streams-only", action="store_true", help="only the streamed CPU per chunk (more repeats)")
     args = ap.parse_args()
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
@@ -232,15 +234,16 @@ def main() -> None:
             for name in order[k:] + order[:k]:
                 url, pid = targets[name]
                 print(f"[{rep + 1}/{args.repeats}] {name} ...", flush=True)
-                cpu0 = tree_cpu(pid) if pid else 0.0
-                rps = wrk(url, args.duration_s, lua)
-                if pid:
-                    res[name]["cpu_us"].append((tree_cpu(pid) - cpu0) / (rps * args.duration_s) * 1e6)
-                res[name]["rps"].append(rps)
-                lat = asyncio.run(fixed_rate(url, args.rate, args.duration_s))
-                res[name]["p50"].append(percentile(lat, 50) * 1000)
-                res[name]["p99"].append(percentile(lat, 99) * 1000)
-                res[name]["ttfc"].append(sum(asyncio.run(ttfc(url, 30))) / 28 * 1000)
+                if not args.streams_only:
+                    cpu0 = tree_cpu(pid) if pid else 0.0
+                    rps = wrk(url, args.duration_s, lua)
+                    if pid:
+                        res[name]["cpu_us"].append((tree_cpu(pid) - cpu0) / (rps * args.duration_s) * 1e6)
+                    res[name]["rps"].append(rps)
+                    lat = asyncio.run(fixed_rate(url, args.rate, args.duration_s))
+                    res[name]["p50"].append(percentile(lat, 50) * 1000)
+                    res[name]["p99"].append(percentile(lat, 99) * 1000)
+                    res[name]["ttfc"].append(sum(asyncio.run(ttfc(url, 30))) / 28 * 1000)
                 if pid:  # streamed: 32 concurrent streams of STREAM_TOKENS chunks (+ usage and [DONE])
                     cpu0 = tree_cpu(pid)
                     srps = wrk(url, args.duration_s, stream_lua, 32)
@@ -267,8 +270,14 @@ def main() -> None:
         f"| p99 @ {args.rate:.0f} req/s | added p50 / p99 | time to first chunk (stream) | CPU per relayed chunk |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if args.streams_only:
+        lines[1:] = ["| target | CPU per relayed chunk (median) |", "|---|---|"]
     for name in targets:
         m = {k: med(v) for k, v in res[name].items()}
+        if args.streams_only:
+            if name != "direct":
+                lines.append(f"| {name} | {m['chunk_us']:.1f} us |")
+            continue
         added = "-" if name == "direct" else f"{m['p50'] - d['p50']:+.2f} / {m['p99'] - d['p99']:+.2f} ms"
         cpu = "-" if name == "direct" else f"{m['cpu_us']:.0f} us"
         lines.append(
@@ -277,10 +286,15 @@ def main() -> None:
         )
     ratio = med(res["llmfleet"]["cpu_us"]) / med(res["nginx"]["cpu_us"])
     chunk_ratio = med(res["llmfleet"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
+    per_request = "" if args.streams_only else f"CPU per request: **{ratio:.1f}x** (target <= 3x); "
     lines.append(
-        f"\nllmfleet / nginx CPU per request: **{ratio:.1f}x** (target <= 3x); per relayed chunk: "
+        f"\nllmfleet / nginx {per_request}CPU per relayed chunk: "
         f"**{chunk_ratio:.2f}x** (target <= 1.5x). Load average at the end: {os.getloadavg()[0]:.1f}."
     )
+    samples = "; ".join(
+        f"{name} {', '.join(format(x, '.1f') for x in res[name]['chunk_us'])}" for name in targets if name != "direct"
+    )
+    lines.append(f"CPU per relayed chunk, each repeat (us): {samples}.")
     if "llmfleet-lean" in res:
         lean_ratio = med(res["llmfleet-lean"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
         lines.append(f"Lean accounting (`gateway.stream_accounting: lean`) per relayed chunk: **{lean_ratio:.2f}x**.")

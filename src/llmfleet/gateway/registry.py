@@ -92,6 +92,9 @@ class Replica:
     load: EngineLoad = field(default_factory=EngineLoad)
     requests_total: int = 0
     failures_total: int = 0
+    _view: ReplicaView | None = field(default=None, repr=False)
+    _view_key: tuple[object, ...] = field(default=(), repr=False)
+    """What :attr:`_view` was built from: every field a view shows."""
 
     @property
     def state(self) -> ReplicaState:
@@ -103,7 +106,25 @@ class Replica:
         self.parents = dict(cards)
 
     def view(self) -> ReplicaView:
-        return ReplicaView(
+        """The replica as a routing policy sees it. The last view is reused while every field it shows is unchanged
+        (compared, not versioned: whoever changes the replica — the registry, the prober, the health tracker, the
+        admin API — need not say so); building a frozen view costs ~5x the comparison."""
+        key = (
+            self.id,
+            self.url,
+            self.health.state,
+            self.pool,
+            self.models,
+            self.in_flight,
+            self.latency_ewma_s,
+            self.ttft_ewma_s,
+            self.load,
+            self.weight,
+        )
+        view = self._view
+        if view is not None and key == self._view_key:
+            return view
+        view = ReplicaView(
             id=self.id,
             url=self.url,
             state=self.health.state,
@@ -115,6 +136,8 @@ class Replica:
             load=self.load,
             weight=self.weight,
         )
+        self._view, self._view_key = view, key
+        return view
 
     def to_json(self) -> dict[str, object]:
         """The replica as the admin API and `llmfleet status --json` show it."""
