@@ -5,7 +5,7 @@ delivered is accounted from the kept lines only when it is needed — a resume, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -14,8 +14,12 @@ import pytest
 from llmfleet.appthread import AppThread
 from llmfleet.gateway.accounting import LEAN_KEEP_LINES, fold, lean_chunk, new_state, plain_line, track_chunk
 from llmfleet.gateway.accounting import upstream_stream_body as upstream_body
+from llmfleet.gateway.cache import HEADER
 
+from .conftest import MODEL as SIM_MODEL
 from .conftest import GatewayThread, sse, start_gateway
+from .test_cache import post
+from .test_cache_stream import stream_timed
 from .test_stream_resume import MODEL, Script, scripted_app
 
 
@@ -147,3 +151,16 @@ async def test_lean_stream_cut_mid_way_resumes_as_one_stream(lean_replicas: Any)
 
 def test_the_keep_bound_is_a_bound() -> None:
     assert 256 <= LEAN_KEEP_LINES <= 8192
+
+
+def test_a_lean_stream_fills_the_response_cache_with_its_whole_text(fleet: Callable[..., Any]) -> None:
+    """The cache reads the stream's text after it ended: the kept lines are folded then, not per chunk."""
+    gw, _ = fleet(1, gateway={"cache": "memory", "health": {"probe_completion": False}, "stream_accounting": "lean"})
+    body = {"model": SIM_MODEL, "prompt": "tell me a story", "max_tokens": 12, "temperature": 0, "stream": True}
+    headers, lines = stream_timed(gw.url, "/v1/completions", body)
+    assert headers[HEADER] == "miss" and lines[-1][1] == "[DONE]"
+    text = "".join(json.loads(d)["choices"][0]["text"] for _, d in lines if d != "[DONE]" and json.loads(d)["choices"])
+    assert text
+    again = post(f"{gw.url}/v1/completions", {**body, "stream": False})
+    assert again.headers[HEADER] == "hit"
+    assert again.json()["choices"][0]["text"] == text and again.json()["usage"]["completion_tokens"] == 12
