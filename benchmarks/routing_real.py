@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -342,8 +343,12 @@ def _reset_prefix_cache(url: str) -> None:
     raise RuntimeError(f"{url}: prefix cache reset kept failing")
 
 
-def start_replicas(n: int, logs: Path) -> list[VLLMReplica]:
-    """``n`` demo-model vLLM replicas started side by side (dev mode: /reset_prefix_cache is served)."""
+def start_replicas(n: int, logs: Path, kv_blocks: int = 0) -> list[VLLMReplica]:
+    """``n`` demo-model vLLM replicas started side by side (dev mode: /reset_prefix_cache is served).
+
+    ``kv_blocks`` > 0 caps each replica's KV cache at that many blocks (``--num-gpu-blocks-override``; the CPU build
+    uses 128-token blocks), so that a replica cannot hold every conversation; 0 keeps the 1 GiB default (~2M tokens).
+    """
     runtime, model_dir = demo_setup()
     reps = [
         VLLMReplica(runtime, model_dir, logs / f"vllm-{i}.log", max_model_len=4096, ready_timeout_s=900)
@@ -351,6 +356,8 @@ def start_replicas(n: int, logs: Path) -> list[VLLMReplica]:
     ]
     for r in reps:
         r.env["VLLM_SERVER_DEV_MODE"] = "1"
+        if kv_blocks:
+            r.argv += ["--num-gpu-blocks-override", str(kv_blocks)]
     errors: list[BaseException] = []
 
     def go(r: VLLMReplica) -> None:
@@ -491,13 +498,13 @@ def _repeat(c: Cell) -> str:
     )
 
 
-def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], started: str) -> str:
+def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], started: str, kv: str = "1 GiB") -> str:
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
         groups.setdefault((c.workload, c.front_door), []).append(c)
     lines = [
         f"\n## Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs shared with other "
-        f"work; {sz.replicas} vLLM CPU replicas of the demo model, 1 GiB KV cache each; {repeats} repeat(s), medians; "
+        f"work; {sz.replicas} vLLM CPU replicas of the demo model, {kv} KV cache each; {repeats} repeat(s), medians; "
         f"{started}; load avg = the machine's 1-minute load average after the cell)\n",
         f"Sizes: {sz.conversations} conversations x {sz.turns} turns ({sz.system_words}-word system prompts, "
         f"{sz.user_words}-word user turns), shared_prompt {sz.conversations} x {sz.shared_turns} turns, random "
@@ -539,7 +546,19 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--front-doors", default="", help="Comma-separated substrings of front-door names (default all).")
+    ap.add_argument(
+        "--front-doors",
+        default="",
+        help='Comma-separated substrings of front-door names (default all); "=NAME" matches NAME exactly.',
+    )
+    ap.add_argument(
+        "--kv-blocks",
+        type=int,
+        default=0,
+        help="Cap each started replica's KV cache at this many 128-token blocks (--num-gpu-blocks-override), so it "
+        "holds only part of the conversations (0: the 1 GiB default, every conversation fits).",
+    )
+    ap.add_argument("--conversations", type=int, default=0, help="Number of conversations (0: the default, 24).")
     ap.add_argument("--workloads", default="conversations,shared_prompt,random")
     ap.add_argument(
         "--llmfleet-routing",
@@ -563,16 +582,22 @@ def main() -> None:
     ap.add_argument("--replica-urls", default="", help="Use these running dev-mode replicas (from --serve-replicas).")
     args = ap.parse_args()
     sz = Sizes(conversations=8, turns=3, random_requests=24, shared_turns=2) if args.quick else Sizes()
+    if args.conversations:
+        sz = dataclasses.replace(sz, conversations=args.conversations)
     wanted = [w for w in args.front_doors.split(",") if w]
+
+    def chosen(name: str) -> bool:
+        return any(name == w[1:] if w.startswith("=") else w in name for w in wanted)
+
     doors, skipped = [], []
     extra = []
     for spec in args.llmfleet_routing:
         name, _, js = spec.partition("=")
         extra.append(FrontDoor(f"llmfleet {name}", _llmfleet(json.loads(js))))
     for fd in FRONT_DOORS + extra + CONTROLS:
-        if fd in CONTROLS and not any("control" in w and w in fd.name for w in wanted):
+        if fd in CONTROLS and not any("control" in w and w.lstrip("=") in fd.name for w in wanted):
             continue
-        if wanted and not any(w in fd.name for w in wanted):
+        if wanted and not chosen(fd.name):
             continue
         why = fd.available()
         if why:
@@ -587,7 +612,7 @@ def main() -> None:
         if args.replica_urls:
             reps = [_Running(u) for u in args.replica_urls.split(",")]
         else:
-            reps = start_replicas(sz.replicas, tmp)
+            reps = start_replicas(sz.replicas, tmp, args.kv_blocks)
         started_s = time.monotonic() - t0
         print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
         try:
@@ -616,7 +641,10 @@ def main() -> None:
             for r in reps:
                 r.stop()
     started = "replicas started elsewhere" if args.replica_urls else f"replicas ready in {started_s:.0f} s"
-    text = report(cells, sz, args.repeats, skipped, started)
+    kv = f"{args.kv_blocks} x 128-token blocks of" if args.kv_blocks else "1 GiB"
+    if args.replica_urls:
+        kv = "(replicas started elsewhere)"
+    text = report(cells, sz, args.repeats, skipped, started, kv)
     print(text)
     if not args.no_record:
         append_results(
