@@ -110,6 +110,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RecursionError:
         body = error_body("request is nested too deeply", type_="BadRequestError", status=400)
         return web.json_response(body, status=400)
+    except ConnectionResetError:
+        # The client went away (e.g. before a stream's headers could be sent): nobody to answer, not a server
+        # error. 499 as nginx logs it; aiohttp drops the response on the closed connection.
+        log.debug("client went away while %s %s was served", request.method, request.path)
+        return web.Response(status=499)
     except Exception as exc:
         _log_unexpected(request, exc)
         body = error_body("internal server error", type_="InternalServerError", status=500)

@@ -180,8 +180,8 @@ Fetch = Callable[[], Awaitable[Upstreamed]]
 
 
 class StreamCapture:
-    """A :class:`~llmfleet.gateway.relay.StreamSink` keeping a relayed stream's final state: its usage (to settle the
-    token reservation) and, for a cache miss, the answer to store."""
+    """A :class:`~llmfleet.gateway.relay_api.StreamSink` keeping a relayed stream's final state: its usage (to settle
+    the token reservation) and, for a cache miss, the answer to store."""
 
     def __init__(self, headers: Mapping[str, str] | None = None) -> None:
         self.headers: Mapping[str, str] = dict(headers or {})
