@@ -144,6 +144,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated policy names")
     ap.add_argument("--out", default="", help="JSON: every run's derived figures and the aggregates")
     ap.add_argument("--report", default="", help="HTML (llmfleet simulate's report) of the first seed's runs")
+    ap.add_argument("--runs-dir", default="", help="keep each run's full results here (one JSON per run)")
+    ap.add_argument("--rows", default="", help="also aggregate these derived rows (JSON Lines, e.g. an earlier stderr)")
     args = ap.parse_args()
     duration_s = parse_duration_s(args.duration, "--duration")
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -156,7 +158,13 @@ def main() -> None:
         for res in pool.imap_unordered(one, jobs):
             print(json.dumps(res["derived"]), file=sys.stderr, flush=True)
             results.append(res)
+            if args.runs_dir:
+                name = f"{res['label'].split()[0]}_seed{res['seed']}.json"
+                (Path(args.runs_dir) / name).write_text(json.dumps(res))
     rows = [r["derived"] for r in results]
+    if args.rows:
+        lines = Path(args.rows).read_text().splitlines()
+        rows += [json.loads(line) for line in lines if line.startswith('{"policy"')]
     aggs = aggregate(rows)
     load1 = os.getloadavg()
     print(f"workload: {WORKLOAD}, {args.duration}; SLO TTFT <= 2 s, TPOT <= 100 ms; seeds {seeds}; "
@@ -165,7 +173,7 @@ def main() -> None:
     print(table(aggs))
     if args.out:
         Path(args.out).write_text(json.dumps({"workload": WORKLOAD, "rows": rows, "aggregates": aggs}, indent=1))
-    if args.report:
+    if args.report and results:
         first = sorted((r for r in results if r["seed"] == seeds[0]), key=lambda r: names.index(r["label"]))
         page = build_report(first, title=f"Autoscaling over a simulated day ({WORKLOAD}, seed {seeds[0]})")
         Path(args.report).write_text(page.render())
