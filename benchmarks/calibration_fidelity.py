@@ -41,15 +41,14 @@ from llmfleet.bench.distributions import LengthDistribution
 from llmfleet.bench.loadgen import LoadGenerator
 from llmfleet.bench.prompts import PromptBuilder
 from llmfleet.bench.spec import BenchRequest, Bounds, Load, Slo, Target
-from llmfleet.bench.summary import percentile, summarize
+from llmfleet.bench.summary import summarize
 from llmfleet.bench.synthetic import synthetic
 from llmfleet.clock import WallClock
 from llmfleet.config import FleetConfig
 from llmfleet.perfmodel.calibration import CalibrationPlan
 from llmfleet.perfmodel.cli import calibrate, summary_lines
 from llmfleet.perfmodel.profile import Profile, load_profile, save_profile
-from llmfleet.simulator.core import EventLoop, SimClock
-from llmfleet.simulator.replica import ReplicaModel, Seq
+from llmfleet.simulator.closedloop import LoopRequest, closed_loop
 from llmfleet.simulator.runner import build_engine
 from llmfleet.simulator.stepcost import StepCost
 
@@ -154,61 +153,18 @@ def itl_diagnostics(records: list[Any]) -> dict[str, float]:
 
 
 def des_closed_loop(profile_path: Path, reqs: list[BenchRequest], concurrency: int = CONCURRENCY) -> dict[str, Any]:
-    """The held-out load through the fleet simulator's replica model (discrete events, no wall clock).
-
-    Same closed loop as the live runs: ``concurrency`` requests in flight, the next one sent when one finishes; each
-    waits the profile's per-request overhead before it reaches the scheduler, as ``llmfleet engine sim`` does. No
-    process runs in real time here, so this prediction carries none of the loaded machine's scheduling delays that
-    the live sim engine's timings do (they show as its step lateness).
-    """
-    prof = load_profile(profile_path)
+    """The held-out load through the fleet simulator's replica model on the same closed loop, with no wall clock
+    (:func:`llmfleet.simulator.closedloop.closed_loop`): the model's own prediction, free of the step lateness a
+    loaded machine gives the live sim engine."""
     perf, spec = build_engine(FleetConfig(), profile=profile_path)
-    overhead_s = prof.engine.request_overhead_s
-    clock = SimClock()
-    loop = EventLoop(clock)
-    todo = iter(enumerate(reqs))
-    sent: dict[int, float] = {}
-    first: dict[int, float] = {}
-    done: dict[int, float] = {}
-    outs: dict[int, int] = {}
-
-    def on_first(seq: Seq, t: float) -> None:
-        first[seq.job] = t
-
-    def on_finish(seq: Seq, t: float) -> None:
-        done[seq.job] = t
-        loop.at(t, send_next)
-
-    model = ReplicaModel(StepCost(perf), spec, on_first, on_finish)
-    model.attach(loop)
-
-    def admit(job: tuple[int, BenchRequest]) -> None:
-        i, r = job
-        seq = Seq(i, r.input_tokens, r.output_tokens, r.prefix_id, r.prefix_tokens)
-        model.schedule(model.submit(seq, clock.now()))
-
-    def send_next() -> None:
-        job = next(todo, None)
-        if job is None:
-            return
-        sent[job[0]] = clock.now()
-        outs[job[0]] = job[1].output_tokens
-        loop.call_at(clock.now() + overhead_s, admit, job)
-
-    for _ in range(concurrency):
-        loop.at(0.0, send_next)
-    loop.run()
-    ttft = sorted(first[i] - sent[i] for i in done)
-    tpot = sorted((done[i] - first[i]) / (outs[i] - 1) for i in done if outs[i] > 1)
-    span = max(done.values())
+    loop_reqs = [LoopRequest(r.input_tokens, r.output_tokens, r.prefix_id, r.prefix_tokens) for r in reqs]
+    res = closed_loop(
+        StepCost(perf), spec, loop_reqs, concurrency, load_profile(profile_path).engine.request_overhead_s
+    )
     return {
-        "ttft_p50_ms": percentile(ttft, 50) * 1e3,
-        "ttft_p90_ms": percentile(ttft, 90) * 1e3,
-        "tpot_p50_ms": percentile(tpot, 50) * 1e3,
-        "tpot_mean_ms": sum(tpot) / len(tpot) * 1e3,
-        "output_tokens_per_s": sum(outs[i] for i in done) / span,
+        **res.summary_ms(),
         "mean_prompt_tokens": sum(r.input_tokens for r in reqs) / len(reqs),
-        "completed": len(done),
+        "completed": len(res.ttft_s),
     }
 
 

@@ -4,6 +4,7 @@ health and autoscaling objects on a simulated clock (``llmfleet simulate``; see 
 Modules: :mod:`.core` (event loop, clock), :mod:`.stepcost` and :mod:`.replica` (the fast engine model),
 :mod:`.workload` (traffic), :mod:`.fleet` (routing and the request lifecycle), :mod:`.control` (probes, scrapes,
 autoscaler), :mod:`.events` (failures, spot, region loss), :mod:`.results`, :mod:`.runner`, :mod:`.report`,
+:mod:`.closedloop` (one replica under a benchmark's closed loop),
 :mod:`.cli`.
 """
 
