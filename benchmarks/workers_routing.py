@@ -10,14 +10,20 @@ behind ``--policy prefix_affinity``, in these configurations:
 * ``2 workers + redis``, ``4 workers + redis``: the prefix table shared through a local ``redis-server``;
 * ``least_outstanding`` (1 worker): prefix-blind routing, the floor.
 
-The client keeps a pool of keep-alive connections and a conversation's turns take whichever is idle, so its turns
-reach different workers, as behind any connection-level load balancer. Reported per configuration: the engines' own
+How a conversation's turns reach the workers depends on the client's connections (``--connections``):
+
+* ``pooled`` (`prefix_routing.py`'s client): one keep-alive pool for all conversations. aiohttp hands out the most
+  recently released connection, so in this closed loop a conversation mostly reuses the connection its previous
+  turn used and stays on one worker: the best case for unshared workers;
+* ``fresh``: a new connection per request, so the kernel picks a worker per turn (as for clients that do not keep
+  connections, many short-lived clients, or a proxy in front that does not pin a conversation to a connection):
+  the worst case. Reported per configuration: the engines' own
 prefix-cache hit rate (their ``/metrics`` counters, tokens), TTFT p50/p90 at the client, and the gateway's routing
 decisions by reason summed over its workers (each worker's ``/metrics`` is found by scraping over fresh connections
 until the workers' request counts add up to the requests sent). Fresh engines, gateway and Redis database per run;
 the order of configurations rotates across repeats.
 
-    .venv/bin/python benchmarks/workers_routing.py [--repeats 2] [--configs w1,w2,w2r]
+    .venv/bin/python benchmarks/workers_routing.py [--repeats 2] [--configs w1,w2,w2r] [--connections fresh]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import asyncio
 import datetime
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -36,13 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import aiohttp
 import redis
 from _proc import append_results, wait_http_ok
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.prefix_compare import MODEL, Scenario
-from llmfleet.bench.runner import run_conversations
-from llmfleet.bench.workloads import conversations
+from llmfleet.bench.runner import RunResult, chat_stream, run_conversations
+from llmfleet.bench.workloads import Conversation, conversations
+from llmfleet.clock import WallClock
 from llmfleet.promtext import Sample, Scrape, parse
 from llmfleet.vllm_metrics import read_prefix_cache
 
@@ -140,7 +149,27 @@ def _samples(page: Scrape, name: str) -> list[Sample]:
     return [s for s in page.samples if s.name == name]
 
 
-def run_one(cfg: Config, sc: Scenario, redis_port: int | None) -> Outcome:
+async def _conversations_fresh(url: str, convs: list[Conversation], sc: Scenario, think_s: float) -> RunResult:
+    """``run_conversations`` with a new connection for every request and ``think_s`` between a conversation's
+    turns."""
+    result, clock = RunResult(), WallClock()
+
+    async def one(c: Conversation, s: aiohttp.ClientSession) -> None:
+        for _ in range(sc.turns):
+            c.record_answer(await chat_stream(s, url, MODEL, c.next_request(), sc.max_tokens, result, clock))
+            if think_s:
+                await asyncio.sleep(think_s)
+
+    t0 = clock.now()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as s:
+        await asyncio.gather(*(one(c, s) for c in convs))
+    result.elapsed_s = clock.now() - t0
+    return result
+
+
+def run_one(
+    cfg: Config, sc: Scenario, redis_port: int | None, fresh_connections: bool = False, think_s: float = 0.0
+) -> Outcome:
     """Fresh engines (cold caches), a fresh gateway and an empty Redis database: one run of the conversations."""
     procs: list[subprocess.Popen[bytes]] = []
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -164,9 +193,11 @@ def run_one(cfg: Config, sc: Scenario, redis_port: int | None) -> Outcome:
         gw = f"http://127.0.0.1:{gw_port}"
         _wait_workers(gw, gw_port, cfg.workers)
         before = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
-        res = asyncio.run(
-            run_conversations(gw, MODEL, conversations(sc.conversations, sc.seed), sc.turns, sc.max_tokens)
-        )
+        convs = conversations(sc.conversations, sc.seed)
+        if fresh_connections:
+            res = asyncio.run(_conversations_fresh(gw, convs, sc, think_s))
+        else:
+            res = asyncio.run(run_conversations(gw, MODEL, convs, sc.turns, sc.max_tokens))
         after = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
         sent = sc.conversations * sc.turns
         pages = _worker_pages(gw, cfg.workers, sent)
@@ -236,6 +267,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--configs", default="w1,w1r,w2,w2r,w4,w4r,lo", help=f"comma-separated, of {','.join(CONFIGS)}")
+    ap.add_argument("--connections", choices=["pooled", "fresh"], default="pooled", help="see above")
+    ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a conversation's turns (fresh only)")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "workers_routing.md")
     args = ap.parse_args()
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
@@ -250,19 +283,21 @@ def main() -> None:
         for rep in range(args.repeats):
             order = keys[rep % len(keys) :] + keys[: rep % len(keys)]
             for k in order:
-                o = run_one(CONFIGS[k], sc, redis_port)
+                o = run_one(CONFIGS[k], sc, redis_port, args.connections == "fresh", args.think_ms / 1000)
                 print(o, f"load {os.getloadavg()[0]:.1f}", flush=True)
                 runs[k].append(o)
     load_after = os.getloadavg()
 
-    def med(xs: list[float]) -> float:
-        return sorted(xs)[len(xs) // 2]
+    med = statistics.median
 
     ref = med([o.hit_rate for o in runs["w1"]]) if runs.get("w1") else None
     lines = [
         f"\n## Run {started:%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs, load average {load_before[0]:.1f} before / "
         f"{load_after[0]:.1f} after; {args.repeats} repeats; {sc.replicas} H100 sim engines, "
-        f"{sc.kv_blocks_per_replica} KV blocks each; {sc.conversations} conversations x {sc.turns} turns)\n",
+        f"{sc.kv_blocks_per_replica} KV blocks each; {sc.conversations} conversations x {sc.turns} turns; "
+        f"client connections: {args.connections}"
+        + (f", {args.think_ms:g} ms between turns" if args.think_ms and args.connections == "fresh" else "")
+        + ")\n",
         "| configuration | hit rate, each repeat | median | vs 1 worker | p50 TTFT | p90 TTFT | requests/s | "
         "routing decisions (all workers) | errors |",
         "|---|---|---|---|---|---|---|---|---|",
