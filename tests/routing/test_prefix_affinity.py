@@ -202,3 +202,22 @@ def test_a_queueing_engine_does_not_keep_a_conversation() -> None:
     full = [rv("a", in_flight=9, waiting=3, running=6, scraped_at=clock.now()), rv("b", in_flight=2), rv("c")]
     d = p.choose(req(convo(1, turns=2)), full)
     assert (d.replica.id, d.reason) == ("c", "spill_overloaded")
+
+
+def test_a_conversation_stays_when_every_engine_queues() -> None:
+    """When every engine queues (KV caches too small for the conversations: routing_real.py --kv-blocks 200 with 40
+    conversations), moving a turn would wait as well and re-prefill its whole history: it stays (within the
+    conversation bound). As soon as one engine is not queueing, the queueing holder loses it again."""
+    clock = ManualClock()
+    p = policy(clock, spill_margin=4.0, spill_factor=1.25)
+    assert p.choose(req(convo(1)), fleet(a=0, b=1, c=1)).replica.id == "a"
+    now = clock.now()
+    queueing = [
+        rv("a", in_flight=10, waiting=3, running=7, scraped_at=now),  # over the general bound only
+        rv("b", in_flight=5, waiting=1, running=5, scraped_at=now),
+        rv("c", in_flight=5, waiting=2, running=4, scraped_at=now),
+    ]
+    d = p.choose(req(convo(1, turns=2)), queueing)
+    assert (d.replica.id, d.reason) == ("a", "prefix_hit")
+    one_free = [*queueing[:2], rv("c", in_flight=5, waiting=0, running=5, scraped_at=now)]
+    assert p.choose(req(convo(1, turns=3)), one_free).replica.id != "a"

@@ -14,11 +14,12 @@ For each request the prompt's chained block keys are looked up in a bounded :cla
 
 A prompt whose longest remembered prefix is a whole earlier prompt (the next turn of a conversation) and that has
 no holder of any part of it within that bound stays where it was (``prefix_hit``) unless the fleet is clearly
-imbalanced (``conversation_spill_margin``/``_factor``) or that replica's engine is queueing: moving it would
-re-prefill its whole history, and only its own conversation follows it. Such a holder may be degraded (a slow probe,
-which on a busy replica mostly measures its own batch): degraded replicas get no new work, but keep their
-conversations while they keep up. New conversations that share only a prefix (a system prompt) spread at the
-general bound, so a hot prefix still fans out.
+imbalanced (``conversation_spill_margin``/``_factor``) or that replica's engine is queueing while some candidate's
+is not (when every engine queues, as when the KV caches cannot hold the conversations, moving would wait as well):
+moving it would re-prefill its whole history, and only its own conversation follows it. Such a holder may be
+degraded (a slow probe, which on a busy replica mostly measures its own batch): degraded replicas get no new work,
+but keep their conversations while they keep up. New conversations that share only a prefix (a system prompt)
+spread at the general bound, so a hot prefix still fans out.
 
 "Overloaded" means the load exceeds both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the
 eligible replicas: a conversation leaves its cache only when the fleet is imbalanced (a miss on a long prompt
@@ -106,7 +107,8 @@ class PrefixAffinityPolicy:
                 if r.state is ReplicaState.DEGRADED and r.id not in request.exclude and r.id not in by_id:
                     by_id[r.id] = r
                     loads[r.id] = fresh_outstanding_load(r, now, cfg.engine_load_max_age_s)
-            chosen = self._sticky_holder(keys[depth - 1], by_id, gen, loads, bound, now)
+            everyone_queueing = all(self._queueing(r, now) for r in cands)
+            chosen = self._sticky_holder(keys[depth - 1], by_id, gen, loads, bound, now, everyone_queueing)
             matched = depth if chosen is not None else 0
         if chosen is not None:
             reason = "spill_shorter_prefix" if saw_overloaded and matched < depth else "prefix_hit"
@@ -140,21 +142,27 @@ class PrefixAffinityPolicy:
         loads: dict[str, float],
         bound: float,
         now: float,
+        everyone_queueing: bool = False,
     ) -> ReplicaView | None:
         """The least loaded holder of ``key`` within ``bound`` whose engine is not queueing (a fresh scrape with
-        requests waiting means it is full: staying would cost more than a prefill elsewhere); None if none."""
+        requests waiting means it is full: staying would cost more than a prefill elsewhere), unless
+        ``everyone_queueing`` (every candidate's engine queues: moving would wait as well and re-prefill the whole
+        history, evicting other conversations there); None if none."""
         best: ReplicaView | None = None
-        max_age = self.config.engine_load_max_age_s
         for rid, g in self.table.holders(key):
             r = by_id.get(rid)
             if r is None or gen.get(rid) != g or loads[rid] > bound:
                 continue
-            at = r.load.scraped_at
-            if at is not None and now - at <= max_age and r.load.num_requests_waiting > 0:
+            if not everyone_queueing and self._queueing(r, now):
                 continue
             if best is None or loads[rid] < loads[best.id]:
                 best = r
         return best
+
+    def _queueing(self, r: ReplicaView, now: float) -> bool:
+        """A fresh scrape of ``r`` shows requests waiting in its engine."""
+        at = r.load.scraped_at
+        return at is not None and now - at <= self.config.engine_load_max_age_s and r.load.num_requests_waiting > 0
 
     def _least_loaded(self, cands: Sequence[ReplicaView], loads: dict[str, float], min_load: float) -> ReplicaView:
         tied = [r for r in cands if loads[r.id] == min_load]
