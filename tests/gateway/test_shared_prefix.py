@@ -3,7 +3,9 @@ gateway lands on the replica of its first turn."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ from tests.gateway.conftest import MODEL, GatewayThread, start_gateway
 from tests.gateway.test_cache import post
 from tests.gateway.test_shared_redis import RedisServer
 
+_JSON = {"Content-Type": "application/json"}
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (Debian package)")
 
 
@@ -71,3 +74,20 @@ def test_second_turn_through_the_other_gateway_lands_on_the_first_turns_replica(
     redis.stop()
     for p in _turns(3):
         served_by(g2, {"model": MODEL, "prompt": "after redis " + p, "max_tokens": 4})
+
+
+def test_the_placement_is_shared_while_the_answer_is_still_streaming(
+    two_gateways: tuple[RedisServer, list[GatewayThread]],
+) -> None:
+    # A next turn can reach the other gateway the moment an answer ends; the placement must be in Redis by then,
+    # so it is written when the request is routed, not after the answer (here: while the stream is still open).
+    _, (g1, g2) = two_gateways
+    for i, prompt in enumerate(_turns(6)):
+        body = {"model": MODEL, "prompt": prompt, "max_tokens": 4000, "stream": True, "ignore_eos": True}
+        req = urllib.request.Request(f"{g1.url}/v1/completions", json.dumps(body).encode(), _JSON)
+        with urllib.request.urlopen(req, timeout=30) as stream:
+            assert stream.readline().startswith(b"data: ")
+            [home] = [r.id for r in g1.gateway.registry.all() if r.in_flight]
+            nxt = {"model": MODEL, "prompt": prompt + " and more", "max_tokens": 2}
+            assert served_by(g2, nxt)[0] == home, f"conversation {i}"
+            assert any(r.in_flight for r in g1.gateway.registry.all())  # the first answer was still streaming

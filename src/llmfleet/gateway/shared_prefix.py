@@ -5,8 +5,14 @@ Routing policies do no I/O (the simulator calls them on its own clock), so shari
 * before routing, :meth:`SharedPrefixes.prefetch` reads from Redis (one ``MGET``) the block keys of the prompt
   that this gateway's own table does not remember, finds the deepest one another gateway recorded, and teaches the
   policy that this prefix lives on that replica (:meth:`PrefixSharing.learn`);
-* after an answer the fleet generated, :meth:`SharedPrefixes.publish` writes, in the background (one pipelined
-  round trip), every block key of the prompt -> the replica the policy placed it on, with a TTL.
+* as soon as the policy has chosen, every block key of the prompt -> the replica it was placed on is written in the
+  background (one pipelined round trip, with a TTL): :meth:`SharedPrefixes.prefetch` schedules the write, and the
+  task runs once the caller first waits, which is after the proxy chose (it routes before its first ``await``). So
+  the placement is in Redis while the answer is generated: an agent loop or a client sends a conversation's next
+  turn the moment the answer ends, on a new connection that may reach another gateway worker, and a write made only
+  after the answer lost that race (measured: ``benchmarks/results/workers_routing.md``);
+* after the answer, :meth:`SharedPrefixes.publish` writes the placement again only when it changed meanwhile (a
+  retry on another replica) or was not known yet.
 
 Replicas are named by their id, which is their normalized URL: the same replica has the same id in every gateway
 that was given the same URL (a replica this gateway does not route to is ignored). The generation numbers that make
@@ -20,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 
@@ -33,6 +40,10 @@ log = logging.getLogger(__name__)
 
 ENTRY_TTL_S = 600.0
 """How long a published prefix placement lives in Redis (engines keep a prefix's KV blocks for minutes at most)."""
+
+_EARLY_MEMORY = 4096
+"""Placements written at routing time remembered until the answer's :meth:`SharedPrefixes.publish` (bounded: a
+request that failed never calls it)."""
 
 
 @runtime_checkable
@@ -64,17 +75,26 @@ class SharedPrefixes:
         self.views = views
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self._tasks: set[asyncio.Task[None]] = set()
+        self._early: OrderedDict[int, str] = OrderedDict()
+        """Last block key of a prompt -> the replica written for it at routing time."""
 
     def _key(self, block: int) -> str:
         return self.shared.key("prefix", format(block, "x"))
 
     async def prefetch(self, request: RouteRequest) -> list[int]:
-        """Teach the policy where other gateways sent the deepest part of this prompt it does not know; returns the
-        prompt's block keys (for :meth:`publish`)."""
+        """Teach the policy where other gateways sent the deepest part of this prompt it does not know, and schedule
+        the write of where it is about to be routed (see the module docstring); returns the prompt's block keys
+        (for :meth:`publish`)."""
         keys = self.policy.block_keys(request)
+        await self._learn(request, keys)
+        if keys:
+            self._spawn(self._publish_routed(keys))
+        return keys
+
+    async def _learn(self, request: RouteRequest, keys: list[int]) -> None:
         local = self.policy.known_depth(keys)
         if local >= len(keys):
-            return keys
+            return
         wanted = [self._key(k) for k in keys[local:]]
 
         async def call(r: aioredis.Redis) -> list[bytes | str | None]:
@@ -83,7 +103,7 @@ class SharedPrefixes:
         try:
             found = await self.shared.run("prefix_get", call)
         except SharedStateUnavailable:
-            return keys
+            return
         for i in range(len(found) - 1, -1, -1):
             value = found[i]
             if value is not None:
@@ -92,14 +112,28 @@ class SharedPrefixes:
                 if self.policy.learn(request.model, keys[:depth], replica, self.views(request.model)):
                     log.debug("shared prefix: %d/%d blocks on %s", depth, len(keys), replica)
                 break
-        return keys
 
-    def publish(self, keys: list[int]) -> None:
-        """Write where the policy placed the prefix ``keys``, in the background (the answer does not wait)."""
+    async def _publish_routed(self, keys: list[int]) -> None:
+        """The write scheduled by :meth:`prefetch`: runs after the policy chose (nothing when it has not yet)."""
         replica = self.policy.holder(keys)
         if replica is None:
             return
-        task = asyncio.get_running_loop().create_task(self._publish(keys, replica))
+        self._early[keys[-1]] = replica
+        self._early.move_to_end(keys[-1])
+        while len(self._early) > _EARLY_MEMORY:
+            self._early.popitem(last=False)
+        await self._publish(keys, replica)
+
+    def publish(self, keys: list[int]) -> None:
+        """After the answer: write where the policy placed the prefix ``keys``, in the background (the answer does
+        not wait), unless that placement was written when it was routed."""
+        replica = self.policy.holder(keys)
+        if replica is None or (keys and self._early.pop(keys[-1], None) == replica):
+            return
+        self._spawn(self._publish(keys, replica))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
