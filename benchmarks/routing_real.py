@@ -21,6 +21,9 @@ pair of neighbours runs A-B, then B-A), so a drift of the shared machine's load 
 every replica's engine TTFT and scheduler queue time (``--sample-s`` adds sampled running/waiting gauges);
 ``--front-doors control`` adds a 1-replica llmfleet control (all work on one engine).
 
+``--kv-blocks N`` caps every replica's KV cache (128-token blocks) so that it holds only part of the conversations
+(``--conversations`` moves the working set against it); see "Bounded KV cache" in the results for the sizing.
+
     .venv/bin/python benchmarks/routing_real.py [--repeats 1] [--front-doors llmfleet,nginx,...] [--quick]
 """
 
