@@ -70,6 +70,30 @@ def start_gateway(
 
 
 @pytest.fixture
+def scripted_gateway() -> Iterator[Callable[..., GatewayThread]]:
+    """``scripted_gateway(apps, **gateway)``: scripted replicas (each an app factory, served on 127.0.0.1) behind a
+    gateway that routes round robin and probes every 60 s (the scripts decide what happens, not the prober);
+    ``gateway`` overrides settings. Everything stops at the end."""
+    started: list[AppThread] = []
+
+    def make(apps: Sequence[Callable[[], web.Application]], **gateway: Any) -> GatewayThread:
+        urls = []
+        for app in apps:
+            started.append(AppThread(app).start())
+            urls.append(started[-1].url)
+        health = {"probe_interval_s": 60, "scrape_interval_s": 60, **gateway.pop("health", {})}
+        gw = start_gateway(urls, gateway.pop("routing", {"policy": "round_robin"}), health=health, **gateway)
+        started.append(gw)
+        return gw
+
+    try:
+        yield make
+    finally:
+        for t in reversed(started):
+            t.stop()
+
+
+@pytest.fixture
 def fleet() -> Iterator[Callable[..., tuple[GatewayThread, list[SimServerThread]]]]:
     """fleet(n, sim overrides..., gateway=dict(...)) -> (gateway, sims); everything stops at the end."""
     started: list[AppThread] = []

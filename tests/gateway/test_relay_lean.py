@@ -5,19 +5,19 @@ delivered is accounted from the kept lines only when it is needed — a resume, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 
-from llmfleet.appthread import AppThread
 from llmfleet.gateway.accounting import LEAN_KEEP_LINES, fold, lean_chunk, new_state, plain_line, track_chunk
 from llmfleet.gateway.accounting import upstream_stream_body as upstream_body
 from llmfleet.gateway.cache import HEADER
 
 from .conftest import MODEL as SIM_MODEL
-from .conftest import GatewayThread, sse, start_gateway
+from .conftest import GatewayThread, sse
 from .test_cache import post
 from .test_cache_stream import stream_timed
 from .test_stream_resume import MODEL, Script, scripted_app
@@ -91,26 +91,9 @@ def test_reading_the_text_folds_the_kept_lines_and_the_final_usage_stays() -> No
 
 
 @pytest.fixture
-def lean_replicas() -> Iterator[Any]:
-    started: list[AppThread] = []
-
-    def make(*scripts: Script) -> GatewayThread:
-        for s in scripts:
-            started.append(AppThread(lambda s=s: scripted_app(s)).start())  # type: ignore[misc]
-        gw = start_gateway(
-            [t.url for t in started],
-            {"policy": "round_robin"},
-            health={"probe_interval_s": 60, "scrape_interval_s": 60},
-            stream_accounting="lean",
-        )
-        started.append(gw)
-        return gw
-
-    try:
-        yield make
-    finally:
-        for t in reversed(started):
-            t.stop()
+def lean_replicas(scripted_gateway: Callable[..., GatewayThread]) -> Callable[..., GatewayThread]:
+    """``lean_replicas(*scripts)``: a lean-accounting gateway in front of one scripted replica per script."""
+    return lambda *scripts: scripted_gateway([partial(scripted_app, s) for s in scripts], stream_accounting="lean")
 
 
 async def _raw_stream(url: str, max_tokens: int, include_usage: bool) -> list[bytes]:

@@ -8,16 +8,15 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from llmfleet.appthread import AppThread
-
-from .conftest import GatewayThread, fake_replica_app, start_gateway
+from .conftest import GatewayThread, fake_replica_app
 
 MODEL = "m"
 
@@ -64,20 +63,9 @@ def tape_app(tape: Tape) -> web.Application:
 
 
 @pytest.fixture
-def gateway_on() -> Iterator[Any]:
-    started: list[AppThread] = []
-
-    def make(tape: Tape) -> GatewayThread:
-        started.append(AppThread(lambda: tape_app(tape)).start())
-        gw = start_gateway([started[0].url], health={"probe_interval_s": 60, "scrape_interval_s": 60})
-        started.append(gw)
-        return gw
-
-    try:
-        yield make
-    finally:
-        for t in reversed(started):
-            t.stop()
+def gateway_on(scripted_gateway: Callable[..., GatewayThread]) -> Callable[[Tape], GatewayThread]:
+    """``gateway_on(tape)``: a gateway in front of one replica playing ``tape``."""
+    return lambda tape: scripted_gateway([partial(tape_app, tape)])
 
 
 def _open_stream(url: str, rcvbuf: int) -> socket.socket:

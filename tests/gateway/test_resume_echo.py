@@ -11,19 +11,19 @@ incomplete character primes its detokenizer wrongly and echoes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from llmfleet.appthread import AppThread
 from llmfleet.gateway.accounting import StreamState, new_state, track_chunk
 from llmfleet.gateway.resume import Echo, drop_echo
 
-from .conftest import GatewayThread, fake_replica_app, sse, start_gateway
+from .conftest import GatewayThread, fake_replica_app, sse
 
 MODEL = "m"
 BOS, EOS = 1, 2
@@ -102,22 +102,11 @@ def byte_app(script: Script) -> web.Application:
 
 
 @pytest.fixture
-def replicas() -> Iterator[Any]:
-    started: list[AppThread] = []
-
-    def make(*scripts: Script) -> GatewayThread:
-        for s in scripts:
-            started.append(AppThread(lambda s=s: byte_app(s)).start())  # type: ignore[misc]
-        health = {"probe_interval_s": 60, "scrape_interval_s": 60, "probe_completion": False}
-        gw = start_gateway([t.url for t in started], {"policy": "round_robin"}, health=health)
-        started.append(gw)
-        return gw
-
-    try:
-        yield make
-    finally:
-        for t in reversed(started):
-            t.stop()
+def replicas(scripted_gateway: Callable[..., GatewayThread]) -> Callable[..., GatewayThread]:
+    """``replicas(*scripts)``: a gateway in front of one byte-level replica per script."""
+    return lambda *scripts: scripted_gateway(
+        [partial(byte_app, s) for s in scripts], health={"probe_completion": False}
+    )
 
 
 async def _stream(url: str, max_tokens: int, want_ids: bool) -> tuple[str, list[int], list[list[int]], dict[str, Any]]:

@@ -5,18 +5,18 @@ exactly, in well under a second."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from llmfleet.appthread import AppThread
 from llmfleet.routing.views import ReplicaState
 
-from .conftest import GatewayThread, fake_replica_app, sse, start_gateway
+from .conftest import GatewayThread, fake_replica_app, sse
 
 MODEL = "m"
 
@@ -63,25 +63,9 @@ def scripted_app(script: Script) -> web.Application:
 
 
 @pytest.fixture
-def replicas() -> Iterator[Any]:
-    started: list[AppThread] = []
-
-    def make(*scripts: Script) -> GatewayThread:
-        for s in scripts:
-            started.append(AppThread(lambda s=s: scripted_app(s)).start())  # type: ignore[misc]
-        gw = start_gateway(
-            [t.url for t in started],
-            {"policy": "round_robin"},
-            health={"probe_interval_s": 60, "scrape_interval_s": 60},
-        )
-        started.append(gw)
-        return gw
-
-    try:
-        yield make
-    finally:
-        for t in reversed(started):
-            t.stop()
+def replicas(scripted_gateway: Callable[..., GatewayThread]) -> Callable[..., GatewayThread]:
+    """``replicas(*scripts)``: a gateway in front of one scripted replica per script."""
+    return lambda *scripts: scripted_gateway([partial(scripted_app, s) for s in scripts])
 
 
 async def _stream(url: str, max_tokens: int) -> tuple[list[dict[str, Any]], bool]:
