@@ -110,8 +110,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 min=1,
                 help="Gateway processes sharing the port (SO_REUSEPORT), one per core; each routes with its own "
-                "view of load and prefixes. Replicas must come from --replica, --discover or the config "
-                "(the admin API would reach one worker only).",
+                "view of load, and shares its prefix table only with --redis-url (without it, a conversation whose "
+                "turns arrive on new connections loses its cache hits). Replicas must come from --replica, "
+                "--discover or the config (the admin API would reach one worker only).",
             ),
         ] = 1,
     ) -> None:
