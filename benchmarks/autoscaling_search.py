@@ -69,6 +69,15 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "scale_down_stabilization_s": 300.0,
         "cooldown_s": 180.0,
     },
+    # The shipped defaults since the 24 h day (autoscaling_day.py): headroom for a 3x burst, fast shed after it.
+    "queue_8_shed4_cool60": {
+        "policies": ["queue"],
+        "target_queue_per_replica": 8.0,
+        "scale_up_stabilization_s": 30.0,
+        "scale_down_stabilization_s": 300.0,
+        "cooldown_s": 60.0,
+        "max_scale_down_step": 4,
+    },
 }
 
 
