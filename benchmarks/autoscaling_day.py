@@ -1,8 +1,9 @@
 """The seed's autoscaling claims over a full simulated 24-hour day, several seeds (issue #15).
 
-``autoscaling_search.py`` found the shipped autoscaler defaults on a day compressed into 2 hours, one seed. This runs
+``autoscaling_search.py`` found the former autoscaler defaults on a day compressed into 2 hours, one seed. This runs
 the same scenario over a real 24 h day (``llmfleet simulate --duration 24h``'s code path, ``simulator.run``) for
-llmfleet's shipped autoscaler (``AutoscalerConfig``'s defaults, only the replica bounds set), KEDA-style queue > 5
+llmfleet's shipped autoscaler (``AutoscalerConfig``'s defaults, only the replica bounds set; queue 8, up to 4 replicas
+shed per decision, 1 min cooldown since this run), its former defaults (queue 32, -1 per 3 min), KEDA-style queue > 5
 per replica and the seed's HPA on mean latency (500 ms up / 250 ms down, 60 s / 90 s smoothing, 3 min cooldown; on
 e2e latency as the seed writes it, and on TTFT), each over ``--seeds`` seeds, and reports the mean and the spread
 (min..max over seeds) of GPU-hours, cost, SLO attainment and scaling actions, plus each run's wall time.
@@ -39,6 +40,14 @@ from llmfleet.simulator.workload import parse_workload
 WORKLOAD = "day,chat,rate=16.667"
 POLICIES: dict[str, dict[str, Any]] = {
     "llmfleet (shipped defaults)": {},
+    "llmfleet (former defaults: queue 32)": {
+        "policies": ["queue"],
+        "target_queue_per_replica": 32.0,
+        "scale_up_stabilization_s": 30.0,
+        "scale_down_stabilization_s": 300.0,
+        "cooldown_s": 180.0,
+        "max_scale_down_step": 1,
+    },
     "keda_queue_5": BASELINES["keda_queue_5"],
     "hpa_latency_e2e (seed)": BASELINES["hpa_latency_e2e (seed)"],
     "hpa_latency_ttft": BASELINES["hpa_latency_ttft"],
@@ -159,7 +168,8 @@ def main() -> None:
             print(json.dumps(res["derived"]), file=sys.stderr, flush=True)
             results.append(res)
             if args.runs_dir:
-                name = f"{res['label'].split()[0]}_seed{res['seed']}.json"
+                slug = "".join(c if c.isalnum() else "_" for c in res["label"]).strip("_")
+                name = f"{slug}_seed{res['seed']}.json"
                 (Path(args.runs_dir) / name).write_text(json.dumps(res))
     rows = [r["derived"] for r in results]
     if args.rows:

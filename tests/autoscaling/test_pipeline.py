@@ -22,6 +22,7 @@ CFG = AutoscalerConfig(
     scale_up_stabilization_s=60,
     scale_down_stabilization_s=90,
     cooldown_s=180,
+    max_scale_down_step=1,  # the stage tests below step down one at a time (the seed's rate; default is 4)
 )
 
 

@@ -30,17 +30,28 @@ class AutoscalerConfig(_Section):
     )
     target_running_per_replica: float = Field(32.0, gt=0, description="target_ratio: running requests per replica.")
     target_queue_per_replica: float = Field(
-        32.0, gt=0, description="queue: outstanding (waiting + running) requests per replica (KEDA)."
+        8.0,
+        gt=0,
+        description=(
+            "queue: outstanding (waiting + running) requests per replica (KEDA). 8: a 3x burst (8 x 3 = 24) stays"
+            " under the ~30 a replica holds within the SLO while new replicas start (docs/simulator.md, 24 h day)."
+        ),
     )
     tolerance: float = Field(0.1, ge=0, lt=1, description="Ignore proposals within this ratio of current (HPA).")
     scale_up_stabilization_s: float = Field(30.0, ge=0, description="A breach must persist this long to scale up.")
     scale_down_stabilization_s: float = Field(
         300.0, ge=0, description="... and this long to scale down (long: the fleet sheds replicas slowly, no flapping)."
     )
-    cooldown_s: float = Field(180.0, ge=0, description="No scale-down within this long of any scaling (seed: 3 min).")
+    cooldown_s: float = Field(
+        60.0,
+        ge=0,
+        description="No scale-down within this long of any scaling (seed: 3 min; 1 min sheds a burst's fleet).",
+    )
     max_scale_up_step: int = Field(4, ge=1, description="At most this many replicas added per decision ...")
     max_scale_up_ratio: float = Field(1.0, gt=0, description="... or this fraction of current, whichever is more.")
-    max_scale_down_step: int = Field(1, ge=1, description="At most this many replicas removed per decision.")
+    max_scale_down_step: int = Field(
+        4, ge=1, description="At most this many replicas removed per decision (4: 40 -> 10 in ~8 min, not 1.8 h)."
+    )
     panic_window_s: float = Field(6.0, gt=0, description="KPA panic: short window for bursts.")
     panic_threshold: float = Field(2.0, gt=1, description="Panic when the short-window proposal is this x current.")
     spare_capacity: float = Field(0.4, ge=0, le=2, description="model: headroom over the observed load (30-50%).")
