@@ -49,7 +49,7 @@ async def test_lone_surrogate_is_refused_at_the_edge_and_ejects_nothing(fleet: F
 
 
 async def test_a_5xx_repeated_on_a_second_replica_is_the_requests_fault(fleet: Fleet) -> None:
-    """Every replica answers 500 the same way: two tries, a clear 400, and no replica blamed (probes only check
+    """Every replica answers 500 the same way: three tries, a clear 400, and no replica blamed (probes only check
     /health here: a probe completion would itself fail and eject, which is the prober's business)."""
     gw, _ = fleet(3, faults={"error_rate": 1.0}, gateway={"health": {"probe_completion": False}})
     for _ in range(4):
@@ -62,6 +62,32 @@ async def test_a_5xx_repeated_on_a_second_replica_is_the_requests_fault(fleet: F
     status, payload, _h = await _post(f"{gw.url}/v1/completions", stream)
     assert status == 400 and payload["error"]["code"] == "request_failed_upstream"
     assert _states(gw) == ["healthy"] * 3
+
+
+async def test_two_replicas_broken_alike_do_not_make_a_valid_request_the_clients_fault(fleet: Fleet) -> None:
+    """A bad rollout's new replicas fail every request the same way. Tiered pools send each request to both of
+    them first (the preferred pool), then to the good one: the same 500 from two replicas is confirmed on the third,
+    which answers, so the client gets 200 and the two broken replicas are blamed (the slow tier's rollout test once
+    got three 400s here)."""
+    _, sims = fleet(3)
+    for sim in sims[:2]:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_faults(sim, {"error_rate": 1.0}), sim.loop))
+    pools = ["new", "new", "old"]
+    gw = start_gateway(
+        [{"url": sim.url, "pool": pool} for sim, pool in zip(sims, pools, strict=True)],
+        routing={"policy": "tiered", "tiered": {"default_pool": "new", "inner_policy": "round_robin"}},
+        health={"probe_completion": False, "probe_interval_s": 30},
+    )
+    try:
+        for _ in range(4):
+            status, payload, _h = await _post(
+                f"{gw.url}/v1/completions", json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 4})
+            )
+            assert status == 200, payload
+        broken = [gw.gateway.registry.get(sim.url) for sim in sims[:2]]
+        assert all(r is not None and r.failures_total > 0 for r in broken), broken
+    finally:
+        gw.stop()
 
 
 async def test_a_5xx_only_one_replica_gives_counts_against_that_replica(fleet: Fleet) -> None:

@@ -7,9 +7,11 @@ way until their first line; after that :mod:`llmfleet.gateway.relay` carries the
 
 Failures are classified (:func:`fault_kind`): *replica faults* (connect errors, resets, timeouts, 502/503/504)
 count toward the replica's ejection at once; any other 5xx is *suspect* — maybe the request's own fault (a lone
-surrogate once crashed every engine it reached). A suspect is retried on one other replica: the same error again
-means the request is at fault (400 to the client, no replica blamed); success or a different error there means
-the first replica was at fault after all (:meth:`Registry.judge`).
+surrogate once crashed every engine it reached). A suspect is retried on another replica: the same error again
+is confirmed on a third replica when one is left and attempts remain (two replicas broken alike, as a bad
+rollout's new ones are, must not make a valid request the client's fault), and the same error on every replica
+tried means the request is at fault (400 to the client, no replica blamed); success or a different error means the
+failing replicas were at fault after all (:meth:`Registry.judge`).
 
 Every attempt is counted in flight by the registry from :meth:`Registry.begin` to :meth:`Registry.end`; the
 registry turns its outcome into the feedback policies read. Upstream errors map to a failure reason (a metric
@@ -113,20 +115,31 @@ class _Verdicts:
         self.registry = registry
         self.pending: list[tuple[Attempt, AttemptFailed]] = []
         self.request_fault: AttemptFailed | None = None
+        self.repeated: AttemptFailed | None = None
+        """The same error came from two replicas: the request's fault unless a third replica, if one is left to
+        try, answers (then the two were broken alike, e.g. a bad rollout's new replicas)."""
 
     def suspect(self, attempt: Attempt, exc: AttemptFailed) -> None:
-        """A suspect failure: identical to an earlier one -> the request's fault; different -> both replicas'."""
-        for _attempt, prev in self.pending:
-            if prev.status == exc.status and prev.body == exc.body:
-                self.request_fault = exc
-                self.close(blame=False)
-                return
+        """A suspect failure: the same error on three replicas (or on two when no third is tried) -> the request's
+        fault; different errors -> each replica's own."""
+        same = sum(1 for _a, prev in self.pending if prev.status == exc.status and prev.body == exc.body)
         self.pending.append((attempt, exc))
-        if len(self.pending) > 1:  # different errors on two replicas: each replica's own
+        if same >= 2:
+            self.request_fault = exc
+            self.close(blame=False)
+        elif same == 1:
+            self.repeated = exc
+        elif len(self.pending) > 1:  # different errors on two replicas: each replica's own
             self.close(blame=True)
+
+    def verdict(self) -> AttemptFailed | None:
+        """After the last attempt: the error that makes this the request's fault, if any."""
+        return self.request_fault or self.repeated
 
     def close(self, *, blame: bool) -> None:
         """Settle pending suspects: as replica faults (``blame``), or with no verdict on the replica."""
+        if blame:
+            self.repeated = None
         for attempt, exc in self.pending:
             self.registry.judge(attempt, Outcome.failure(exc.reason) if blame else Outcome.abandoned())
         self.pending.clear()
@@ -333,8 +346,8 @@ class Proxy:
                 self._count_tokens(data, req.route_request.model)
             return web.Response(body=data, status=status, headers=_JSON)
         assert last is not None
-        if verdicts.request_fault is not None:
-            raise self._request_fault(verdicts.request_fault)
+        if (fault := verdicts.verdict()) is not None:
+            raise self._request_fault(fault)
         if last.status is not None and last.body:
             return web.Response(body=last.body, status=last.status, headers=_JSON)
         if _is_timeout(last):
@@ -485,8 +498,8 @@ class Proxy:
                 self.registry.end(attempt, Outcome.abandoned())
                 raise
         assert last is not None
-        if verdicts.request_fault is not None:
-            raise self._request_fault(verdicts.request_fault)
+        if (fault := verdicts.verdict()) is not None:
+            raise self._request_fault(fault)
         if _is_timeout(last):
             raise GatewayTimeoutError("upstream replicas did not start the stream in time")
         raise UpstreamError(f"upstream replicas failed to start the stream (last: {last.reason})")
