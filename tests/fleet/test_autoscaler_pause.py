@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from llmfleet.autoscaling.controller import Controller
-from llmfleet.autoscaling.pipeline import DecisionCode
+from llmfleet.autoscaling.pipeline import Decision, DecisionCode
 from llmfleet.autoscaling.signals import FleetSample
 from llmfleet.clock import ManualClock
 from llmfleet.config import AutoscalerConfig
@@ -74,9 +74,19 @@ async def test_a_pause_holds_the_size_under_load_and_ends_by_itself_after_its_tt
     assert setup.controller.paused is not None
     setup.clock.advance(16)  # 61 s after the pause: nobody renewed or resumed it
     assert await _wait_until(lambda: setup.controller.paused is None), "the hold did not expire"
-    decision = await setup.controller.step()
+    decision = await _after_a_fresh_window(setup)
     assert decision.code is not DecisionCode.PAUSED and setup.provider.scaled == [decision.replicas]
     assert decision.replicas > 1
+
+
+async def _after_a_fresh_window(setup: _Setup) -> Decision:
+    """The first decisions after a pause wait for a window of signals sampled since (engine loads scraped during
+    the pause are still reported until the gateway scrapes again); then the controller decides."""
+    held = await setup.controller.step()
+    assert held.code is DecisionCode.PAUSED and "fresh signals" in held.reason, held
+    assert setup.provider.scaled == []
+    setup.clock.advance(setup.controller.cfg.window_s)
+    return await setup.controller.step()
 
 
 async def test_renewing_extends_the_hold_and_resume_ends_it_at_once(setup: _Setup) -> None:
@@ -89,7 +99,7 @@ async def test_renewing_extends_the_hold_and_resume_ends_it_at_once(setup: _Setu
     assert setup.controller.paused is not None
     status, doc = await setup.post("/autoscaler/resume")
     assert status == 200 and doc["paused"] is False and doc["controllers"] == [None]
-    assert (await setup.controller.step()).code is not DecisionCode.PAUSED
+    assert (await _after_a_fresh_window(setup)).code is not DecisionCode.PAUSED
 
 
 async def test_the_hold_leaves_a_rollouts_pause_alone_and_outlives_its_resume(setup: _Setup) -> None:

@@ -71,6 +71,9 @@ class Controller:
         self.state = ControllerState()
         self.publish = publish
         self.paused: str | None = None
+        self._settle_until = -float("inf")
+        """After a pause, no decision before this clock time: a full ``window_s`` of fresh samples (the engine loads
+        the gateway reports were scraped during the pause until its next scrape)."""
         self._task: asyncio.Task[None] | None = None
         r = registry or CollectorRegistry()
         self.desired_gauge = Gauge("llmfleet_autoscaler_desired_replicas", "Replicas the controller wants.", registry=r)
@@ -100,6 +103,7 @@ class Controller:
         would undo their work (scale down a surged fleet, scale up after a deliberate overload)."""
         if self.paused is not None:
             self.window = SignalWindow(self.window.max_age_s)
+            self._settle_until = self.clock.now() + self.cfg.window_s
         self.paused = None
 
     def status(self, last: int = 20) -> dict[str, object]:
@@ -128,8 +132,9 @@ class Controller:
         self.window.add(await self._stage("sample", self.source.sample(now)))
         current = await self._stage("provider", self.provider.current_replicas())
         self.current_gauge.set(current)
-        if self.paused:
-            decision = Decision(current, current, f"paused: {self.paused}", now, code=DecisionCode.PAUSED)
+        if self.paused or now < self._settle_until:
+            why = f"paused: {self.paused}" if self.paused else "resumed: waiting for a window of fresh signals"
+            decision = Decision(current, current, why, now, code=DecisionCode.PAUSED)
             self.decisions.labels(decision.direction, decision.label).inc()
             if self.publish is not None:
                 with contextlib.suppress(Exception):
