@@ -33,7 +33,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _proc import append_results, cpu_seconds, percentile, wait_http_ok
+from _proc import append_results, cpu_seconds, percentile, stop_all, wait_http_ok
 
 from llmfleet.appthread import free_port
 
@@ -250,13 +250,7 @@ def main() -> None:
                     chunks = srps * args.duration_s * (STREAM_TOKENS + 2)
                     res[name]["chunk_us"].append((tree_cpu(pid) - cpu0) / chunks * 1e6)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, timeout_s=10)
 
     def med(xs: list[float]) -> float:
         return sorted(xs)[len(xs) // 2] if xs else float("nan")

@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import aiohttp
 import redis
-from _proc import append_results, wait_http_ok
+from _proc import append_results, stop_all, wait_http_ok
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.prefix_compare import MODEL, Scenario
@@ -202,14 +202,7 @@ def run_one(
         sent = sc.conversations * sc.turns
         pages = _worker_pages(gw, cfg.workers, sent)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(list(reversed(procs)))
     hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
     queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     decisions: dict[str, float] = {}
