@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from llmfleet.appthread import free_port
 from llmfleet.config import SimEngineConfig
 from llmfleet.engines.sim.background import SimServerThread
+from llmfleet.gateway.local_process import LocalGateway
 from llmfleet.promtext import parse
 from tests.gateway.conftest import MODEL, wait_until
 from tests.gateway.test_shared_redis import RedisServer
@@ -24,34 +23,24 @@ from tests.gateway.test_shared_redis import RedisServer
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (Debian package)")
 
 
-class WorkersGateway:
-    """``llmfleet gateway --workers N`` in a subprocess; stopped by PID (its workers too)."""
+class WorkersGateway(LocalGateway):
+    """``llmfleet gateway --workers N`` in a subprocess, ready once every worker listens; stopped by PID (its workers
+    too)."""
 
-    def __init__(self, replicas: list[str], workers: int, config: Path, log: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(self.port), "--workers", str(workers)]
-        cmd += ["--config", str(config), "--policy", "prefix_affinity", *extra]
+    def __init__(self, replicas: list[str], workers: int, fleet: dict[str, Any], log: Path, *extra: str) -> None:
+        args = ["--workers", str(workers), "--policy", "prefix_affinity", *extra]
         for r in replicas:
-            cmd += ["--replica", r]
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+            args += ["--replica", r]
+        super().__init__(fleet, log, args=args, log_level="DEBUG")
         wait_until(lambda: self._listeners() == workers, 60, f"{workers} gateway workers on {self.port}")
         for _ in range(4 * workers):  # every worker ready (fresh connections spread over them)
-            wait_until(self._ready, 30, "gateway ready")
+            wait_until(self.ready, 30, "gateway ready")
 
     def _listeners(self) -> int:
         assert self.proc.poll() is None, "the gateway exited"
         with open("/proc/net/tcp") as f:
             rows = [line.split() for line in f.readlines()[1:]]
         return sum(1 for c in rows if int(c[1].rsplit(":", 1)[1], 16) == self.port and c[3] == "0A")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
 
     def _children(self) -> list[int]:
         try:
@@ -62,17 +51,10 @@ class WorkersGateway:
 
     def stop(self) -> None:
         children = self._children()
-        if self.proc.poll() is None:
-            self.proc.terminate()  # the parent passes SIGTERM to every worker
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()  # the parent passes SIGTERM to every worker
         for pid in children:  # a worker the parent could not stop
             if Path(f"/proc/{pid}").exists():
                 subprocess.run(["kill", "-9", str(pid)], check=False)
-        self._log.close()
 
 
 @pytest.fixture
@@ -83,10 +65,9 @@ def fleet(tmp_path: Path) -> Iterator[tuple[list[SimServerThread], WorkersGatewa
         started.append(redis)
         sims = [SimServerThread(SimEngineConfig.model_validate({"time_scale": 20.0})).start() for _ in range(3)]
         started.extend(sims)
-        config = tmp_path / "fleet.yaml"
-        config.write_text("gateway:\n  health:\n    probe_completion: false\n")  # engine counters: ours alone
+        fleet = {"gateway": {"health": {"probe_completion": False}}}  # engine counters: ours alone
         log = tmp_path / "gateway.log"
-        gw = WorkersGateway([s.url for s in sims], 2, config, log, "--redis-url", redis.url, "--log-level", "DEBUG")
+        gw = WorkersGateway([s.url for s in sims], 2, fleet, log, "--redis-url", redis.url)
         started.append(gw)
         yield sims, gw, log
     finally:

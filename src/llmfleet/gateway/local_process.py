@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,10 +27,18 @@ from llmfleet.engines.launch import tail
 class LocalGateway:
     """Start ``llmfleet gateway`` with the fleet.yaml ``fleet`` on a free port and wait for ``/ready``.
 
-    The config file and the log (INFO; ``log_path``, else a temporary directory's) are kept beside each other.
+    The config file and the log (``log_level``; ``log_path``, else a temporary directory's) are kept beside each
+    other; ``args`` are more command-line options (``--workers``, ``--replica``, ...).
     Raises RuntimeError, quoting the log, when the gateway exits or is not ready within ``ready_timeout_s``."""
 
-    def __init__(self, fleet: dict[str, Any], log_path: Path | None = None, ready_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        fleet: dict[str, Any],
+        log_path: Path | None = None,
+        ready_timeout_s: float = 60.0,
+        args: Sequence[str] = (),
+        log_level: str = "INFO",
+    ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if log_path is None:
             self._tmp = tempfile.TemporaryDirectory()
@@ -41,7 +50,8 @@ class LocalGateway:
         config.write_text(yaml.safe_dump(fleet, sort_keys=False))
         argv = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(self.port), "--config", str(config)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([*argv, "--log-level", "INFO"], stdout=log, stderr=subprocess.STDOUT)
+            argv += [*args, "--log-level", log_level]
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + ready_timeout_s
         while not self.ready():
             if time.monotonic() > deadline or self.proc.poll() is not None:
