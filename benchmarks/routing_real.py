@@ -107,6 +107,8 @@ class Cell:
     """Each replica's mean ``vllm:num_requests_running`` over the cell (``--sample-s``; empty when off)."""
     per_replica_waiting: list[float] = field(default_factory=list)
     """Each replica's mean ``vllm:num_requests_waiting`` over the cell (``--sample-s``; empty when off)."""
+    front_door_cpu_s: float = float("nan")
+    """CPU seconds the front door's processes (its whole session) used while the workload ran."""
 
 
 # --- front doors -------------------------------------------------------------------------------------------------
@@ -335,6 +337,19 @@ class GaugeSampler:
         return running, waiting
 
 
+def session_cpu_s(sid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of session ``sid`` (Linux ``/proc``)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[3]) == sid:  # fields after the command: state ppid pgrp session ... utime stime
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _reset_prefix_cache(url: str) -> None:
     for _ in range(50):
         req = urllib.request.Request(f"{url}/reset_prefix_cache", method="POST", data=b"")
@@ -431,10 +446,12 @@ def run_cell(
         return Cell(workload, fd.name, nan, nan, nan, nan, nan, 0, os.getloadavg()[0], [0.0], f"not run: {exc}")
     try:
         pages_before = [_scrape(u) for u in urls]
+        cpu0 = session_cpu_s(proc.pid)
         t0 = time.monotonic()
         with GaugeSampler(urls, sample_s) as sampler:
             res = asyncio.run(run_workload(workload, url, reps[0].model, sz))
         wall = time.monotonic() - t0
+        cpu = session_cpu_s(proc.pid) - cpu0
         pages_after = [_scrape(u) for u in urls]
         note = _gateway_note(url) if fd.name.startswith("llmfleet") else ""
     finally:
@@ -461,6 +478,7 @@ def run_cell(
         _per_replica(pages_before, pages_after, TIME_TO_FIRST_TOKEN),
         _per_replica(pages_before, pages_after, REQUEST_QUEUE_TIME),
         *sampler.means(),
+        cpu,
     )
 
 
@@ -514,8 +532,8 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
         f"{sz.random_requests} x {sz.random_words} words at concurrency {sz.concurrency}; "
         f"max_tokens {sz.max_tokens}.\n",
         "| workload | front door | prefix cache hit rate | TTFT p50 | TTFT p90 | engine TTFT mean | front door adds "
-        "(mean) | requests/s | wall | errors | load avg (1 min) | max/mean queried tokens per replica |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(mean) | front door CPU | req/s | wall | errors | load avg (1 min) | max/mean queried tokens per replica |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (workload, name), cs in groups.items():
         spread = [
@@ -526,6 +544,7 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
             f"{_med([c.p50_ttft_s for c in cs]):.2f} s | "
             f"{_med([c.p90_ttft_s for c in cs]):.2f} s | {_med([c.engine_mean_ttft_s for c in cs]):.2f} s | "
             f"{_med([c.client_mean_ttft_s - c.engine_mean_ttft_s for c in cs]):+.2f} s | "
+            f"{_med([c.front_door_cpu_s for c in cs]):.2f} s | "
             f"{_med([c.requests_per_s for c in cs]):.2f} | "
             f"{_med([c.wall_s for c in cs]):.0f} s | {sum(c.errors for c in cs)} | "
             f"{_med([c.load_avg for c in cs]):.1f} | {_med(spread):.2f} |"
