@@ -34,6 +34,10 @@ class AdmissionDecision:
     retry_after_s: float = 0.0
 
 
+_ADMITTED = AdmissionDecision(True)
+"""The decision of every admitted request (frozen: shared, not built per request)."""
+
+
 class Admission:
     """The admission bound per model; :meth:`enter`/:meth:`leave` bracket each admitted request."""
 
@@ -84,7 +88,7 @@ class Admission:
                 "retry after the Retry-After delay",
                 self.retry_after_s,
             )
-        return AdmissionDecision(True)
+        return _ADMITTED
 
     def enter(self, model: str) -> None:
         self._active[model] = self._active.get(model, 0) + 1

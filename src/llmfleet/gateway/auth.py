@@ -107,6 +107,8 @@ class AccessControl:
         self.limiter = limiter
         self.assumed_max_tokens = assumed_max_tokens
         self.metrics = AccessMetrics(registry)
+        self._anonymous = Principal(ANONYMOUS)
+        """Every caller without keys (frozen: one object, not a new one per request)."""
         if keyring is not None:
             ring = keyring
 
@@ -128,7 +130,7 @@ class AccessControl:
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         """The caller's principal; :class:`AuthenticationError` when keys are required and none valid is given."""
         if self.keyring is None:
-            return Principal(ANONYMOUS)
+            return self._anonymous
         token = bearer_token(headers)
         if token is None:
             self.metrics.auth_failures.labels("missing").inc()

@@ -110,7 +110,9 @@ class FrontDoor:
             else:
                 fwd = await self._routed(req, lambda: proxy.forward(req))
             status = fwd.status
-            usage = usage_from_body(fwd.body) if isinstance(fwd.body, bytes) and status == 200 else None
+            usage = req.usage  # the proxy read a 200 answer's usage already; another forwarder may not have
+            if usage is None and status == 200 and isinstance(fwd.body, bytes):
+                usage = usage_from_body(fwd.body)
             return fwd
         except ApiError as exc:
             status = exc.status

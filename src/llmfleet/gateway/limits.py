@@ -53,6 +53,10 @@ class Verdict:
     """The request alone costs more than the limit's whole allowance: retrying will never help."""
 
 
+_ALLOWED = Verdict(True)
+"""The verdict of every unlimited key (frozen: shared, not built per request)."""
+
+
 def refill(level: float, updated: float, now: float, capacity: int) -> float:
     """A bucket's level at ``now`` after refilling at ``capacity / WINDOW_S`` per second since ``updated``."""
     return min(float(capacity), level + max(0.0, now - updated) * capacity / WINDOW_S)
@@ -230,8 +234,8 @@ class Limiter:
 
     async def acquire(self, key: str, limits: KeyLimits, tokens: int) -> tuple[Verdict, Reservation]:
         """Admit one request of ``key`` reserving ``tokens``; the reservation is settled by :meth:`settle`."""
-        if limits.unlimited:
-            return Verdict(True), Reservation(key, limits, tokens, "none")
+        if limits.rpm is None and limits.tpm is None:  # unlimited (inlined: this runs for every request)
+            return _ALLOWED, Reservation(key, limits, tokens, "none")
         if self.shared is not None:
             try:
                 verdict = await self.shared.acquire(key, limits, tokens)

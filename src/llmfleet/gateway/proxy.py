@@ -26,7 +26,6 @@ import functools
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,6 +38,7 @@ from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUnavailableError, UpstreamError
 from llmfleet.gateway.accounting import upstream_stream_body
 from llmfleet.gateway.admission import Admission, RetryBudget
+from llmfleet.gateway.auth import usage_from_body
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
 from llmfleet.gateway.relay import StreamRelay
@@ -57,7 +57,6 @@ _UPSTREAM = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 """Headers of every upstream request: uncompressed answers only (what we relay is labelled plain JSON/SSE)."""
 _REPLICA_STATUSES = frozenset({502, 503, 504})
 """5xx statuses that say the replica (or something in front of it), not the request, failed."""
-_USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _LEAN_ROUTES = frozenset({"completions", "chat"})
 """Routes whose upstream calls take the lean client (:mod:`llmfleet.gateway.upstream_http`)."""
@@ -110,6 +109,8 @@ def _is_timeout(exc: AttemptFailed) -> bool:
 
 class _Verdicts:
     """Suspect attempts of one request awaiting a verdict (see the module docstring)."""
+
+    __slots__ = ("pending", "registry", "repeated", "request_fault")
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -180,6 +181,9 @@ class ProxyRequest:
     """Gateway clock time the request was parsed (end-to-end latency and TTFT are measured from here)."""
     stream_sink: StreamSink | None = None
     """Told how a relayed stream ended (the front door settles tokens and fills the cache from it)."""
+    usage: dict[str, int] | None = None
+    """``prompt_tokens``/``completion_tokens`` of a non-streamed 200 answer, read once by the proxy (its token
+    metrics) for the front door too (the key's tokens), instead of a second scan of the body."""
 
     @property
     def max_tokens(self) -> int | None:
@@ -252,6 +256,11 @@ class Proxy:
                 return None
             self.metrics.retries.labels(last.reason if last else "unknown").inc()
             await self._backoff(n)
+        return self._attempt(req, last, tried)
+
+    def _attempt(self, req: ProxyRequest, last: AttemptFailed | None, tried: set[str]) -> Attempt | None:
+        """:meth:`_next_attempt` without the retry checks and backoff: the first attempt takes it directly (no
+        coroutine to create and await per request)."""
         try:
             replica = self._choose(req, tried)
         except NoReplicaAvailable as exc:
@@ -325,7 +334,7 @@ class Proxy:
         for n in range(self.cfg.max_attempts):
             if not verdicts.may_retry:
                 break
-            attempt = await self._next_attempt(req, n, last, tried)
+            attempt = await self._next_attempt(req, n, last, tried) if n else self._attempt(req, None, tried)
             if attempt is None:
                 break
             try:
@@ -343,7 +352,7 @@ class Proxy:
             if n:
                 self.metrics.failovers.inc()
             if status == 200:
-                self._count_tokens(data, req.route_request.model)
+                self._count_tokens(data, req)
             return web.Response(body=data, status=status, headers=_JSON)
         assert last is not None
         if (fault := verdicts.verdict()) is not None:
@@ -433,12 +442,12 @@ class Proxy:
                 return b"".join(parts)
             parts.append(chunk)
 
-    def _count_tokens(self, data: bytes, model: str) -> None:
-        # A regex on the bytes instead of parsing the whole response: the body can be large, the usage is small.
-        usage = {k.decode(): int(v) for k, v in _USAGE_RE.findall(data[-512:] if len(data) > 512 else data)}
-        if not usage:
-            usage = {k.decode(): int(v) for k, v in _USAGE_RE.findall(data)}
-        self.metrics.observe_usage(usage, model)
+    def _count_tokens(self, data: bytes, req: ProxyRequest) -> None:
+        """Count a 200 answer's tokens and keep its usage on ``req`` (a regex on the bytes, not a parse of the whole
+        response: the body can be large, the usage is small; the front door reuses it)."""
+        usage = usage_from_body(data)
+        req.usage = usage
+        self.metrics.observe_usage(usage or {}, req.route_request.model)
 
     # ---- streamed ------------------------------------------------------------------------------------------
     async def stream(self, request: web.Request, req: ProxyRequest) -> web.StreamResponse:

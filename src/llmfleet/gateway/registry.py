@@ -21,7 +21,7 @@ from llmfleet.gateway.adapters import LoraActivity, prefer_resident
 from llmfleet.health import HealthTracker, Transition
 from llmfleet.perfmodel import Catalog
 from llmfleet.routing.base import RouteRequest
-from llmfleet.routing.views import EngineLoad, ReplicaState, ReplicaView
+from llmfleet.routing.views import ROUTABLE_STATES, EngineLoad, ReplicaState, ReplicaView
 
 log = logging.getLogger(__name__)
 
@@ -330,13 +330,23 @@ class Registry:
         refusing all traffic then turns a slowdown into an outage, while a truly dead replica only costs a fast
         connect error and a retry elsewhere.
         """
-        serving = [r for r in self._replicas.values() if model in r.models]
-        views = [r.view() for r in serving]
-        if views and not any(v.routable for v in views):
+        views: list[ReplicaView] = []
+        routable = lora = False
+        for r in self._replicas.values():  # one plain loop: this runs twice per request
+            if model in r.models:
+                v = r.view()
+                views.append(v)
+                if v.state in ROUTABLE_STATES:
+                    routable = True
+                if r.lora is not None:
+                    lora = True
+        if views and not routable:
             views = [replace(v, state=ReplicaState.DEGRADED) if v.state == ReplicaState.UNHEALTHY else v for v in views]
         # Only an adapter needs a slot: a base model's requests never skip a replica whose slots are full.
-        if any(r.lora is not None for r in serving) and any((r.parents or {}).get(model) for r in serving):
-            views = prefer_resident(model, views, {r.id: r.lora for r in serving})
+        if lora:
+            serving = [r for r in self._replicas.values() if model in r.models]
+            if any((r.parents or {}).get(model) for r in serving):
+                views = prefer_resident(model, views, {r.id: r.lora for r in serving})
         return views
 
     def models(self) -> set[str]:

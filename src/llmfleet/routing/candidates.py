@@ -89,8 +89,9 @@ def fresh_outstanding_load(replica: ReplicaView, now: float, max_age_s: float) -
     """:func:`outstanding_load`, counting the engine's scraped running + waiting only while the scrape is at most
     ``max_age_s`` old: a stale scrape would keep a replica looking busy after its requests finished."""
     scraped = replica.load.scraped_at
-    if scraped is None or now - scraped > max_age_s:
-        return in_flight_load(replica)
+    if scraped is None or now - scraped > max_age_s:  # in_flight_load, inlined: this runs per replica per request
+        w = replica.weight
+        return replica.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
     return outstanding_load(replica)
 
 

@@ -20,6 +20,10 @@ class ReplicaState(enum.StrEnum):
     DRAINING = "draining"
 
 
+ROUTABLE_STATES = frozenset({ReplicaState.HEALTHY, ReplicaState.DEGRADED})
+"""States in which a replica may take new requests (degraded ones only as a last resort)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineLoad:
     """Engine-side load scraped from the replica's ``/metrics`` (vLLM names)."""
@@ -59,4 +63,4 @@ class ReplicaView:
     @property
     def routable(self) -> bool:
         """Whether new requests may go here at all (degraded replicas only as a last resort)."""
-        return self.state in (ReplicaState.HEALTHY, ReplicaState.DEGRADED)
+        return self.state in ROUTABLE_STATES
