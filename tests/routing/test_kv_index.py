@@ -21,9 +21,9 @@ def test_stored_blocks_match_leading_blocks_of_a_prompt() -> None:
     idx = KvIndex()
     toks = _tokens(3)
     idx.apply("a", [_stored([11, 12, 13], toks)])
-    assert idx.matched_blocks(toks + (999,)) == {"a": 3}
+    assert idx.matched_blocks((*toks, 999)) == {"a": 3}
     assert idx.matched_blocks(toks[: 2 * BS]) == {"a": 2}
-    assert idx.matched_blocks((7,) + toks) == {"a": 0}  # same tokens shifted: no prefix in common
+    assert idx.matched_blocks((7, *toks)) == {"a": 0}  # same tokens shifted: no prefix in common
     assert idx.matched_blocks(toks, ["a", "b"]) == {"a": 3, "b": 0}
     assert idx.block_size("a") == BS and idx.held("a") == 3
 

@@ -14,8 +14,8 @@ registry, when an attempt on a replica ends (see ``Registry.end``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from llmfleet.routing.views import ReplicaView
@@ -36,6 +36,10 @@ class RouteRequest:
     stream: bool = False
     exclude: frozenset[str] = frozenset()
     """Replica ids already tried for this request (failover); policies must not pick them."""
+    kv_matched_blocks: Mapping[str, int] | None = field(default=None, compare=False)
+    """Replica id -> how many leading token blocks of the prompt its engine holds, exactly, from the engines'
+    KV-cache events (:mod:`llmfleet.gateway.kv_events`, computed before ``choose``); None when unknown. A hint:
+    prefix affinity prefers it to its own text table."""
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from llmfleet.clock import Clock
 from llmfleet.config import PrefixAffinityConfig
@@ -80,13 +80,20 @@ class PrefixAffinityPolicy:
         saw_overloaded = False
         depth = self.table.deepest_present(keys)
         continuation = depth > 0 and self.table.ends_a_prompt(keys[depth - 1])
-        i = depth
-        while i >= cfg.min_match_blocks:
+        kv = request.kv_matched_blocks
+        # The engines' own KV-cache events, when given and some candidate holds a part of the prompt, rank the
+        # holders exactly (blocks held in token blocks); otherwise the text table's memory of placements does
+        # (which also covers prompts placed but not yet prefilled).
+        kv_depth = max((n for rid, n in kv.items() if rid in by_id), default=0) if kv else 0
+        levels = self._kv_levels(kv, kv_depth) if kv and kv_depth >= cfg.min_match_blocks else None
+        if levels is not None:
+            depth = kv_depth
+        for i, holders in levels if levels is not None else self._text_levels(keys, depth, gen):
             best_load = float("inf")
             level_overloaded = False
-            for rid, g in self.table.holders(keys[i - 1]):
+            for rid in holders:
                 r = by_id.get(rid)
-                if r is None or gen.get(rid) != g:
+                if r is None:
                     continue
                 load = loads[rid]
                 if load > limit:
@@ -97,7 +104,6 @@ class PrefixAffinityPolicy:
                 matched = i
                 break
             saw_overloaded = saw_overloaded or level_overloaded
-            i -= 1
 
         if chosen is None and continuation:
             # The next turn of a conversation and no replica holds even a part of it within the bound: moving it
@@ -108,10 +114,17 @@ class PrefixAffinityPolicy:
                     by_id[r.id] = r
                     loads[r.id] = fresh_outstanding_load(r, now, cfg.engine_load_max_age_s)
             everyone_queueing = all(self._queueing(r, now) for r in cands)
-            chosen = self._sticky_holder(keys[depth - 1], by_id, gen, loads, bound, now, everyone_queueing)
+            if kv and levels is not None:
+                top = max(n for rid, n in kv.items() if rid in by_id)
+                sticky = [rid for rid, n in kv.items() if n == top]
+            else:
+                sticky = [rid for rid, g in self.table.holders(keys[depth - 1]) if gen.get(rid) == g]
+            chosen = self._sticky_holder(sticky, by_id, loads, bound, now, everyone_queueing)
             matched = depth if chosen is not None else 0
         if chosen is not None:
             reason = "spill_shorter_prefix" if saw_overloaded and matched < depth else "prefix_hit"
+            if levels is not None:
+                reason = "kv_" + reason
         else:
             chosen = self._least_loaded(cands, loads, min_load)
             if len(self._placed) > 4 * len(gen) + 64:  # forget replicas long gone (bounded memory)
@@ -134,24 +147,33 @@ class PrefixAffinityPolicy:
             )
         return RouteDecision(chosen, reason)
 
+    def _text_levels(self, keys: Sequence[int], depth: int, gen: dict[str, int]) -> Iterator[tuple[int, list[str]]]:
+        """From the text table, deepest first: (blocks matched, the replicas recorded for that prefix)."""
+        for i in range(depth, self.config.min_match_blocks - 1, -1):
+            yield i, [rid for rid, g in self.table.holders(keys[i - 1]) if gen.get(rid) == g]
+
+    def _kv_levels(self, kv: Mapping[str, int], depth: int) -> Iterator[tuple[int, list[str]]]:
+        """From the engines' KV-cache events, deepest first: (blocks held, the replicas holding at least that)."""
+        for n in sorted({n for n in kv.values() if self.config.min_match_blocks <= n <= depth}, reverse=True):
+            yield n, [rid for rid, m in kv.items() if m >= n]
+
     def _sticky_holder(
         self,
-        key: int,
+        holders: Sequence[str],
         by_id: dict[str, ReplicaView],
-        gen: dict[str, int],
         loads: dict[str, float],
         bound: float,
         now: float,
         everyone_queueing: bool = False,
     ) -> ReplicaView | None:
-        """The least loaded holder of ``key`` within ``bound`` whose engine is not queueing (a fresh scrape with
+        """The least loaded of ``holders`` within ``bound`` whose engine is not queueing (a fresh scrape with
         requests waiting means it is full: staying would cost more than a prefill elsewhere), unless
         ``everyone_queueing`` (every candidate's engine queues: moving would wait as well and re-prefill the whole
         history, evicting other conversations there); None if none."""
         best: ReplicaView | None = None
-        for rid, g in self.table.holders(key):
+        for rid in holders:
             r = by_id.get(rid)
-            if r is None or gen.get(rid) != g or loads[rid] > bound:
+            if r is None or loads[rid] > bound:
                 continue
             if not everyone_queueing and self._queueing(r, now):
                 continue
