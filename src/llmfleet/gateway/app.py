@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import math
@@ -424,8 +425,9 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     r = app.router
-    r.add_post("/v1/completions", gw.completions)
-    r.add_post("/v1/chat/completions", gw.chat)
+    # partials of _handle rather than gw.completions/gw.chat: one coroutine frame fewer per request
+    r.add_post("/v1/completions", functools.partial(gw._handle, route="completions"))
+    r.add_post("/v1/chat/completions", functools.partial(gw._handle, route="chat"))
     r.add_get("/v1/models", gw.models)
     add_routes(r, gw)
     r.add_get("/health", gw.health)

@@ -94,7 +94,12 @@ def estimate_prompt_tokens(prompt_text: str, token_ids: int | None = None) -> in
 def usage_from_body(data: bytes) -> dict[str, int] | None:
     """``prompt_tokens``/``completion_tokens`` of a JSON completion response (a regex: the usage sits at the end)."""
     found = _USAGE_RE.findall(data[-512:]) or _USAGE_RE.findall(data)
-    return {k.decode(): int(v) for k, v in found} if found else None
+    if not found:
+        return None
+    usage: dict[str, int] = {}
+    for k, v in found:  # a loop, not a comprehension: this runs for every request
+        usage["prompt_tokens" if k == b"prompt_tokens" else "completion_tokens"] = int(v)
+    return usage
 
 
 class AccessControl:
@@ -149,6 +154,9 @@ class AccessControl:
 
     async def admit(self, who: Principal, prompt_tokens: int, max_tokens: int | None) -> Reservation:
         """Take the request from ``who``'s limits, or raise :class:`RateLimitError`."""
+        limits = who.limits
+        if limits.rpm is None and limits.tpm is None:  # unlimited: what Limiter.acquire answers, without the call
+            return Reservation(who.name, limits, self.reserve_tokens(prompt_tokens, max_tokens), "none")
         verdict, reservation = await self.limiter.acquire(
             who.name, who.limits, self.reserve_tokens(prompt_tokens, max_tokens)
         )

@@ -229,6 +229,8 @@ class Proxy:
         # Per attempt only the connect timeout: a non-streamed answer's headers come when generation ends, so its
         # first byte is bounded by the whole request's deadline; chunk gaps by idle_stream_timeout_s.
         self._attempt_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s)
+        self._decisions: dict[str, Any] = {}
+        """The routing-decisions counter's child per reason (the policy's name is fixed)."""
 
     # ---- attempts ------------------------------------------------------------------------------------------
     def _choose(self, req: ProxyRequest, exclude: set[str]) -> Replica:
@@ -238,7 +240,11 @@ class Proxy:
                 rr.model, rr.endpoint, rr.prompt_text, rr.max_tokens, rr.session_key, rr.stream, frozenset(exclude)
             )
         decision = self.policy.choose(rr, self.registry.views(rr.model))
-        self.metrics.child(self.metrics.decisions, self.policy_name, decision.reason).inc()
+        counter = self._decisions.get(decision.reason)
+        if counter is None:
+            m = self.metrics
+            counter = self._decisions[decision.reason] = m.child(m.decisions, self.policy_name, decision.reason)
+        counter.inc()
         replica = self.registry.get(decision.replica.id)
         if replica is None:  # removed since the snapshot was taken
             raise NoReplicaAvailable(f"replica {decision.replica.id} was removed")
@@ -310,15 +316,45 @@ class Proxy:
 
     # ---- non-streamed --------------------------------------------------------------------------------------
     async def forward(self, req: ProxyRequest) -> web.Response:
-        """A non-streamed request, with retries on other replicas."""
+        """A non-streamed request, with retries on other replicas, within the request's deadline (one timer).
+
+        One coroutine for the whole attempt loop, and the suspects' bookkeeping only once an attempt failed: every
+        call saved here is saved on every request."""
         tried: set[str] = set()
-        verdicts = _Verdicts(self.registry)
+        verdicts: _Verdicts | None = None
         task = asyncio.current_task()
         assert task is not None
         deadline = _Deadline(task)
         timer = asyncio.get_running_loop().call_later(self.cfg.request_timeout_s, deadline.expire)
+        last: AttemptFailed | None = None
         try:
-            return await self._forward(req, tried, verdicts)
+            for n in range(self.cfg.max_attempts):
+                if verdicts is not None and verdicts.request_fault is not None:  # the request's fault: no retry
+                    break
+                attempt = await self._next_attempt(req, n, last, tried) if n else self._attempt(req, None, tried)
+                if attempt is None:
+                    break
+                try:
+                    status, data = await self._post_once(attempt.replica, req)
+                except AttemptFailed as exc:
+                    if verdicts is None:
+                        verdicts = _Verdicts(self.registry)
+                    self._fail(req, attempt, exc, verdicts)
+                    last = exc
+                    continue
+                except BaseException:
+                    self.registry.end(attempt, Outcome.abandoned())
+                    raise
+                if verdicts is not None:
+                    verdicts.close(blame=True)
+                self.settle(req, attempt, Outcome.success(), str(status))
+                self.metrics.observe_latency(req.route, req.route_request.model, self.clock.now() - req.started)
+                if n:
+                    self.metrics.failovers.inc()
+                if status == 200:
+                    self._count_tokens(data, req)
+                return web.Response(body=data, status=status, headers=_JSON)
+            return self._gave_up(tried, last, verdicts)
         except asyncio.CancelledError:
             if deadline.expired and task.uncancel() == deadline.cancelling:
                 raise GatewayTimeoutError(
@@ -327,35 +363,13 @@ class Proxy:
             raise
         finally:
             timer.cancel()
-            verdicts.close(blame=False)
+            if verdicts is not None:
+                verdicts.close(blame=False)
 
-    async def _forward(self, req: ProxyRequest, tried: set[str], verdicts: _Verdicts) -> web.Response:
-        last: AttemptFailed | None = None
-        for n in range(self.cfg.max_attempts):
-            if not verdicts.may_retry:
-                break
-            attempt = await self._next_attempt(req, n, last, tried) if n else self._attempt(req, None, tried)
-            if attempt is None:
-                break
-            try:
-                status, data = await self._post_once(attempt.replica, req)
-            except AttemptFailed as exc:
-                self._fail(req, attempt, exc, verdicts)
-                last = exc
-                continue
-            except BaseException:
-                self.registry.end(attempt, Outcome.abandoned())
-                raise
-            verdicts.close(blame=True)
-            self.settle(req, attempt, Outcome.success(), str(status))
-            self.metrics.observe_latency(req.route, req.route_request.model, self.clock.now() - req.started)
-            if n:
-                self.metrics.failovers.inc()
-            if status == 200:
-                self._count_tokens(data, req)
-            return web.Response(body=data, status=status, headers=_JSON)
+    def _gave_up(self, tried: set[str], last: AttemptFailed | None, verdicts: _Verdicts | None) -> web.Response:
+        """No attempt succeeded: the request's fault (400), the last replica's error answer, a timeout or a 502."""
         assert last is not None
-        if (fault := verdicts.verdict()) is not None:
+        if verdicts is not None and (fault := verdicts.verdict()) is not None:
             raise self._request_fault(fault)
         if last.status is not None and last.body:
             return web.Response(body=last.body, status=last.status, headers=_JSON)

@@ -186,7 +186,7 @@ class Outcome:
 
     @classmethod
     def success(cls) -> Outcome:
-        return cls("ok", "ok")
+        return _SUCCESS
 
     @classmethod
     def failure(cls, reason: str) -> Outcome:
@@ -198,7 +198,12 @@ class Outcome:
 
     @classmethod
     def abandoned(cls) -> Outcome:
-        return cls("abandoned", "abandoned")
+        return _ABANDONED
+
+
+_SUCCESS = Outcome("ok", "ok")
+_ABANDONED = Outcome("abandoned", "abandoned")
+"""The outcomes without a reason of their own (frozen: shared, not built per attempt)."""
 
 
 @dataclass(eq=False)
