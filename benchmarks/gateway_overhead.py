@@ -13,6 +13,10 @@ always does and strips them for a client that did not; nginx relays the plain ch
 ``--workers N``: ``llmfleet gateway --workers N`` (SO_REUSEPORT; its CPU is the sum over the worker processes).
 ``--lean``: a second gateway with ``gateway.stream_accounting: lean`` in the same run (target ``llmfleet-lean``).
 ``--streams-only``: only the streamed scenario (CPU per relayed chunk), so more repeats fit in the same time.
+``--before-src TREE``: the same gateway(s) also from another source tree (a `git archive` of the commit before a
+change), targets ``before`` (and ``before-lean``), so before and after are measured in one run, order rotated.
+``--ttfc-only``: only time to first chunk at low load (one connection, short streams, ``--ttfc-streams`` each),
+p50 and the p50 added over direct.
 """
 
 from __future__ import annotations
@@ -141,14 +145,15 @@ async def fixed_rate(url: str, rate: float, duration_s: float) -> list[float]:
     return lat[len(lat) // 10 :]  # drop warm-up
 
 
-async def ttfc(url: str, n: int) -> list[float]:
+async def ttfc(url: str, n: int, max_tokens: int = 100) -> list[float]:
+    """Seconds to the first ``data: {`` line of ``n`` streams, one after another on one connection (the first two,
+    warm-up, dropped)."""
     out = []
+    body = {"model": "bench-model", "prompt": "x", "stream": True, "max_tokens": max_tokens}
     async with aiohttp.ClientSession() as s:
         for _ in range(n):
             t0 = time.perf_counter()
-            async with s.post(
-                f"{url}/v1/completions", json={"model": "bench-model", "prompt": "x", "stream": True, "max_tokens": 100}
-            ) as r:
+            async with s.post(f"{url}/v1/completions", json=body) as r:
                 first = None
                 async for line in r.content:
                     if first is None and line.startswith(b"data: {"):
@@ -168,6 +173,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (SO_REUSEPORT)")
     ap.add_argument("--lean", action="store_true", help="also a gateway with stream_accounting: lean")
     ap.add_argument("--streams-only", action="store_true", help="only the streamed CPU per chunk (more repeats)")
+    ap.add_argument("--before-src", type=Path, help="also the gateway(s) from this source tree (targets before*)")
+    ap.add_argument("--ttfc-only", action="store_true", help="only time to first chunk at low load")
+    ap.add_argument("--ttfc-streams", type=int, default=200, help="streams per target and repeat (--ttfc-only)")
     args = ap.parse_args()
     ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
@@ -186,11 +194,13 @@ def main() -> None:
         a, b = free_port(), free_port()
         for port in (a, b):
             extra = ["--tokens", str(STREAM_TOKENS), *(["--vllm-chunks"] if args.vllm_chunks else [])]
+            if args.ttfc_only:  # short streams: max_tokens chunks each
+                extra.append("--length-from-max-tokens")
             spawn([sys.executable, str(HERE / "_trivial_backend.py"), str(port), *extra])
             wait_http_ok(f"http://127.0.0.1:{port}/health")
         gw_port, ngx_port, lean_port = free_port(), free_port(), free_port()
 
-        def gateway(port: int, config: list[str]) -> subprocess.Popen[bytes]:
+        def gateway(port: int, config: list[str], src: Path | None = args.src) -> subprocess.Popen[bytes]:
             p = spawn(
                 [
                     sys.executable,
@@ -206,7 +216,7 @@ def main() -> None:
                     *(["--workers", str(args.workers)] if args.workers > 1 else []),
                     *config,
                 ],
-                {**os.environ, "PYTHONPATH": str(args.src)} if args.src else None,
+                {**os.environ, "PYTHONPATH": str(src)} if src else None,
             )
             wait_http_ok(f"http://127.0.0.1:{port}/ready")
             return p
@@ -216,6 +226,14 @@ def main() -> None:
         if args.lean:
             (tmp / "lean.yaml").write_text("gateway:\n  stream_accounting: lean\n")
             lean = gateway(lean_port, ["--config", str(tmp / "lean.yaml")])
+        before: dict[str, tuple[str, int]] = {}
+        if args.before_src:
+            port = free_port()
+            before["before"] = (f"http://127.0.0.1:{port}", gateway(port, [], args.before_src).pid)
+            if args.lean:
+                port = free_port()
+                p = gateway(port, ["--config", str(tmp / "lean.yaml")], args.before_src)
+                before["before-lean"] = (f"http://127.0.0.1:{port}", p.pid)
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(prefix=tmp, a=a, b=b, port=ngx_port))
         ngx = spawn(["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"])
         wait_port(ngx_port)
@@ -223,6 +241,7 @@ def main() -> None:
             "direct": (f"http://127.0.0.1:{a}", None),
             "llmfleet": (f"http://127.0.0.1:{gw_port}", gw.pid),
             **({"llmfleet-lean": (f"http://127.0.0.1:{lean_port}", lean.pid)} if lean is not None else {}),
+            **before,
             "nginx": (f"http://127.0.0.1:{ngx_port}", ngx.pid),
         }
         res: dict[str, dict[str, list[float]]] = {
@@ -234,6 +253,9 @@ def main() -> None:
             for name in order[k:] + order[:k]:
                 url, pid = targets[name]
                 print(f"[{rep + 1}/{args.repeats}] {name} ...", flush=True)
+                if args.ttfc_only:
+                    res[name]["ttfc"].extend(asyncio.run(ttfc(url, args.ttfc_streams, max_tokens=4)))
+                    continue
                 if not args.streams_only:
                     cpu0 = tree_cpu(pid) if pid else 0.0
                     rps = wrk(url, args.duration_s, lua)
@@ -255,6 +277,9 @@ def main() -> None:
     def med(xs: list[float]) -> float:
         return sorted(xs)[len(xs) // 2] if xs else float("nan")
 
+    if args.ttfc_only:
+        report_ttfc(args, res)
+        return
     d = {k: med(v) for k, v in res["direct"].items()}
     lines = [
         f"\n## Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs; client, "
@@ -278,6 +303,9 @@ def main() -> None:
             f"| {name} | {m['rps']:,.0f} | {cpu} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | {added} | "
             f"{m['ttfc']:.2f} ms | {'-' if name == 'direct' else format(m['chunk_us'], '.1f') + ' us'} |"
         )
+    for name in before:
+        before_ratio = med(res[name]["chunk_us"]) / med(res["nginx"]["chunk_us"])
+        lines.append(f"{name} / nginx CPU per relayed chunk: **{before_ratio:.2f}x**.")
     ratio = med(res["llmfleet"]["cpu_us"]) / med(res["nginx"]["cpu_us"])
     chunk_ratio = med(res["llmfleet"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
     per_request = "" if args.streams_only else f"CPU per request: **{ratio:.1f}x** (target <= 3x); "
@@ -292,6 +320,30 @@ def main() -> None:
     if "llmfleet-lean" in res:
         lean_ratio = med(res["llmfleet-lean"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
         lines.append(f"Lean accounting (`gateway.stream_accounting: lean`) per relayed chunk: **{lean_ratio:.2f}x**.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    append_results(
+        args.results,
+        "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n",
+        text,
+    )
+
+
+def report_ttfc(args: argparse.Namespace, res: dict[str, dict[str, list[float]]]) -> None:
+    """Time to first chunk per target (all repeats pooled): p50, p90 and the p50 added over direct."""
+    base = percentile(res["direct"]["ttfc"], 50) * 1000
+    lines = [
+        f"\n## Time to first chunk {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC ({os.cpu_count()} CPUs; "
+        f"one connection, streams of 4 chunks, {args.ttfc_streams} per target x {args.repeats} rotated repeats; "
+        f"{'vLLM-shaped' if args.vllm_chunks else 'plain'} chunks)\n",
+        "| target | TTFC p50 | TTFC p90 | added p50 over direct |",
+        "|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        p50, p90 = percentile(r["ttfc"], 50) * 1000, percentile(r["ttfc"], 90) * 1000
+        added = "-" if name == "direct" else f"{p50 - base:+.3f} ms"
+        lines.append(f"| {name} | {p50:.3f} ms | {p90:.3f} ms | {added} |")
+    lines.append(f"\nTarget: added TTFC <= 0.5 ms at low load. Load average at the end: {os.getloadavg()[0]:.1f}.")
     text = "\n".join(lines) + "\n"
     print(text)
     append_results(

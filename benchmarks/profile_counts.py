@@ -17,7 +17,8 @@ inflates it somewhat through caches and context switches).
 
 "calls" are cProfile's: every Python function call plus every call of a C function (builtins, methods of C
 types) made from Python. "py" counts only the Python functions. With ``--out`` the per-function tables go to
-``<out>/counts_<label>_{request,stream}.txt``.
+``<out>/counts_<label>_{request,stream,streamreq}.txt`` (per non-streamed request, per relayed chunk, per streamed
+request of ``--short`` chunks).
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ def main() -> None:
     )
     rows_r, funcs_r = summarize(req, n)
     rows_c, funcs_c = summarize(slope, per_chunk)
+    _, funcs_s = summarize(short, args.streams, top=60)
     print("\nPer non-streamed request, by module:\n\n| module | calls |\n|---|---|")
     print("\n".join(rows_r))
     print("\nPer relayed chunk, by module (calls that grow with chunks):\n\n| module | calls |\n|---|---|")
@@ -288,6 +290,8 @@ def main() -> None:
         (args.out / f"counts_{args.label}_request.txt").write_text(head + "\n".join(funcs_r) + "\n")
         head = f"# {args.label}: calls per relayed chunk (slope {args.short} -> {args.long}), most called functions\n"
         (args.out / f"counts_{args.label}_stream.txt").write_text(head + "\n".join(funcs_c) + "\n")
+        head = f"# {args.label}: calls per streamed request of {args.short} chunks, most called functions\n"
+        (args.out / f"counts_{args.label}_streamreq.txt").write_text(head + "\n".join(funcs_s) + "\n")
     else:
         print("\nMost called per request:\n" + "\n".join(funcs_r[:25]))
         print("\nMost called per chunk:\n" + "\n".join(funcs_c[:25]))

@@ -172,3 +172,41 @@ async def test_a_refused_connection_is_a_connect_failure(pool: UpstreamPool) -> 
     with pytest.raises(UpstreamError) as info:
         await pool.post(f"http://127.0.0.1:{free_port()}", "/x", b"{}")
     assert upstream_failure(info.value).reason == "connect"
+
+
+async def test_pushed_chunks_of_every_shape_and_a_bad_size_line(pool: UpstreamPool) -> None:
+    """Push mode: whole chunks (the connection's short path), two in a packet, an extension, an upper-case size and a
+    chunk cut in two (the general parser) all reach the callback in order; a bad size line shaped like a whole chunk
+    still fails the body."""
+    events = [b"data: %d\n\n" % i for i in range(6)]
+    packets = [
+        b"%x\r\n%s\r\n" % (len(events[0]), events[0]),
+        b"%x\r\n%s\r\n%x\r\n%s\r\n" % (len(events[1]), events[1], len(events[2]), events[2]),
+        b"%x;ext=1\r\n%s\r\n" % (len(events[3]), events[3]),
+        b"%X\r\n%s" % (len(events[4]), events[4][:3]),
+        events[4][3:] + b"\r\n",
+        b"%x\r\n%s\r\n" % (len(events[5]), events[5]),
+        b"0\r\n\r\n",
+    ]
+
+    async def handler(_r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for p in packets if n == 1 else [b"zz\r\nhello\r\n"]:
+            await asyncio.sleep(0.02)
+            w.write(p)
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        resp = await pool.post(srv.url, "/x", b"{}")
+        got: list[bytes] = []
+        resp.push(got.append)
+        while not resp.ended:
+            await resp.wait_pushed()
+        assert b"".join(got) == b"".join(events) and got[0] == events[0] and got[-1] == events[5]
+        resp.release()
+        bad = await pool.post(srv.url, "/x", b"{}")
+        bad.push(got.append)
+        with pytest.raises(UpstreamError) as info:
+            await bad.wait_pushed()
+        assert info.value.reason == "ClientPayloadError"
+        bad.close()

@@ -77,6 +77,14 @@ class _HistogramChild:
         self.counts[bisect_left(self.bounds, amount)] += 1  # the first bucket with amount <= its bound
         self.sum += amount
 
+    def observe_many(self, amounts: list[float]) -> None:
+        """:meth:`observe` each of ``amounts`` (a stream's inter-token gaps at its end: one call, not one each)."""
+        bounds, counts, total = self.bounds, self.counts, self.sum
+        for amount in amounts:
+            counts[bisect_left(bounds, amount)] += 1
+            total += amount
+        self.sum = total
+
 
 def _label_key(
     name: str, labelnames: tuple[str, ...], values: tuple[object, ...], named: dict[str, object]

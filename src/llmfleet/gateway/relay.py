@@ -43,7 +43,22 @@ class _Scan:
     """One segment's lines as they arrive: the incomplete last line is kept, every complete ``data:`` line is
     accounted for (:meth:`StreamRelay._take_line`) and its event queued in ``out``."""
 
-    __slots__ = ("blocked", "client", "error", "out", "pending", "relay", "req", "result", "seg", "st", "take", "up")
+    __slots__ = (
+        "blocked",
+        "client",
+        "error",
+        "now",
+        "out",
+        "pending",
+        "plain",
+        "relay",
+        "req",
+        "result",
+        "seg",
+        "st",
+        "take",
+        "up",
+    )
 
     def __init__(self, relay: StreamRelay, seg: Segment, st: StreamState, req: StreamRequest, client: ClientOut):
         self.relay = relay
@@ -63,6 +78,10 @@ class _Scan:
         """Push mode: the client's buffer is over its high-water mark and upstream reading is paused."""
         self.take = relay._take_lean if st.lean and not st.resumed else relay._take_line
         """How one ``data:`` line is accounted: lean for a lean stream's first segment, else parsed."""
+        self.plain = False
+        """Lean, first segment, after its opening chunk and first token: a :func:`plain_line` needs no more than to
+        be kept, timed and forwarded, done inline (:meth:`feed`, :meth:`on_data`) instead of by :meth:`take`."""
+        self.now = relay.clock.now
 
     def feed(self, data: bytes) -> str | None:
         """Account for the lines ``data`` completes; a segment result (``done``, ...) or None."""
@@ -71,12 +90,41 @@ class _Scan:
         if len(pending) > _MAX_LINE_BYTES:
             return "line_too_long"
         take = self.take
+        st = self.st
+        out = self.out
+        plain = self.plain
+        tokens = 0
         for line in lines:
             if line.startswith(b"data:"):  # blank separators, comments, other fields: nothing to do
-                result = take(line, self.seg, self.st, self.req, self.out)
+                if plain and b'"finish_reason":null' in line and b'"finish_reason":"' not in line:  # plain_line
+                    st.raw.append(line)
+                    out.append(line + b"\n\n")
+                    tokens += 1
+                    continue
+                if tokens:
+                    self._tokens(tokens)
+                    tokens = 0
+                result = take(line, self.seg, st, self.req, out)
                 if result is not None:
                     return result
+        if tokens:
+            self._tokens(tokens)
+        if not plain and st.lean and not st.resumed and st.id is not None and st.last_at is not None:
+            self.plain = self.seg.attempt.first_token_at is not None
         return None
+
+    def _tokens(self, n: int) -> None:
+        """``n`` plain lines kept and queued (lean): their token times (one clock read; the ``n - 1`` that came in
+        the same packet as the first are 0 apart) and a fold when the kept lines reach :data:`LEAN_KEEP_LINES`."""
+        st = self.st
+        now = self.now()
+        itl = st.itl_s
+        itl.append(now - st.last_at)  # type: ignore[operator]  # plain: set
+        if n > 1:
+            itl.extend([0.0] * (n - 1))
+        st.last_at = now
+        if len(st.raw) >= LEAN_KEEP_LINES:
+            fold(st)
 
     def end(self) -> str:
         """The upstream body ended: its last line (even without a newline), then ``done`` or ``disconnect``."""
@@ -92,6 +140,27 @@ class _Scan:
         if self.result is not None or up is None:
             return
         try:
+            if (
+                self.plain
+                and not self.pending
+                and data.endswith(b"\n\n")
+                and data.startswith(b"data:")
+                and data.find(b"\n") == len(data) - 2
+                and b'"finish_reason":null' in data
+                and b'"finish_reason":"' not in data
+            ):  # the common packet: one plain_line event, kept and forwarded as it came
+                st = self.st
+                st.raw.append(data)
+                now = self.now()
+                st.itl_s.append(now - st.last_at)  # type: ignore[operator]  # plain: set
+                st.last_at = now
+                if len(st.raw) >= LEAN_KEEP_LINES:
+                    fold(st)
+                if self.client.write(data):
+                    self.blocked = True
+                    up.pause_reading()
+                    up.interrupt()
+                return
             result = self.feed(data)
             out = self.out
             if out:
@@ -288,7 +357,13 @@ class StreamRelay:
             return "done"
         chunk = lean_chunk(payload, line, st) if lean else track_chunk(payload, st)
         if chunk.tokens:
-            self._observe_token(seg, st, req)
+            last = st.last_at
+            if last is not None and seg.attempt.first_token_at is not None:  # _observe_token's common case
+                now = self.clock.now()
+                st.itl_s.append(now - last)
+                st.last_at = now
+            else:
+                self._observe_token(seg, st, req)
         if chunk.usage is not None:
             self.metrics.observe_usage(chunk.usage, _model(req))
         if chunk.out is not None:
@@ -309,7 +384,5 @@ class StreamRelay:
     def _flush_itl(self, st: StreamState, req: StreamRequest) -> None:
         """Observe the stream's inter-token gaps: one label lookup per stream instead of one per chunk."""
         if st.itl_s:
-            hist = self.metrics.child(self.metrics.itl, _model(req))
-            for gap_s in st.itl_s:
-                hist.observe(gap_s)
+            self.metrics.child(self.metrics.itl, _model(req)).observe_many(st.itl_s)
             st.itl_s.clear()
