@@ -4,6 +4,7 @@ written by real prometheus_client registries and on a vLLM /metrics page as vLLM
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary, generate_latest
@@ -375,3 +376,26 @@ def test_prefix_cache_counters_sum_over_engines() -> None:
     hits, queries = vm.read_prefix_cache(parse(VLLM_PAGE))
     assert (hits, queries) == (8192.0 + 1024.0, 20480.0 + 8192.0)
     assert vm.read_prefix_cache(parse("")) == (0.0, 0.0)
+
+
+REAL_VLLM_PAGE = (Path(__file__).parent / "data" / "vllm_0_32_metrics.txt").read_bytes()
+"""A real vLLM 0.32 (CPU build) /metrics page: the demo model after three completions (~600 lines)."""
+
+
+def test_parsing_only_some_samples_reads_them_as_the_full_parse_does() -> None:
+    wanted = {vm.NUM_REQUESTS_RUNNING, vm.NUM_REQUESTS_WAITING, *vm.KV_CACHE_USAGE_NAMES, "vllm:lora_requests_info"}
+    for page in (REAL_VLLM_PAGE, VLLM_PAGE.encode()):
+        full, part = parse(page), parse(page, only=wanted)
+        assert part.samples == tuple(s for s in full.samples if s.name in wanted)
+        assert vm.read_gauges(part) == vm.read_gauges(full)
+    assert len(parse(REAL_VLLM_PAGE).samples) > 20 * len(parse(REAL_VLLM_PAGE, only=wanted).samples)
+
+
+def test_parsing_only_a_name_does_not_take_longer_names_it_prefixes_and_keeps_label_escapes() -> None:
+    text = 'x 1\nx_total 2\nx{a="q\\"uote",b="}"} 3\nxy 4\n# HELP x help\n# TYPE x gauge\nx\t5\n'
+    page = parse(text, only={"x"})
+    assert page.values("x") == [1, 3, 5]
+    assert [s.labels for s in page.samples][1] == {"a": 'q"uote', "b": "}"}
+    assert page.names() == {"x"}
+    with pytest.raises(MetricsParseError, match="invalid Prometheus text"):
+        parse(b"x 1\nx{a= 2\n", only={"x"})

@@ -13,7 +13,7 @@ whole difference.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -93,8 +93,15 @@ class Scrape:
         return out
 
 
-def parse(text: str | bytes) -> Scrape:
-    """Parse Prometheus text exposition (raises :class:`MetricsParseError` naming what is wrong)."""
+def parse(text: str | bytes, only: Collection[str] | None = None) -> Scrape:
+    """Parse Prometheus text exposition (raises :class:`MetricsParseError` naming what is wrong).
+
+    ``only``: keep just the samples with these names, and parse nothing else. ``prometheus_client``'s parser costs
+    ~15 us per line in Python (a vLLM page of ~600 lines: ~9 ms, on the event loop of a gateway that reads every
+    replica's page every few seconds); the lines of other samples are dropped first by a bytes prefix test (~0.2 ms).
+    """
+    if only is not None:
+        text = _select(text.encode() if isinstance(text, str) else text, only)
     try:
         page = text.decode() if isinstance(text, bytes) else text
         samples = tuple(
@@ -105,6 +112,23 @@ def parse(text: str | bytes) -> Scrape:
     except (ValueError, IndexError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
         raise MetricsParseError(f"invalid Prometheus text: {exc}") from None
     return Scrape(samples)
+
+
+def _select(raw: bytes, names: Collection[str]) -> bytes:
+    """The sample lines of ``raw`` whose name is one of ``names`` (comments and every other sample dropped)."""
+    wanted = {n.encode() for n in names}
+    prefixes = tuple(wanted)
+    kept = []
+    for line in raw.split(b"\n"):
+        if line.startswith(prefixes):
+            end = len(line)
+            for sep in (b"{", b" ", b"\t"):
+                i = line.find(sep)
+                if 0 <= i < end:
+                    end = i
+            if line[:end] in wanted:
+                kept.append(line)
+    return b"\n".join(kept) + b"\n"
 
 
 @dataclass(frozen=True)

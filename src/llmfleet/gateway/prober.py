@@ -13,13 +13,23 @@ import aiohttp
 from llmfleet import vllm_metrics
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
-from llmfleet.gateway.adapters import read_lora_activity
+from llmfleet.gateway.adapters import LORA_REQUESTS_INFO, read_lora_activity
 from llmfleet.gateway.registry import Registry, Replica
 from llmfleet.promtext import MetricsParseError, Scrape, parse
 from llmfleet.routing.views import EngineLoad, ReplicaState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+SCRAPED = frozenset(
+    {
+        vllm_metrics.NUM_REQUESTS_WAITING,
+        vllm_metrics.NUM_REQUESTS_RUNNING,
+        *vllm_metrics.KV_CACHE_USAGE_NAMES,
+        LORA_REQUESTS_INFO,
+    }
+)
+"""The samples a scrape reads from an engine's page (the rest is not parsed: see :func:`llmfleet.promtext.parse`)."""
 
 
 def parse_engine_load(text: str | bytes | Scrape, now: float, in_flight: int | None = None) -> EngineLoad:
@@ -160,7 +170,7 @@ class Prober:
                     # The engine counted our requests at some moment between the GET and its answer: take the larger
                     # of our counts, so requests of ours that ended meanwhile are not read as other clients' load
                     # (routing subtracts this from the engine's counts; an overestimate of ours errs toward idle).
-                    page = parse(raw)
+                    page = parse(raw, only=SCRAPED)
                     r.load = parse_engine_load(page, self.clock.now(), max(before, r.in_flight))
                     r.lora = read_lora_activity(page)
         except (aiohttp.ClientError, TimeoutError) as exc:
