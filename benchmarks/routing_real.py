@@ -20,6 +20,8 @@ Front doors run one after another within each workload, forward in even repeats 
 pair of neighbours runs A-B, then B-A), so a drift of the shared machine's load hits them alike. Each repeat records
 every replica's engine TTFT and scheduler queue time (``--sample-s`` adds sampled running/waiting gauges);
 ``--front-doors control`` adds a 1-replica llmfleet control (all work on one engine).
+An unrecorded warm-up cell runs first (``--no-warmup`` skips it); each cell also records the CPU seconds its front
+door's processes used.
 
 ``--kv-blocks N`` caps every replica's KV cache (128-token blocks) so that it holds only part of the conversations
 (``--conversations`` moves the working set against it); see "Bounded KV cache" in the results for the sizing.
@@ -82,6 +84,10 @@ class Sizes:
     concurrency: int = 24
     max_tokens: int = 16
     seed: int = 0
+
+
+WARMUP = Sizes(conversations=8, turns=2, random_requests=16, shared_turns=2)
+"""The unrecorded warm-up cell's sizes."""
 
 
 @dataclass
@@ -596,6 +602,9 @@ def main() -> None:
         help="Scrape every replica's running/waiting gauges this often during each cell (0: off).",
     )
     ap.add_argument("--quick", action="store_true", help="Smaller workloads (a smoke run).")
+    ap.add_argument(
+        "--no-warmup", dest="warmup", action="store_false", help="Skip the unrecorded warm-up cell before the first."
+    )
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "routing_real.md")
     ap.add_argument("--no-record", action="store_true", help="Print the table without appending it to --results.")
     ap.add_argument(
@@ -641,6 +650,11 @@ def main() -> None:
             if args.serve_replicas:
                 while True:
                     time.sleep(3600)
+            if args.warmup and doors:
+                # The engines' first requests after start-up are slow (allocation, first forward passes): a cell
+                # that is not recorded, so that the first front door of the first repeat does not pay for them.
+                w = run_cell(args.workloads.split(",")[0], doors[0], reps, WARMUP, tmp)
+                print(f"warm-up ({doors[0].name}): {w.requests_per_s:.2f} req/s, not recorded", flush=True)
             for rep in range(args.repeats):
                 # Rotate the order each repeat and reverse it every other one, so neighbouring front doors (an
                 # A/B pair) run A-B then B-A and a drift of the machine's load hits both alike.
