@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llmfleet.config._base import _Section
 
@@ -126,6 +126,49 @@ class CostAwareConfig(_Section):
     inner_policy: InnerPolicyName = Field("least_outstanding", description="Policy used inside the chosen pool.")
 
 
+class KvEventsConfig(_Section):
+    """The engines' KV-cache events as an exact source of which replica holds which prompt blocks (vLLM
+    ``--kv-events-config``, ZMQ; see docs/routing.md). Off by default; needs ``pip install 'llmfleet[kvevents]'``."""
+
+    enabled: bool = Field(False, description="Subscribe to each replica's events and tokenize prompts to route.")
+    endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Replica URL -> its ZMQ PUB endpoint (tcp://host:port, vLLM's kv-events 'endpoint').",
+    )
+    port_offset: int | None = Field(
+        None,
+        ge=-65535,
+        le=65535,
+        description="For replicas not in endpoints: tcp://<replica host>:<replica port + this>.",
+    )
+    replay_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Replica URL -> its ZMQ replay (ROUTER) endpoint, to fetch missed events after a gap.",
+    )
+    replay_port_offset: int | None = Field(
+        None, ge=-65535, le=65535, description="For replicas not in replay_endpoints: replica port + this."
+    )
+    topic: str = Field("kv", description="The events' topic (vLLM's kv-events 'topic').")
+    tokenize_timeout_s: float = Field(
+        0.5, gt=0.0, description="Per request, the replica's /tokenize must answer within this, else the text table."
+    )
+    replay_timeout_s: float = Field(2.0, gt=0.0, description="Give up a replay after this (then clear and go on).")
+    max_blocks_per_replica: int = Field(
+        65536, ge=1, description="Blocks remembered per replica (set above the engine's number of KV blocks)."
+    )
+    max_prompt_blocks: int = Field(1024, ge=1, description="Only a prompt's first this-many blocks are looked up.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KvEventsConfig:
+        for key, table in (("endpoints", self.endpoints), ("replay_endpoints", self.replay_endpoints)):
+            for url, endpoint in table.items():
+                if not endpoint.startswith(("tcp://", "ipc://")):
+                    raise ValueError(f"{key}[{url}]: {endpoint!r} must start with tcp:// or ipc://")
+        if self.enabled and not self.endpoints and self.port_offset is None:
+            raise ValueError("enabled needs endpoints or port_offset (where each replica publishes its events)")
+        return self
+
+
 class RoutingConfig(_Section):
     """How the gateway picks a replica (section ``routing`` of fleet.yaml)."""
 
@@ -138,3 +181,4 @@ class RoutingConfig(_Section):
     tiered: TieredConfig = Field(default_factory=TieredConfig)
     latency: LatencyEwmaConfig = Field(default_factory=LatencyEwmaConfig)
     cost: CostAwareConfig = Field(default_factory=CostAwareConfig)
+    kv_events: KvEventsConfig = Field(default_factory=KvEventsConfig)

@@ -22,10 +22,12 @@ from prometheus_client import CollectorRegistry
 from llmfleet.api.types import CompletionRequest
 from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
+from llmfleet.config.routing import KvEventsConfig
 from llmfleet.errors import ApiError, ConfigError
 from llmfleet.gateway.auth import AccessControl, Principal, estimate_prompt_tokens, usage_from_body
 from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, StreamCapture, Upstreamed, cache_key
 from llmfleet.gateway.keys import KeyRing
+from llmfleet.gateway.kv_events import KvEvents
 from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, Reservation
 from llmfleet.gateway.proxy import ProxyRequest
 from llmfleet.gateway.shared_prefix import PrefixSharing, SharedPrefixes
@@ -53,11 +55,14 @@ class FrontDoor:
         cache: ResponseCache | None,
         shared: SharedState | None,
         prefixes: SharedPrefixes | None = None,
+        kv: KvEvents | None = None,
     ) -> None:
         self.access = access
         self.cache = cache
         self.shared = shared
         self.prefixes = prefixes
+        self.kv = kv
+        """The engines' KV-cache events: each prompt's held blocks per replica, computed before routing."""
 
     def authenticate(self, request: web.Request) -> Principal:
         """The caller (401 when keys are required and missing); its ``priority`` is for overload shedding."""
@@ -99,13 +104,13 @@ class FrontDoor:
             if req.typed.stream:
                 capture = StreamCapture()
                 req.stream_sink = capture  # this request's own object: no copy
-                if self.prefixes is None:
+                if self.prefixes is None and self.kv is None:
                     resp = await proxy.stream(request, req)
                 else:
                     resp = await self._routed(req, lambda: proxy.stream(request, req))
                 status, usage = resp.status, capture.usage
                 return resp
-            if self.prefixes is None:
+            if self.prefixes is None and self.kv is None:
                 fwd = await proxy.forward(req)
             else:
                 fwd = await self._routed(req, lambda: proxy.forward(req))
@@ -121,7 +126,10 @@ class FrontDoor:
             await self.access.finish(who, reservation, status, usage, generated=generated)
 
     async def _routed(self, req: ProxyRequest, call: Callable[[], Awaitable[T]]) -> T:
-        """``call`` (an upstream call), with the shared prefix table read before routing and written after."""
+        """``call`` (an upstream call), with the engines' held blocks looked up and the shared prefix table read
+        before routing, and the table written after."""
+        if self.kv is not None:
+            req.route_request = await self.kv.annotate(req.route_request, req.body)
         if self.prefixes is None:
             return await call()
         keys = await self.prefixes.prefetch(req.route_request)
@@ -134,6 +142,8 @@ class FrontDoor:
         """Finish background publishes and close the Redis connection, if any."""
         if self.prefixes is not None:
             await self.prefixes.close()
+        if self.kv is not None:
+            await self.kv.close()
         if self.shared is not None:
             await self.shared.close()
 
@@ -153,9 +163,11 @@ def build_front_door(
     registry: CollectorRegistry,
     policy: RoutingPolicy | None = None,
     views: Callable[[str], Sequence[ReplicaView]] | None = None,
+    kv_events: KvEventsConfig | None = None,
 ) -> FrontDoor:
     """Wire keys, limits, cache and shared state from ``config`` (a bad keys file is a ConfigError naming it); with
-    Redis, a ``policy`` that keeps a prefix table shares it (``views``: the model's replicas, from the registry)."""
+    Redis, a ``policy`` that keeps a prefix table shares it (``views``: the model's replicas, from the registry);
+    with ``kv_events`` enabled, the engines' KV-cache events feed routing (a ConfigError without pyzmq/msgspec)."""
     shared = None
     if config.redis_url:
         shared = SharedState(
@@ -182,4 +194,5 @@ def build_front_door(
     prefixes = None
     if shared is not None and isinstance(policy, PrefixSharing) and views is not None:
         prefixes = SharedPrefixes(shared, policy, views)
-    return FrontDoor(access, cache, shared, prefixes)
+    kv = KvEvents(kv_events, views) if kv_events is not None and kv_events.enabled and views is not None else None
+    return FrontDoor(access, cache, shared, prefixes, kv)
