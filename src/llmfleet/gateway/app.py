@@ -31,11 +31,13 @@ from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.bodyparse import BodyLimits, check_prompt_text, check_token_ids, parse_json, read_body
 from llmfleet.gateway.dashboard import Dashboard
 from llmfleet.gateway.front_door import build_front_door
+from llmfleet.gateway.hardware import Hardware
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.openapi import openapi_document
 from llmfleet.gateway.prober import Prober, fetch_models
-from llmfleet.gateway.proxy import Proxy, ProxyRequest
-from llmfleet.gateway.registry import Hardware, Registry, Replica
+from llmfleet.gateway.proxy import Proxy
+from llmfleet.gateway.proxy_request import ProxyRequest
+from llmfleet.gateway.registry import Registry, Replica
 from llmfleet.gateway.routes import AUX_ROUTES, add_routes, forwarder_for, parse_auxiliary
 from llmfleet.health import Transition
 from llmfleet.loopmon import LoopLagMonitor

@@ -29,7 +29,7 @@ from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, Strea
 from llmfleet.gateway.keys import KeyRing
 from llmfleet.gateway.kv_events import KvEvents
 from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, Reservation
-from llmfleet.gateway.proxy import ProxyRequest
+from llmfleet.gateway.proxy_request import ProxyRequest
 from llmfleet.gateway.shared_prefix import PrefixSharing, SharedPrefixes
 from llmfleet.gateway.shared_state import SharedState
 from llmfleet.routing.base import RoutingPolicy

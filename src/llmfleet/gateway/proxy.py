@@ -26,175 +26,43 @@ import functools
 import json
 import logging
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from llmfleet.api.types import ChatCompletionRequest, CompletionRequest
 from llmfleet.clock import Clock
 from llmfleet.config import GatewayConfig
 from llmfleet.errors import GatewayTimeoutError, InvalidRequestError, ServiceUnavailableError, UpstreamError
 from llmfleet.gateway.accounting import upstream_stream_body
 from llmfleet.gateway.admission import Admission, RetryBudget
+from llmfleet.gateway.attempts import (
+    UPSTREAM_ERRORS,
+    AttemptFailed,
+    Deadline,
+    Verdicts,
+    fault_kind,
+    is_timeout,
+    upstream_failure,
+)
 from llmfleet.gateway.auth import usage_from_body
 from llmfleet.gateway.metrics import GatewayMetrics
+from llmfleet.gateway.proxy_request import ProxyRequest
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
 from llmfleet.gateway.relay import StreamRelay
-from llmfleet.gateway.relay_api import Segment, StreamSink, UpstreamBody
+from llmfleet.gateway.relay_api import Segment, UpstreamBody
 from llmfleet.gateway.resumer import detokenize_on, tokenize_on
 from llmfleet.gateway.upstream_http import UpstreamError as HttpUpstreamError
 from llmfleet.gateway.upstream_http import UpstreamPool, UpstreamResponse
 from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
 
-if TYPE_CHECKING:
-    from llmfleet.gateway.routes import AuxiliaryRequest
-
 log = logging.getLogger(__name__)
 _JSON = {"Content-Type": "application/json"}
 _UPSTREAM = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 """Headers of every upstream request: uncompressed answers only (what we relay is labelled plain JSON/SSE)."""
-_REPLICA_STATUSES = frozenset({502, 503, 504})
-"""5xx statuses that say the replica (or something in front of it), not the request, failed."""
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _LEAN_ROUTES = frozenset({"completions", "chat"})
 """Routes whose upstream calls take the lean client (:mod:`llmfleet.gateway.upstream_http`)."""
-
-
-class AttemptFailed(Exception):
-    """One attempt on a replica failed in a way another replica may not: ``reason`` is the metric label."""
-
-    def __init__(self, reason: str, status: int | None = None, body: bytes = b"") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.body = body
-
-
-UPSTREAM_ERRORS = (AttemptFailed, TimeoutError, aiohttp.ClientError, HttpUpstreamError)
-"""What an attempt may fail with before the client has seen anything; :func:`upstream_failure` maps each."""
-
-
-def upstream_failure(
-    exc: BaseException | None = None, *, status: int | None = None, body: bytes = b""
-) -> AttemptFailed:
-    """The one mapping from an upstream error (an exception, or an HTTP ``status`` >= 500) to a failure reason:
-    ``timeout``, ``connect``, ``http_<status>``, or the aiohttp exception's class name (the lean client's errors
-    carry the same names)."""
-    if isinstance(exc, AttemptFailed):
-        return exc
-    if isinstance(exc, HttpUpstreamError):
-        return AttemptFailed(exc.reason)
-    if exc is None:
-        return AttemptFailed(f"http_{status}", status, body)
-    if isinstance(exc, TimeoutError):  # before ClientError: aiohttp's timeouts are both
-        return AttemptFailed("timeout")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return AttemptFailed("connect")
-    return AttemptFailed(type(exc).__name__)
-
-
-def fault_kind(exc: AttemptFailed) -> Literal["replica", "suspect"]:
-    """``replica``: a connect error, reset, timeout or 502/503/504 — the replica's fault; ``suspect``: another 5xx,
-    which may be the request's fault until another replica answers differently."""
-    if exc.status is None or exc.status in _REPLICA_STATUSES:
-        return "replica"
-    return "suspect"
-
-
-def _is_timeout(exc: AttemptFailed) -> bool:
-    return exc.reason in ("timeout", "idle_timeout")
-
-
-class _Verdicts:
-    """Suspect attempts of one request awaiting a verdict (see the module docstring)."""
-
-    __slots__ = ("pending", "registry", "repeated", "request_fault")
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.pending: list[tuple[Attempt, AttemptFailed]] = []
-        self.request_fault: AttemptFailed | None = None
-        self.repeated: AttemptFailed | None = None
-        """The same error came from two replicas: the request's fault unless a third replica, if one is left to
-        try, answers (then the two were broken alike, e.g. a bad rollout's new replicas)."""
-
-    def suspect(self, attempt: Attempt, exc: AttemptFailed) -> None:
-        """A suspect failure: the same error on three replicas (or on two when no third is tried) -> the request's
-        fault; different errors -> each replica's own."""
-        same = sum(1 for _a, prev in self.pending if prev.status == exc.status and prev.body == exc.body)
-        self.pending.append((attempt, exc))
-        if same >= 2:
-            self.request_fault = exc
-            self.close(blame=False)
-        elif same == 1:
-            self.repeated = exc
-        elif len(self.pending) > 1:  # different errors on two replicas: each replica's own
-            self.close(blame=True)
-
-    def verdict(self) -> AttemptFailed | None:
-        """After the last attempt: the error that makes this the request's fault, if any."""
-        return self.request_fault or self.repeated
-
-    def close(self, *, blame: bool) -> None:
-        """Settle pending suspects: as replica faults (``blame``), or with no verdict on the replica."""
-        if blame:
-            self.repeated = None
-        for attempt, exc in self.pending:
-            self.registry.judge(attempt, Outcome.failure(exc.reason) if blame else Outcome.abandoned())
-        self.pending.clear()
-
-    @property
-    def may_retry(self) -> bool:
-        return self.request_fault is None
-
-
-class _Deadline:
-    """A request's deadline: one timer handle that cancels the task when it fires (what ``asyncio.timeout`` does,
-    without its context manager's five calls per request); the caller turns that cancellation into a timeout."""
-
-    __slots__ = ("cancelling", "expired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.expired = False
-
-    def expire(self) -> None:
-        self.expired = True
-        self.task.cancel()
-
-
-@dataclass
-class ProxyRequest:
-    """One client request, parsed once."""
-
-    route: str
-    """``completions``, ``chat``, or a pass-through route's name (:data:`llmfleet.gateway.routes.AUX_ROUTES`)."""
-    path: str
-    body: dict[str, Any]
-    raw: bytes
-    typed: CompletionRequest | ChatCompletionRequest | AuxiliaryRequest
-    route_request: RouteRequest
-    started: float
-    """Gateway clock time the request was parsed (end-to-end latency and TTFT are measured from here)."""
-    stream_sink: StreamSink | None = None
-    """Told how a relayed stream ended (the front door settles tokens and fills the cache from it)."""
-    usage: dict[str, int] | None = None
-    """``prompt_tokens``/``completion_tokens`` of a non-streamed 200 answer, read once by the proxy (its token
-    metrics) for the front door too (the key's tokens), instead of a second scan of the body."""
-
-    @property
-    def max_tokens(self) -> int | None:
-        t = self.typed
-        # type(...) is: isinstance on a pydantic model class goes through ABCMeta's Python __instancecheck__
-        return t.effective_max_tokens if type(t) is ChatCompletionRequest else t.max_tokens
-
-    @property
-    def include_usage(self) -> bool:
-        """The client asked for a usage chunk at the end of its stream."""
-        return self.typed.include_usage
 
 
 class Proxy:
@@ -279,7 +147,7 @@ class Proxy:
     def _may_retry(self, req: ProxyRequest, last: AttemptFailed) -> bool:
         """No retry of a timeout while the fleet is near capacity, nor beyond the retry budget."""
         model = req.route_request.model
-        if _is_timeout(last) and self.admission and self.admission.overloaded(model, self.registry.views(model)):
+        if is_timeout(last) and self.admission and self.admission.overloaded(model, self.registry.views(model)):
             self.metrics.child(self.metrics.retries_denied, "overload").inc()
             return False
         if self.budget is not None and not self.budget.try_retry():
@@ -297,7 +165,7 @@ class Proxy:
         if status is not None:
             self.metrics.count_request(req.route, status, req.route_request.model, attempt.replica)
 
-    def _fail(self, req: ProxyRequest, attempt: Attempt, exc: AttemptFailed, verdicts: _Verdicts) -> None:
+    def _fail(self, req: ProxyRequest, attempt: Attempt, exc: AttemptFailed, verdicts: Verdicts) -> None:
         kind = fault_kind(exc)
         log.info("attempt on %s failed: %s (%s fault)", attempt.replica.id, exc.reason, kind)
         if kind == "replica":
@@ -321,10 +189,10 @@ class Proxy:
         One coroutine for the whole attempt loop, and the suspects' bookkeeping only once an attempt failed: every
         call saved here is saved on every request."""
         tried: set[str] = set()
-        verdicts: _Verdicts | None = None
+        verdicts: Verdicts | None = None
         task = asyncio.current_task()
         assert task is not None
-        deadline = _Deadline(task)
+        deadline = Deadline(task)
         timer = asyncio.get_running_loop().call_later(self.cfg.request_timeout_s, deadline.expire)
         last: AttemptFailed | None = None
         try:
@@ -338,7 +206,7 @@ class Proxy:
                     status, data = await self._post_once(attempt.replica, req)
                 except AttemptFailed as exc:
                     if verdicts is None:
-                        verdicts = _Verdicts(self.registry)
+                        verdicts = Verdicts(self.registry)
                     self._fail(req, attempt, exc, verdicts)
                     last = exc
                     continue
@@ -366,14 +234,14 @@ class Proxy:
             if verdicts is not None:
                 verdicts.close(blame=False)
 
-    def _gave_up(self, tried: set[str], last: AttemptFailed | None, verdicts: _Verdicts | None) -> web.Response:
+    def _gave_up(self, tried: set[str], last: AttemptFailed | None, verdicts: Verdicts | None) -> web.Response:
         """No attempt succeeded: the request's fault (400), the last replica's error answer, a timeout or a 502."""
         assert last is not None
         if verdicts is not None and (fault := verdicts.verdict()) is not None:
             raise self._request_fault(fault)
         if last.status is not None and last.body:
             return web.Response(body=last.body, status=last.status, headers=_JSON)
-        if _is_timeout(last):
+        if is_timeout(last):
             raise GatewayTimeoutError(f"upstream replicas did not answer in time ({len(tried)} tried)")
         raise UpstreamError(f"upstream replicas failed ({len(tried)} tried; last: {last.reason})")
 
@@ -480,13 +348,13 @@ class Proxy:
 
     async def open_stream(self, req: ProxyRequest, body: bytes, tried: set[str]) -> Segment:
         """Open an upstream stream and read its first line, retrying on replicas not in ``tried`` before that."""
-        verdicts = _Verdicts(self.registry)
+        verdicts = Verdicts(self.registry)
         try:
             return await self._open_stream(req, body, tried, verdicts)
         finally:
             verdicts.close(blame=False)
 
-    async def _open_stream(self, req: ProxyRequest, body: bytes, tried: set[str], verdicts: _Verdicts) -> Segment:
+    async def _open_stream(self, req: ProxyRequest, body: bytes, tried: set[str], verdicts: Verdicts) -> Segment:
         last: AttemptFailed | None = None
         for n in range(self.cfg.max_attempts):
             if not verdicts.may_retry:
@@ -523,7 +391,7 @@ class Proxy:
         assert last is not None
         if (fault := verdicts.verdict()) is not None:
             raise self._request_fault(fault)
-        if _is_timeout(last):
+        if is_timeout(last):
             raise GatewayTimeoutError("upstream replicas did not start the stream in time")
         raise UpstreamError(f"upstream replicas failed to start the stream (last: {last.reason})")
 

@@ -12,14 +12,14 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 from llmfleet.clock import Clock
 from llmfleet.config import HealthConfig
-from llmfleet.errors import CatalogError, InvalidRequestError
+from llmfleet.errors import InvalidRequestError
 from llmfleet.gateway.adapters import LoraActivity, prefer_resident
+from llmfleet.gateway.hardware import Hardware
 from llmfleet.health import HealthTracker, Transition
-from llmfleet.perfmodel import Catalog
 from llmfleet.routing.base import RouteRequest
 from llmfleet.routing.views import ROUTABLE_STATES, EngineLoad, ReplicaState, ReplicaView
 
@@ -28,42 +28,7 @@ log = logging.getLogger(__name__)
 OnComplete = Callable[[str, RouteRequest, bool, float], None]
 """``RoutingPolicy.on_complete``: (replica id, request, ok, latency in seconds)."""
 
-CAPACITY_TYPES = ("on-demand", "spot", "reserved")
-"""Capacity types a replica may be registered with (which catalog price applies)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """What a replica runs on, for the gateway's cost metrics (given at registration; unknown by default)."""
-
-    gpu: str | None = None
-    """GPU catalog name (``H100``...); None: unknown, the replica is not billed."""
-    gpus: int = 1
-    """GPUs per replica (tensor parallel size)."""
-    capacity_type: str = "on-demand"
-    """``on-demand``, ``spot`` or ``reserved``: which catalog price applies."""
-
-    @classmethod
-    def from_admin_body(cls, body: dict[str, Any], catalog: Catalog) -> Hardware | None:
-        """The optional ``gpu``, ``gpus`` and ``capacity_type`` of a ``POST /admin/replicas`` body (None when none
-        is given); a bad one is an :class:`InvalidRequestError` naming the field."""
-        if not {"gpu", "gpus", "capacity_type"} & body.keys():
-            return None
-        gpu, gpus, capacity = body.get("gpu"), body.get("gpus", 1), body.get("capacity_type", "on-demand")
-        if gpu is not None:
-            if not isinstance(gpu, str):
-                raise InvalidRequestError("`gpu` must be a GPU name from the catalog (a string)", param="gpu")
-            try:
-                gpu = catalog.gpu(gpu).name
-            except CatalogError as exc:
-                raise InvalidRequestError(f"`gpu`: {exc}", param="gpu") from None
-        if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= 1024:
-            raise InvalidRequestError("`gpus` must be an integer from 1 to 1024 (GPUs per replica)", param="gpus")
-        if capacity not in CAPACITY_TYPES:
-            kinds = ", ".join(CAPACITY_TYPES)
-            raise InvalidRequestError(f"`capacity_type` must be one of {kinds}", param="capacity_type")
-        return cls(gpu, gpus, capacity)
 
 
 @dataclass(eq=False)
@@ -79,7 +44,7 @@ class Replica:
     name: str = ""
     """Label for metrics on the public port: the name given at registration (``up`` gives ``gen-0-r1``...), else
     ``replica-<n>``; URLs stay in the admin API."""
-    hardware: Hardware = Hardware()
+    hardware: Hardware = field(default_factory=Hardware)
     models: frozenset[str] = frozenset()
     parents: Mapping[str, str | None] | None = None
     """Each listed model's base model as the replica's ``/v1/models`` gives it (``parent``: None for a base model,

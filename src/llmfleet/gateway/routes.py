@@ -28,7 +28,8 @@ from llmfleet.errors import ApiError, InvalidRequestError
 from llmfleet.gateway.bodyparse import check_prompt_text
 from llmfleet.gateway.front_door import Forwarder
 from llmfleet.gateway.prober import fetch_model_cards
-from llmfleet.gateway.proxy import Proxy, ProxyRequest
+from llmfleet.gateway.proxy import Proxy
+from llmfleet.gateway.proxy_request import ProxyRequest
 from llmfleet.gateway.registry import Outcome, normalize_url
 from llmfleet.routing.base import RouteRequest
 
