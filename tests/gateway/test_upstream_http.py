@@ -178,14 +178,17 @@ async def test_pushed_chunks_of_every_shape_and_a_bad_size_line(pool: UpstreamPo
     """Push mode: whole chunks (the connection's short path), two in a packet, an extension, an upper-case size and a
     chunk cut in two (the general parser) all reach the callback in order; a bad size line shaped like a whole chunk
     still fails the body."""
-    events = [b"data: %d\n\n" % i for i in range(6)]
+    events = [b"data: %d\n\n" % i for i in range(8)]
+    whole = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
     packets = [
-        b"%x\r\n%s\r\n" % (len(events[0]), events[0]),
-        b"%x\r\n%s\r\n%x\r\n%s\r\n" % (len(events[1]), events[1], len(events[2]), events[2]),
+        whole[0],
+        whole[1] + whole[2],
         b"%x;ext=1\r\n%s\r\n" % (len(events[3]), events[3]),
         b"%X\r\n%s" % (len(events[4]), events[4][:3]),
         events[4][3:] + b"\r\n",
-        b"%x\r\n%s\r\n" % (len(events[5]), events[5]),
+        whole[5] + whole[6][:4],  # a whole chunk, then the start of the next: all to the general parser
+        whole[6][4:],
+        whole[7],
         b"0\r\n\r\n",
     ]
 
@@ -202,7 +205,8 @@ async def test_pushed_chunks_of_every_shape_and_a_bad_size_line(pool: UpstreamPo
         resp.push(got.append)
         while not resp.ended:
             await resp.wait_pushed()
-        assert b"".join(got) == b"".join(events) and got[0] == events[0] and got[-1] == events[5]
+        assert b"".join(got) == b"".join(events) and got[0] == events[0] and got[-1] == events[7]
+        assert events[1] + events[2] in got  # two whole chunks in a packet: handed over in one piece
         resp.release()
         bad = await pool.post(srv.url, "/x", b"{}")
         bad.push(got.append)

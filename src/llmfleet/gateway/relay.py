@@ -140,27 +140,22 @@ class _Scan:
         if self.result is not None or up is None:
             return
         try:
-            if (
-                self.plain
-                and not self.pending
-                and data.endswith(b"\n\n")
-                and data.startswith(b"data:")
-                and data.find(b"\n") == len(data) - 2
-                and b'"finish_reason":null' in data
-                and b'"finish_reason":"' not in data
-            ):  # the common packet: one plain_line event, kept and forwarded as it came
-                st = self.st
-                st.raw.append(data)
-                now = self.now()
-                st.itl_s.append(now - st.last_at)  # type: ignore[operator]  # plain: set
-                st.last_at = now
-                if len(st.raw) >= LEAN_KEEP_LINES:
-                    fold(st)
-                if self.client.write(data):
-                    self.blocked = True
-                    up.pause_reading()
-                    up.interrupt()
-                return
+            if self.plain and not self.pending and data.endswith(b"\n\n") and b'"finish_reason":"' not in data:
+                # the common packet: whole plain_line events (one, or several from a busy replica), kept, timed and
+                # forwarded as they came, in one write
+                events = data.split(b"\n\n")
+                if not events.pop():
+                    for line in events:
+                        if not line.startswith(b"data:") or b"\n" in line or b'"finish_reason":null' not in line:
+                            break
+                    else:
+                        self.st.raw.extend(events)
+                        self._tokens(len(events))
+                        if self.client.write(data):
+                            self.blocked = True
+                            up.pause_reading()
+                            up.interrupt()
+                        return
             result = self.feed(data)
             out = self.out
             if out:
@@ -177,6 +172,14 @@ class _Scan:
             self.error = exc
             self.result = "error"
             up.interrupt()
+
+
+class _RelayResponse(web.StreamResponse):
+    """aiohttp's stream response with its headers held back until the first event, so both leave in one write: one
+    syscall and one packet fewer before the client's first chunk (aiohttp >= 3.10 honours the flag; older versions
+    send the headers at ``prepare`` as before)."""
+
+    _send_headers_immediately = False
 
 
 def _model(req: StreamRequest) -> str:
@@ -206,7 +209,7 @@ class StreamRelay:
         stream's final state."""
         st = new_state(req.body, req.route == "chat", req.include_usage, self.lean)
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        resp = web.StreamResponse(headers={**headers, **sink.headers} if sink is not None else headers)
+        resp = _RelayResponse(headers={**headers, **sink.headers} if sink is not None else headers)
         try:
             await resp.prepare(request)
         except BaseException:

@@ -63,18 +63,30 @@ class Connection(asyncio.Protocol):
             return
         self.received += len(data)
         if resp._fast and resp._chunk_left == -1 and not resp._chunk_buf:
-            # A pushed chunked body's common packet, one whole chunk ("<hex size>\r\n<data>\r\n"), handed over
-            # without the general parser (one Python call per packet fewer, no parser state touched); anything
-            # else, a malformed size line included, takes _feed, which accepts or rejects it as before.
-            eol = data.find(b"\r\n", 0, 10)
-            if eol > 0:
+            # A pushed chunked body's common packet: whole chunks ("<hex size>\r\n<data>\r\n", one or several, as a
+            # busy replica's writes coalesce) and nothing else, handed over in one piece without the general parser
+            # and its state. Anything else (a chunk cut by the packet, the last chunk, a size with an extension or
+            # malformed) takes _feed, from the packet's start, which accepts or rejects it as before.
+            n = len(data)
+            pos = 0
+            parts = []
+            while pos < n:
+                eol = data.find(b"\r\n", pos, pos + 10)
+                if eol <= pos:
+                    break
                 try:
-                    end = eol + 2 + int(data[:eol], 16)
+                    size = int(data[pos:eol], 16)
                 except ValueError:
-                    end = -1
-                if end > eol + 2 and end + 2 == len(data) and data.endswith(b"\r\n"):
+                    break
+                end = eol + 2 + size
+                if size <= 0 or end + 2 > n or not data.startswith(b"\r\n", end):
+                    break
+                parts.append(data[eol + 2 : end])
+                pos = end + 2
+            else:
+                if parts:
                     resp._last_rx = self.loop.time()
-                    resp._on_data(data[eol + 2 : end])  # type: ignore[misc]  # _fast: set
+                    resp._on_data(parts[0] if len(parts) == 1 else b"".join(parts))  # type: ignore[misc]  # _fast
                     return
         resp._feed(data)
 
