@@ -19,7 +19,8 @@ from aiohttp import web  # noqa: E402
 from llmfleet.appthread import free_port  # noqa: E402
 from llmfleet.config.routing import KvEventsConfig  # noqa: E402
 from llmfleet.errors import ConfigError  # noqa: E402
-from llmfleet.gateway.kv_events import KvEvents, KvWireError, decode_batch  # noqa: E402
+from llmfleet.gateway.kv_events import KvEvents  # noqa: E402
+from llmfleet.gateway.kv_wire import KvWireError, decode_batch  # noqa: E402
 from llmfleet.routing.base import RouteRequest  # noqa: E402
 from llmfleet.routing.kv_index import AllBlocksCleared, BlockRemoved, BlockStored  # noqa: E402
 from llmfleet.routing.views import ReplicaState, ReplicaView  # noqa: E402

@@ -1,12 +1,9 @@
 """The engines' KV-cache events, around the (synchronous, pure) routing policy: which replica holds which blocks.
 
 vLLM started with ``--kv-events-config '{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint":
-"tcp://*:PORT", "topic": "kv"}'`` publishes, after each scheduler step that changed its prefix cache, a multipart
-ZMQ message ``(topic, 8-byte big-endian sequence number, msgpack payload)``; the payload is an ``EventBatch``
-(``[ts, [event, ...], data_parallel_rank]``) of tagged events, ``BlockStored``, ``BlockRemoved`` and
-``AllBlocksCleared`` (:func:`decode_batch`; maps with a ``"type"`` key as in vLLM 0.1x, arrays as in earlier
-versions). With a ``replay_endpoint`` (a ROUTER socket) it also answers a request ``(b"", start sequence)`` with every
-buffered batch from there on, then an end marker (sequence -1).
+"tcp://*:PORT", "topic": "kv"}'`` publishes, after each scheduler step that changed its prefix cache, a batch of
+events (``BlockStored``, ``BlockRemoved``, ``AllBlocksCleared``) with a sequence number, and with a
+``replay_endpoint`` serves the batches it still buffers (the wire format: :mod:`llmfleet.gateway.kv_wire`).
 
 :class:`KvEvents` keeps one SUB subscriber per replica (:class:`_Feed`) feeding a
 :class:`~llmfleet.routing.kv_index.KvIndex`, and follows the gateway's replicas as requests name them: a new replica
@@ -27,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,18 +34,16 @@ import aiohttp
 
 from llmfleet.config.routing import KvEventsConfig
 from llmfleet.errors import ApiError, ConfigError
+from llmfleet.gateway.kv_wire import END_SEQ, KvWireError, decode_batch, require_modules
 from llmfleet.gateway.registry import normalize_url
 from llmfleet.routing.base import RouteRequest
-from llmfleet.routing.kv_index import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvIndex
+from llmfleet.routing.kv_index import KvIndex
 from llmfleet.routing.views import ReplicaState, ReplicaView
 
 if TYPE_CHECKING:
     import zmq.asyncio
 
 log = logging.getLogger(__name__)
-
-END_SEQ = -1
-"""The sequence number of the replay endpoint's end marker."""
 
 CHAT_TEMPLATE_KEYS = (
     "add_generation_prompt",
@@ -61,72 +55,6 @@ CHAT_TEMPLATE_KEYS = (
     "documents",
 )
 """Chat request fields that change how vLLM renders the prompt (its /tokenize takes the same ones)."""
-
-
-class KvWireError(ValueError):
-    """A payload that is not an event batch."""
-
-
-def _modules() -> tuple[Any, Any]:
-    """(zmq with its asyncio module loaded, msgspec.msgpack), or a ConfigError naming the key that asked for them."""
-    try:
-        importlib.import_module("zmq.asyncio")
-        return importlib.import_module("zmq"), importlib.import_module("msgspec.msgpack")
-    except ImportError as exc:
-        raise ConfigError(
-            f"routing.kv_events.enabled: needs pyzmq and msgspec ({exc.name} is missing): "
-            "pip install 'llmfleet[kvevents]'"
-        ) from None
-
-
-def _field(ev: Mapping[str, Any] | list[Any], name: str, pos: int) -> Any:
-    if isinstance(ev, Mapping):
-        return ev.get(name)
-    return ev[pos] if pos < len(ev) else None
-
-
-def _event(raw: Any) -> KvEvent | None:
-    """One decoded event (None: a kind this gateway does not know, skipped)."""
-    ev: Mapping[str, Any] | list[Any]
-    if isinstance(raw, Mapping):
-        tag, ev = raw.get("type"), raw
-    elif isinstance(raw, list) and raw:
-        tag, ev = raw[0], raw[1:]
-    else:
-        raise KvWireError(f"event is neither a map nor an array: {type(raw).__name__}")
-    if tag == "BlockStored":
-        hashes, tokens, size = _field(ev, "block_hashes", 0), _field(ev, "token_ids", 2), _field(ev, "block_size", 3)
-        if not isinstance(hashes, list) or not isinstance(tokens, list) or type(size) is not int:
-            raise KvWireError("BlockStored without block_hashes, token_ids and block_size")
-        extra = _field(ev, "extra_keys", 7) or ()
-        plain = _field(ev, "lora_id", 4) is None and _field(ev, "lora_name", 6) is None and not any(extra)
-        return BlockStored(
-            tuple(hashes), _field(ev, "parent_block_hash", 1), tuple(tokens), size, plain, _field(ev, "group_idx", 8)
-        )
-    if tag == "BlockRemoved":
-        hashes = _field(ev, "block_hashes", 0)
-        if not isinstance(hashes, list):
-            raise KvWireError("BlockRemoved without block_hashes")
-        return BlockRemoved(tuple(hashes), _field(ev, "group_idx", 2))
-    if tag == "AllBlocksCleared":
-        return AllBlocksCleared()
-    return None
-
-
-def decode_batch(payload: bytes, decode: Callable[[bytes], Any] | None = None) -> list[KvEvent]:
-    """The events of one published batch (``decode``: msgspec's msgpack decoder; imported when not given)."""
-    if decode is None:
-        decode = _modules()[1].decode
-    try:
-        raw = decode(payload)
-    except Exception as exc:  # msgspec.DecodeError and friends: a bad payload, whatever the library calls it
-        raise KvWireError(f"not msgpack: {exc}") from None
-    if not isinstance(raw, list) or len(raw) < 2 or not isinstance(raw[1], list):
-        raise KvWireError("not an event batch ([ts, [events...], dp_rank])")
-    try:
-        return [ev for ev in map(_event, raw[1]) if ev is not None]
-    except (TypeError, ValueError) as exc:  # a field of the wrong type
-        raise KvWireError(f"bad event: {exc}") from None
 
 
 @dataclass
@@ -238,15 +166,21 @@ class _Feed:
                         got.append((seq, frames[3]))
             if whole and [s for s, _ in got] != list(range(start, upto)):
                 raise KvWireError(f"replay has {len(got)} of {upto - start} missed batches")
-            batches = [decode_batch(p, owner.decode) for _, p in got]
+            batches = []
+            for i, (_, payload) in enumerate(got):
+                batches.append(decode_batch(payload, owner.decode))
+                if i % 256 == 255:  # a whole buffer (vLLM keeps 10,000 batches) must not stall the event loop
+                    await asyncio.sleep(0)
         except (TimeoutError, KvWireError, OSError) as exc:
             owner.counts.replays_failed += 1
             log.info("kv events replay from %s failed: %s", self.replica_id, exc)
             return False
         finally:
             sock.close(linger=0)
-        for events in batches:
+        for i, events in enumerate(batches):
             owner.index.apply(self.replica_id, events)
+            if i % 256 == 255:
+                await asyncio.sleep(0)
         owner.counts.replays_ok += 1
         return True
 
@@ -260,7 +194,7 @@ class KvEvents:
         views: Callable[[str], Sequence[ReplicaView]],
         index: KvIndex | None = None,
     ) -> None:
-        self.zmq, msgpack = _modules()
+        self.zmq, msgpack = require_modules()
         self.decode: Callable[[bytes], Any] = msgpack.decode
         self.config = config
         self.views = views
