@@ -212,7 +212,8 @@ class Gateway:
     def _prompt_text(self, typed: CompletionRequest) -> str:
         prompt = typed.prompt
         if isinstance(prompt, str):
-            check_prompt_text(len(prompt), self.limits, "prompt")
+            if len(prompt) > self.limits.max_prompt_chars:  # the call only when it raises: this runs per request
+                check_prompt_text(len(prompt), self.limits, "prompt")
             return prompt
         if prompt and isinstance(prompt[0], int):
             ids = [p for p in prompt if isinstance(p, int)]

@@ -188,7 +188,7 @@ class AccessControl:
                 self.metrics.tokens.labels(who.name, "completion").inc(completion)
         elif status != 200 or not generated:
             used = 0  # nothing was generated: give the reservation back
-        if reservation is not None:
+        if reservation is not None and reservation.store != "none":  # an unlimited key's has nothing to settle
             await self.limiter.settle(reservation, used)
 
 

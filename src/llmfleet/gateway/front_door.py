@@ -70,6 +70,8 @@ class FrontDoor:
 
     async def admit(self, who: Principal, req: ProxyRequest) -> Reservation:
         """Take ``req`` from ``who``'s limits (429 :class:`~llmfleet.gateway.auth.RateLimitError` over them)."""
+        if who.limits.rpm is None and who.limits.tpm is None:  # unlimited: no prompt estimate to make
+            return await self.access.admit(who, 0, None)
         typed = req.typed
         ids = None
         # type(...) is: isinstance on a pydantic model class goes through ABCMeta's Python __instancecheck__
