@@ -23,6 +23,9 @@ every replica's engine TTFT and scheduler queue time (``--sample-s`` adds sample
 An unrecorded warm-up cell runs first (``--no-warmup`` skips it); each cell also records the CPU seconds its front
 door's processes used.
 
+``--kv-events`` starts the replicas with KV-cache events on and adds the front door ``llmfleet kv-events`` (the
+default policy fed by the engines' events, docs/routing.md).
+
 ``--kv-blocks N`` caps every replica's KV cache (128-token blocks) so that it holds only part of the conversations
 (``--conversations`` moves the working set against it); see "Bounded KV cache" in the results for the sizing.
 
@@ -367,11 +370,12 @@ def _reset_prefix_cache(url: str) -> None:
     raise RuntimeError(f"{url}: prefix cache reset kept failing")
 
 
-def start_replicas(n: int, logs: Path, kv_blocks: int = 0) -> list[VLLMReplica]:
+def start_replicas(n: int, logs: Path, kv_blocks: int = 0, kv_events: bool = False) -> list[VLLMReplica]:
     """``n`` demo-model vLLM replicas started side by side (dev mode: /reset_prefix_cache is served).
 
     ``kv_blocks`` > 0 caps each replica's KV cache at that many blocks (``--num-gpu-blocks-override``; the CPU build
     uses 128-token blocks), so that a replica cannot hold every conversation; 0 keeps the 1 GiB default (~2M tokens).
+    ``kv_events``: each replica publishes its KV-cache events on ipc sockets in ``logs`` (:func:`kv_events_routing`).
     """
     runtime, model_dir = demo_setup()
     reps = [
@@ -380,6 +384,15 @@ def start_replicas(n: int, logs: Path, kv_blocks: int = 0) -> list[VLLMReplica]:
     ]
     for r in reps:
         r.env["VLLM_SERVER_DEV_MODE"] = "1"
+        if kv_events:
+            events = {
+                "enable_kv_cache_events": True,
+                "publisher": "zmq",
+                "endpoint": f"ipc://{logs}/{r.port}.pub",
+                "replay_endpoint": f"ipc://{logs}/{r.port}.replay",
+                "topic": "kv",
+            }
+            r.argv += ["--kv-events-config", json.dumps(events)]
         if kv_blocks:
             r.argv += ["--num-gpu-blocks-override", str(kv_blocks)]
     errors: list[BaseException] = []
@@ -400,6 +413,17 @@ def start_replicas(n: int, logs: Path, kv_blocks: int = 0) -> list[VLLMReplica]:
             r.stop()
         raise errors[0]
     return reps
+
+
+def kv_events_routing(reps: list[VLLMReplica], logs: Path) -> dict[str, object]:
+    """The routing section of an llmfleet front door that follows the events of :func:`start_replicas`."""
+    return {
+        "kv_events": {
+            "enabled": True,
+            "endpoints": {r.url: f"ipc://{logs}/{r.port}.pub" for r in reps},
+            "replay_endpoints": {r.url: f"ipc://{logs}/{r.port}.replay" for r in reps},
+        }
+    }
 
 
 @dataclass
@@ -586,6 +610,11 @@ def main() -> None:
         help="Cap each started replica's KV cache at this many 128-token blocks (--num-gpu-blocks-override), so it "
         "holds only part of the conversations (0: the 1 GiB default, every conversation fits).",
     )
+    ap.add_argument(
+        "--kv-events",
+        action="store_true",
+        help="Started replicas publish KV-cache events; adds the front door 'llmfleet kv-events' that follows them.",
+    )
     ap.add_argument("--conversations", type=int, default=0, help="Number of conversations (0: the default, 24).")
     ap.add_argument("--workloads", default="conversations,shared_prompt,random")
     ap.add_argument(
@@ -643,7 +672,9 @@ def main() -> None:
         if args.replica_urls:
             reps = [_Running(u) for u in args.replica_urls.split(",")]
         else:
-            reps = start_replicas(sz.replicas, tmp, args.kv_blocks)
+            reps = start_replicas(sz.replicas, tmp, args.kv_blocks, args.kv_events)
+            if args.kv_events:
+                doors.append(FrontDoor("llmfleet kv-events", _llmfleet(kv_events_routing(reps, tmp))))
         started_s = time.monotonic() - t0
         print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
         try:
