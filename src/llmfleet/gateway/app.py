@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from llmfleet.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
+from llmfleet.gateway.admin import AdminApi
 from llmfleet.gateway.admission import Admission, RetryBudget
 from llmfleet.gateway.bodyparse import BodyLimits, check_prompt_text, check_token_ids, parse_json, read_body
 from llmfleet.gateway.dashboard import Dashboard
@@ -320,68 +320,6 @@ class Gateway:
             raise InvalidRequestError("admin request body must be a JSON object")
         return body
 
-    async def _admin_body(self, request: web.Request) -> dict[str, Any]:
-        body = await self._admin_json(request)
-        if not isinstance(body.get("url"), str):
-            raise InvalidRequestError("admin request needs a JSON object with a string `url`", param="url")
-        return body
-
-    async def admin_list(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        return web.json_response({"replicas": [r.to_json() for r in self.registry.all()]})
-
-    async def admin_add(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        body = await self._admin_body(request)
-        pool = body.get("pool", "default")
-        weight = body.get("weight", 1.0)
-        if not isinstance(pool, str):
-            raise InvalidRequestError("`pool` must be a string", param="pool")
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
-            raise InvalidRequestError("`weight` must be a positive finite number", param="weight")
-        name = body.get("name")
-        if name is not None and not isinstance(name, str):
-            raise InvalidRequestError("`name` must be a string", param="name")
-        hardware = Hardware.from_admin_body(body, self.metrics.cost.catalog)
-        r = await self.add_replica(body["url"], pool, float(weight), name=name, hardware=hardware)
-        return web.json_response(r.to_json(), status=201)
-
-    async def admin_remove(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        url = request.query.get("url")
-        if not url:
-            raise InvalidRequestError("give the replica as ?url=...", param="url")
-        r = self.remove_replica(url)
-        if r is None:
-            raise InvalidRequestError(f"no replica {url}", param="url")
-        return web.json_response({"removed": r.id})
-
-    async def admin_drain(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        body = await self._admin_body(request)
-        r = self.registry.drain(body["url"])
-        if r is None:
-            raise InvalidRequestError(f"no replica {body['url']}", param="url")
-        self.metrics.set_state(r, r.state)
-        return web.json_response(r.to_json())
-
-    async def admin_metrics(self, request: web.Request) -> web.Response:
-        """Metrics with URLs (``llmfleet_gateway_replica_info``): admin token only."""
-        self._authorize(request)
-        page = generate_latest(self.metrics.admin_registry)
-        return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def admin_status(self, request: web.Request) -> web.Response:
-        self._authorize(request)
-        return web.json_response(self.status())
-
-    async def admin_autoscaler(self, request: web.Request) -> web.Response:
-        """The controller publishes its last decision here so `llmfleet status` shows it in one place."""
-        self._authorize(request)
-        self.autoscaler_status = await self._admin_json(request)
-        self.autoscaler_history.append((self.clock.now(), self.autoscaler_status))
-        return web.json_response({"ok": True})
-
     def status(self) -> dict[str, Any]:
         """The document behind `llmfleet status --json` (schema in docs/gateway.md)."""
         replicas = [r.to_json() for r in self.registry.all()]
@@ -437,13 +375,7 @@ def create_app(
     r.add_get("/ready", gw.ready)
     r.add_get("/metrics", gw.metrics_page)
     r.add_get("/openapi.json", gw.openapi)
-    r.add_get("/admin/replicas", gw.admin_list)
-    r.add_post("/admin/replicas", gw.admin_add)
-    r.add_delete("/admin/replicas", gw.admin_remove)
-    r.add_post("/admin/replicas/drain", gw.admin_drain)
-    r.add_get("/admin/status", gw.admin_status)
-    r.add_post("/admin/autoscaler", gw.admin_autoscaler)
-    r.add_get("/admin/metrics", gw.admin_metrics)
+    AdminApi(gw).add_routes(r)
     dashboard = Dashboard(gw)
     r.add_get("/dashboard", dashboard.page)
     r.add_get("/dashboard/feed", dashboard.feed)
