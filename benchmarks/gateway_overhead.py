@@ -317,6 +317,12 @@ def main() -> None:
         f"{name} {', '.join(format(x, '.1f') for x in res[name]['chunk_us'])}" for name in targets if name != "direct"
     )
     lines.append(f"CPU per relayed chunk, each repeat (us): {samples}.")
+    paired = ", ".join(
+        f"{name} {med([x / n for x, n in zip(res[name]['chunk_us'], res['nginx']['chunk_us'], strict=True)]):.2f}x"
+        for name in targets
+        if name not in ("direct", "nginx")
+    )
+    lines.append(f"Per-repeat ratio to nginx (each repeat's targets run back to back), median: {paired}.")
     if "llmfleet-lean" in res:
         lean_ratio = med(res["llmfleet-lean"]["chunk_us"]) / med(res["nginx"]["chunk_us"])
         lines.append(f"Lean accounting (`gateway.stream_accounting: lean`) per relayed chunk: **{lean_ratio:.2f}x**.")

@@ -49,8 +49,9 @@ class ClientOut:
         tr = self.transport
         if tr is None or tr.is_closing():
             raise ConnectionResetError("the client closed the connection")
-        tr.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-        self.writer.output_size += len(data)
+        n = len(data)
+        tr.write(b"%x\r\n%b\r\n" % (n, data) if self.chunked else data)
+        self.writer.output_size += n
         return tr.get_write_buffer_size() > self.high
 
     async def drain(self) -> None:

@@ -3,7 +3,7 @@
 
 What it does, and no more: one POST of a JSON body per request over pooled keep-alive connections (one pool per
 replica), written in one ``write``. The connection's protocol and the response parser are in
-:mod:`llmfleet.gateway.upstream_response`.
+:mod:`llmfleet.gateway.upstream_wire`, the reader's side of a response in :mod:`llmfleet.gateway.upstream_response`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from llmfleet.gateway.upstream_response import Connection, UpstreamError, UpstreamResponse
+from llmfleet.gateway.upstream_response import UpstreamResponse
+from llmfleet.gateway.upstream_wire import Connection, UpstreamError
 
 __all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
 _MAX_IDLE_PER_HOST = 256
