@@ -18,7 +18,7 @@ from llmfleet.config.routing import KvEventsConfig  # noqa: E402
 from llmfleet.gateway.kv_events import KvEvents  # noqa: E402
 from llmfleet.promtext import parse  # noqa: E402
 from llmfleet.vllm_metrics import REQUEST_SUCCESS  # noqa: E402
-from tests.gateway.conftest import MODEL, GatewayThread, wait_until  # noqa: E402
+from tests.gateway.conftest import MODEL, GatewayThread, start_gateway, wait_until  # noqa: E402
 from tests.gateway.test_kv_events import VAllBlocksCleared, batch, stored  # noqa: E402
 
 BS = 4  # the block size the test's events announce
@@ -90,3 +90,20 @@ def test_requests_go_where_the_events_say_the_prompt_is(
         _post(f"{gw.url}/v1/chat/completions", body)
         wait_until(lambda t=target, b=before: _served(sims[t].url) > b[t], 5, f"the request on sim {target}")  # type: ignore[misc]
         assert _served(sims[other].url) == before[other]
+
+
+def test_the_routing_section_turns_the_events_on() -> None:
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]  # nothing needs to answer there
+    endpoints = {u: f"tcp://127.0.0.1:{free_port()}" for u in urls}
+    routing = {"policy": "prefix_affinity", "kv_events": {"enabled": True, "endpoints": endpoints}}
+    gw = start_gateway(urls, routing=routing)
+    try:
+        kv = gw.gateway.front.kv
+        assert kv is not None and kv.config.endpoints == endpoints
+    finally:
+        gw.stop()
+    plain = start_gateway(urls)
+    try:
+        assert plain.gateway.front.kv is None
+    finally:
+        plain.stop()

@@ -93,7 +93,9 @@ class Gateway:
         self.proxy: Proxy | None = None
         self.prober: Prober | None = None
         # keys, limits, cache, shared prefix table
-        self.front = build_front_door(config, self.clock, self.metrics.registry, self.policy, self.registry.views)
+        self.front = build_front_door(
+            config, self.clock, self.metrics.registry, self.policy, self.registry.views, routing.kv_events
+        )
 
     def _on_transition(self, r: Replica, t: Transition) -> None:
         self.metrics.set_state(r, t.new)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -54,7 +55,7 @@ from llmfleet.gateway.relay_api import Segment, UpstreamBody
 from llmfleet.gateway.resumer import detokenize_on, tokenize_on
 from llmfleet.gateway.upstream_http import UpstreamError as HttpUpstreamError
 from llmfleet.gateway.upstream_http import UpstreamPool, UpstreamResponse
-from llmfleet.routing.base import NoReplicaAvailable, RouteRequest, RoutingPolicy
+from llmfleet.routing.base import NoReplicaAvailable, RoutingPolicy
 
 log = logging.getLogger(__name__)
 _JSON = {"Content-Type": "application/json"}
@@ -104,9 +105,7 @@ class Proxy:
     def _choose(self, req: ProxyRequest, exclude: set[str]) -> Replica:
         rr = req.route_request
         if exclude:
-            rr = RouteRequest(
-                rr.model, rr.endpoint, rr.prompt_text, rr.max_tokens, rr.session_key, rr.stream, frozenset(exclude)
-            )
+            rr = dataclasses.replace(rr, exclude=frozenset(exclude))
         decision = self.policy.choose(rr, self.registry.views(rr.model))
         counter = self._decisions.get(decision.reason)
         if counter is None:
