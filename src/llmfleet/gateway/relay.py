@@ -140,22 +140,31 @@ class _Scan:
         if self.result is not None or up is None:
             return
         try:
-            if self.plain and not self.pending and data.endswith(b"\n\n") and b'"finish_reason":"' not in data:
-                # the common packet: whole plain_line events (one, or several from a busy replica), kept, timed and
-                # forwarded as they came, in one write
-                events = data.split(b"\n\n")
-                if not events.pop():
-                    for line in events:
-                        if not line.startswith(b"data:") or b"\n" in line or b'"finish_reason":null' not in line:
-                            break
-                    else:
-                        self.st.raw.extend(events)
-                        self._tokens(len(events))
-                        if self.client.write(data):
-                            self.blocked = True
-                            up.pause_reading()
-                            up.interrupt()
-                        return
+            if self.plain and not self.pending and data.endswith(b"\n\n"):
+                # The common packet: whole plain_line events, kept, timed and forwarded as they came, in one write.
+                # One event (one line, one "finish_reason" key, null): three searches, the fewest that decide it.
+                n = 0
+                if data.find(b"\n") == len(data) - 2:
+                    at = data.find(b'"finish_reason":') + 16
+                    if at > 15 and data.startswith(b"null", at) and data.find(b'"finish_reason":', at) < 0:
+                        n = 1 if data.startswith(b"data:") else 0
+                        events = [data]
+                elif b'"finish_reason":"' not in data:  # several from a busy replica: each line checked
+                    events = data.split(b"\n\n")
+                    if not events.pop():
+                        for line in events:
+                            if not line.startswith(b"data:") or b"\n" in line or b'"finish_reason":null' not in line:
+                                break
+                        else:
+                            n = len(events)
+                if n:
+                    self.st.raw.extend(events)
+                    self._tokens(n)
+                    if self.client.write(data):
+                        self.blocked = True
+                        up.pause_reading()
+                        up.interrupt()
+                    return
             result = self.feed(data)
             out = self.out
             if out:
