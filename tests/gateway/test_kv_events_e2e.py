@@ -59,7 +59,11 @@ def test_requests_go_where_the_events_say_the_prompt_is(
     # Probes without completions: the sims' request counters then count only what the gateway routed.
     gw, sims = fleet(2, gateway={"routing": {"policy": "prefix_affinity"}, "health": {"probe_completion": False}})
     # The sims' URLs are known only now: the front door gets its event subscribers as build_front_door would.
-    kv_cfg = {"enabled": True, "endpoints": dict(zip([s.url for s in sims], endpoints, strict=True))}
+    kv_cfg = {
+        "enabled": True,
+        "endpoints": dict(zip([s.url for s in sims], endpoints, strict=True)),
+        "tokenize_timeout_s": 2.0,  # what is tested is the routing, not how long a loaded machine takes
+    }
     front = gw.gateway.front
     front.kv = KvEvents(KvEventsConfig.model_validate(kv_cfg), gw.gateway.registry.views)
     model = MODEL

@@ -150,7 +150,10 @@ class KvEventsConfig(_Section):
     )
     topic: str = Field("kv", description="The events' topic (vLLM's kv-events 'topic').")
     tokenize_timeout_s: float = Field(
-        0.5, gt=0.0, description="Per request, the replica's /tokenize must answer within this, else the text table."
+        0.05,
+        gt=0.0,
+        description="Per request, the replica's /tokenize must answer within this, else the text table (every request "
+        "waits for it: a routing hint is not worth more than a short prefill).",
     )
     replay_timeout_s: float = Field(2.0, gt=0.0, description="Give up a replay after this (then clear and go on).")
     max_blocks_per_replica: int = Field(
