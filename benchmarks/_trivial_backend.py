@@ -88,12 +88,12 @@ def make_app(
             )
             if delay_s:
                 await asyncio.sleep(delay_s)
-        usage = {
+        final = {
             "id": "cmpl-bench",
             "choices": [],
             "usage": {"prompt_tokens": 4, "completion_tokens": tokens, "total_tokens": tokens + 4},
         }
-        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
+        await resp.write(b"data: " + json.dumps(final).encode() + b"\n\ndata: [DONE]\n\n")
         return resp
 
     async def health(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25,
 class LoopLagMonitor:
     """Samples loop lag every ``interval_s`` into ``llmfleet_event_loop_lag_seconds``."""
 
-    def __init__(self, registry: CollectorRegistry, interval_s: float = 0.02) -> None:
+    def __init__(self, registry: CollectorRegistry, interval_s: float = 0.1) -> None:
         self.interval_s = interval_s
         self.histogram = Histogram(
             "llmfleet_event_loop_lag_seconds",

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import random
 from typing import Any
@@ -47,6 +46,7 @@ from llmfleet.gateway.attempts import (
     upstream_failure,
 )
 from llmfleet.gateway.auth import usage_from_body
+from llmfleet.gateway.chunkscan import dumps
 from llmfleet.gateway.metrics import GatewayMetrics
 from llmfleet.gateway.proxy_request import ProxyRequest
 from llmfleet.gateway.registry import Attempt, Outcome, Registry, Replica
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 _JSON = {"Content-Type": "application/json"}
 _UPSTREAM = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 """Headers of every upstream request: uncompressed answers only (what we relay is labelled plain JSON/SSE)."""
-_DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 _LEAN_ROUTES = frozenset({"completions", "chat"})
 """Routes whose upstream calls take the lean client (:mod:`llmfleet.gateway.upstream_http`)."""
 
@@ -335,7 +334,7 @@ class Proxy:
         """A streamed request: open it (with retries), then hand it to the relay, which resumes through us."""
         upstream_body = upstream_stream_body(req.body, self.cfg.resume_token_ids, self.relay.lean)
         upstream = _StreamUpstream(self, req)
-        seg = await upstream.open(_DUMPS(upstream_body).encode())
+        seg = await upstream.open(dumps(upstream_body))
         if seg.response.status != 200:  # a client error: pass it through as is
             try:
                 data = await seg.response.read()
