@@ -625,6 +625,13 @@ def main() -> None:
         help='An extra llmfleet front door with this routing section, e.g. loose=\'{"prefix": {"spill_margin": 64}}\'.',
     )
     ap.add_argument(
+        "--llmfleet-gateway",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='An extra llmfleet front door with this gateway section, e.g. lean=\'{"stream_accounting": "lean"}\'.',
+    )
+    ap.add_argument(
         "--sample-s",
         type=float,
         default=0.0,
@@ -654,6 +661,9 @@ def main() -> None:
     for spec in args.llmfleet_routing:
         name, _, js = spec.partition("=")
         extra.append(FrontDoor(f"llmfleet {name}", _llmfleet(json.loads(js))))
+    for spec in args.llmfleet_gateway:
+        name, _, js = spec.partition("=")
+        extra.append(FrontDoor(f"llmfleet {name}", _llmfleet({}, json.loads(js))))
     for fd in FRONT_DOORS + extra + CONTROLS:
         if fd in CONTROLS and not any("control" in w and w.lstrip("=") in fd.name for w in wanted):
             continue
