@@ -9,7 +9,7 @@ other threads and is not counted), sends N requests over keep-alive connections 
   (the per-request part cancels out), plus calls per streamed request at ``--short`` chunks.
 
     .venv/bin/python benchmarks/profile_counts.py [--requests 2000] [--streams 40] [--label after]
-        [--out benchmarks/results/profiles] [--accounting exact|lean] [--vllm-chunks]
+        [--out benchmarks/results/profiles] [--accounting exact|lean] [--vllm-chunks] [--floor bare|client]
 
 Also the gateway thread's own CPU time per request and per chunk, without the profiler, with wrk as the client
 (when installed): the thread's CPU clock, so neither the client nor other processes count (a loaded machine still
@@ -19,6 +19,12 @@ inflates it somewhat through caches and context switches).
 types) made from Python. "py" counts only the Python functions. With ``--out`` the per-function tables go to
 ``<out>/counts_<label>_{request,stream,streamreq}.txt`` (per non-streamed request, per relayed chunk, per streamed
 request of ``--short`` chunks).
+
+``--floor bare|client`` measures a reference server in the same harness instead of the gateway (non-streamed
+requests only; thread CPU under wrk, median and best of 3, and call counts): ``bare`` is aiohttp answering the same
+POST with the trivial backend's fixed body, ``client`` is aiohttp relaying it to one trivial backend through the
+gateway's own upstream client (``UpstreamPool``) with none of the gateway's logic: the floors the gateway's own
+cost is read against (benchmarks/results/gateway_overhead.md, issue #17).
 """
 
 from __future__ import annotations
@@ -32,21 +38,27 @@ import os
 import pstats
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 sys.path.insert(0, str(Path(__file__).parent))
-from _proc import wait_http_ok
+from _proc import stop_all, wait_http_ok
+from _trivial_backend import BODY as ANSWER
 
 from llmfleet.appthread import free_port
 from llmfleet.config import GatewayConfig, RoutingConfig
 from llmfleet.gateway.app import create_app
+from llmfleet.gateway.upstream_http import UpstreamPool
 
 HERE = Path(__file__).parent
 BODY = b'{"model":"bench-model","prompt":"hello","max_tokens":4}'
@@ -57,21 +69,14 @@ def _stream_body(tokens: int) -> bytes:
     return b'{"model":"bench-model","prompt":"hello","max_tokens":%d,"stream":true}' % tokens
 
 
-class ProfiledGateway:
-    """The gateway app on a uvloop loop in a thread; :meth:`profile` counts what that thread runs."""
+class ThreadedServer:
+    """An aiohttp app on a uvloop loop in its own thread; :meth:`profile` counts what that thread runs.
 
-    def __init__(self, replicas: list[str], accounting: str = "exact") -> None:
+    ``make_app`` is called on that loop (an app may create loop-bound objects)."""
+
+    def __init__(self, make_app: Callable[[], web.Application]) -> None:
         import uvloop
-        from aiohttp import web
 
-        cfg = GatewayConfig.model_validate(
-            {
-                "replicas": [{"url": u} for u in replicas],
-                # no probes or scrapes during the counted window: they are not per-request work
-                "health": {"probe_interval_s": 3600, "scrape_interval_s": 3600},
-                "stream_accounting": accounting,
-            }
-        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = uvloop.new_event_loop()
@@ -79,7 +84,7 @@ class ProfiledGateway:
         self.thread.start()
 
         async def up() -> web.AppRunner:
-            runner = web.AppRunner(create_app(cfg, RoutingConfig()), handler_cancellation=True, access_log=None)
+            runner = web.AppRunner(make_app(), handler_cancellation=True, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", self.port, backlog=4096).start()
             return runner
@@ -128,9 +133,55 @@ class ProfiledGateway:
         return cpu / int(m.group(1))
 
     def stop(self) -> None:
+        """Clean the app up, stop the loop and join its thread."""
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+
+
+class ProfiledGateway(ThreadedServer):
+    """The gateway app (``replicas``, ``gateway.stream_accounting``) as a :class:`ThreadedServer`."""
+
+    def __init__(self, replicas: list[str], accounting: str = "exact") -> None:
+        cfg = GatewayConfig.model_validate(
+            {
+                "replicas": [{"url": u} for u in replicas],
+                # no probes or scrapes during the counted window: they are not per-request work
+                "health": {"probe_interval_s": 3600, "scrape_interval_s": 3600},
+                "stream_accounting": accounting,
+            }
+        )
+        super().__init__(lambda: create_app(cfg, RoutingConfig()))
+
+
+def floor_app(upstream: str | None) -> web.Application:
+    """A reference server for the non-streamed request's CPU floor, with none of the gateway's logic.
+
+    ``upstream`` None ("bare"): read the POST's body and answer the trivial backend's fixed completion.
+    Otherwise ("client"): read the body, post it to ``upstream`` through the gateway's own upstream client
+    (:class:`UpstreamPool`, keep-alive) and relay the answer: the I/O floor of the gateway's design."""
+    pool = UpstreamPool(5.0, 30.0)
+    headers = {"Content-Type": "application/json"}
+
+    async def completions(request: web.Request) -> web.Response:
+        raw = await request.read()
+        if upstream is None:
+            return web.Response(body=ANSWER, headers=headers)
+        up = await pool.post(upstream, "/v1/completions", raw)
+        data = await up.read()
+        return web.Response(body=data, status=up.status, headers=headers)
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def close_pool(app: web.Application) -> None:
+        pool.close()
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/ready", ready)
+    app.on_cleanup.append(close_pool)
+    return app
 
 
 def _drive(port: int, body: bytes, n: int, connections: int) -> None:
@@ -197,6 +248,75 @@ def totals(counts: dict[FuncKey, int], per: float) -> tuple[float, float]:
     return sum(counts.values()) / per, sum(n for k, n in counts.items() if _is_py(k)) / per
 
 
+def start_backends(count: int, vllm_chunks: bool) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """``count`` trivial backends (subprocesses; the caller stops them) and their base URLs, once they answer."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(HERE / "_trivial_backend.py"),
+                        str(port),
+                        "--token-delay-ms",
+                        "1",
+                        "--length-from-max-tokens",
+                        *(["--vllm-chunks"] if vllm_chunks else []),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,  # wrk cuts streams at its end: the backend logs each
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        for u in urls:
+            wait_http_ok(f"{u}/health")
+    except BaseException:
+        stop_all(procs)
+        raise
+    return procs, urls
+
+
+def measure_floor(floor: str, upstream: str | None, args: argparse.Namespace) -> None:
+    """Print the non-streamed request's thread CPU (wrk) and call counts (cProfile) of a :func:`floor_app`."""
+    srv = ThreadedServer(lambda: floor_app(upstream))
+    try:
+        wait_http_ok(f"{srv.url}/ready")
+        _drive(srv.port, BODY, 200, args.connections)  # warm-up
+        cpus: list[float] = []
+        if shutil.which("wrk"):
+            with tempfile.TemporaryDirectory() as tmp:
+                cpus = [srv.cpu_per_request(BODY, args.cpu_duration_s, 64, Path(tmp)) for _ in range(3)]
+        n = args.requests
+        req = _raw(srv.profile(lambda: _drive(srv.port, BODY, n, args.connections)))
+    finally:
+        srv.stop()
+    all_r, py_r = totals(req, n)
+    name = "bare aiohttp" if floor == "bare" else "aiohttp + lean upstream client (UpstreamPool)"
+    print(f"## Floor `{floor}` ({args.label}): {name}, uvloop thread, {args.connections} connections\n")
+    print("| measure | all calls | Python-function calls |")
+    print("|---|---|---|")
+    print(f"| per non-streamed request ({n} requests) | {all_r:.0f} | {py_r:.0f} |")
+    if cpus:
+        rounds = " ".join(f"{c * 1e6:.0f}" for c in cpus)
+        cpu = f"{statistics.median(cpus) * 1e6:.0f} us median, {min(cpus) * 1e6:.0f} best (rounds {rounds})"
+    else:
+        cpu = "not measured (no wrk)"
+    print(
+        f"\nServer thread CPU per non-streamed request, not profiled, wrk 64 connections, "
+        f"3 x {args.cpu_duration_s:g} s: {cpu}; load average {os.getloadavg()[0]:.1f}."
+    )
+    rows_r, funcs_r = summarize(req, n)
+    print("\nPer non-streamed request, by module:\n\n| module | calls |\n|---|---|")
+    print("\n".join(rows_r))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        head = f"# {args.label}: floor {floor}, calls per non-streamed request ({n} requests), most called\n"
+        (args.out / f"counts_{args.label}_floor_{floor}.txt").write_text(head + "\n".join(funcs_r) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
@@ -209,30 +329,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the per-function tables here")
     ap.add_argument("--accounting", choices=["exact", "lean"], default="exact", help="gateway.stream_accounting")
     ap.add_argument("--vllm-chunks", action="store_true", help="backends send vLLM-shaped chunks when asked")
+    ap.add_argument(
+        "--floor",
+        choices=["bare", "client"],
+        help="measure a reference server instead of the gateway, non-streamed requests only: bare aiohttp "
+        "answering a fixed body, or aiohttp + the gateway's upstream client relaying to a trivial backend",
+    )
     args = ap.parse_args()
-    procs: list[subprocess.Popen[bytes]] = []
+    if args.floor == "bare":
+        measure_floor("bare", None, args)
+        return
+    procs, urls = start_backends(1 if args.floor else 2, args.vllm_chunks)
     try:
-        urls = []
-        for _ in range(2):
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(HERE / "_trivial_backend.py"),
-                        str(port),
-                        "--token-delay-ms",
-                        "1",
-                        "--length-from-max-tokens",
-                        *(["--vllm-chunks"] if args.vllm_chunks else []),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,  # wrk cuts streams at its end: the backend logs each
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        for u in urls:
-            wait_http_ok(f"{u}/health")
+        if args.floor:
+            measure_floor(args.floor, urls[0], args)
+            return
         gw = ProfiledGateway(urls, args.accounting)
         try:
             wait_http_ok(f"http://127.0.0.1:{gw.port}/ready")
@@ -253,10 +364,7 @@ def main() -> None:
         finally:
             gw.stop()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=10)
+        stop_all(procs)
 
     chunks = args.long - args.short
     slope = {k: long_.get(k, 0) - short.get(k, 0) for k in set(long_) | set(short)}
