@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -94,9 +95,12 @@ def test_calibrate_recovers_a_known_engine(tmp_path: Path) -> None:
     assert profile.engine.num_gpu_blocks is not None and profile.engine.block_size == 16
     assert profile.fit is not None and profile.fit.mean_abs_rel_error < 0.15
     true_pm, fitted = truth.perf_model(), profile.perf_model()
+    # The sim paces its steps with sleeps, which wake late when the machine is oversubscribed (a 43 ms step was
+    # measured at 52 ms at load 35 on 2 cores): 20% on a machine with spare cores, 30% beyond 4 runnable per core.
+    rel = 0.2 if os.getloadavg()[0] <= 4 * (os.cpu_count() or 1) else 0.3
     for batch in ([SeqWork(1, 500)] * 6, [SeqWork(1, 2000)] * 3, [SeqWork(2000, 0)], [SeqWork(3500, 0)]):
-        assert fitted.step_time_s(batch) == pytest.approx(true_pm.step_time_s(batch), rel=0.2)
-    assert profile.efficiency.mfu == pytest.approx(TRUTH.mfu, rel=0.2)
+        assert fitted.step_time_s(batch) == pytest.approx(true_pm.step_time_s(batch), rel=rel)
+    assert profile.efficiency.mfu == pytest.approx(TRUTH.mfu, rel=rel)
     assert len(profile.measurements.decode) == 8 and all(p.predicted_s for p in profile.measurements.decode)
 
 
