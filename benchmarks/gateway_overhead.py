@@ -70,6 +70,9 @@ http {{
 """
 
 
+RESULTS_HEADER = "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n"
+
+
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
     """Until something accepts TCP connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout_s
@@ -328,11 +331,7 @@ def main() -> None:
         lines.append(f"Lean accounting (`gateway.stream_accounting: lean`) per relayed chunk: **{lean_ratio:.2f}x**.")
     text = "\n".join(lines) + "\n"
     print(text)
-    append_results(
-        args.results,
-        "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n",
-        text,
-    )
+    append_results(args.results, RESULTS_HEADER, text)
 
 
 def report_ttfc(args: argparse.Namespace, res: dict[str, dict[str, list[float]]]) -> None:
@@ -352,11 +351,7 @@ def report_ttfc(args: argparse.Namespace, res: dict[str, dict[str, list[float]]]
     lines.append(f"\nTarget: added TTFC <= 0.5 ms at low load. Load average at the end: {os.getloadavg()[0]:.1f}.")
     text = "\n".join(lines) + "\n"
     print(text)
-    append_results(
-        args.results,
-        "# Gateway overhead: direct vs llmfleet vs nginx\n\nProduced by `benchmarks/gateway_overhead.py`.\n",
-        text,
-    )
+    append_results(args.results, RESULTS_HEADER, text)
 
 
 if __name__ == "__main__":
