@@ -3,6 +3,7 @@ real ZMQ on 127.0.0.1, requests over real HTTP; the replica whose (published) bl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -104,6 +105,11 @@ def test_the_routing_section_turns_the_events_on() -> None:
     try:
         kv = gw.gateway.front.kv
         assert kv is not None and kv.config.endpoints == endpoints
+        kv.counts.gaps = 2
+        with urllib.request.urlopen(f"{gw.url}/metrics", timeout=10) as r:
+            page = parse(r.read())
+        assert page.values("llmfleet_kv_events_total", lambda labels: labels["what"] == "gaps") == [2.0]
+        assert len(page.values("llmfleet_kv_events_total")) == len(dataclasses.fields(kv.counts))
     finally:
         gw.stop()
     plain = start_gateway(urls)

@@ -27,7 +27,7 @@ from llmfleet.errors import ApiError, ConfigError
 from llmfleet.gateway.auth import AccessControl, Principal, estimate_prompt_tokens, usage_from_body
 from llmfleet.gateway.cache import MemoryCache, RedisCache, ResponseCache, StreamCapture, Upstreamed, cache_key
 from llmfleet.gateway.keys import KeyRing
-from llmfleet.gateway.kv_events import KvEvents
+from llmfleet.gateway.kv_events import FeedCountsCollector, KvEvents
 from llmfleet.gateway.limits import Limiter, LocalLimitStore, RedisLimitStore, Reservation
 from llmfleet.gateway.proxy_request import ProxyRequest
 from llmfleet.gateway.shared_prefix import PrefixSharing, SharedPrefixes
@@ -197,4 +197,6 @@ def build_front_door(
     if shared is not None and isinstance(policy, PrefixSharing) and views is not None:
         prefixes = SharedPrefixes(shared, policy, views)
     kv = KvEvents(kv_events, views) if kv_events is not None and kv_events.enabled and views is not None else None
+    if kv is not None:
+        registry.register(FeedCountsCollector(kv.counts))
     return FrontDoor(access, cache, shared, prefixes, kv)

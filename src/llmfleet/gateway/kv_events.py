@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily
 
 from llmfleet.config.routing import KvEventsConfig
 from llmfleet.errors import ApiError, ConfigError
@@ -71,6 +72,25 @@ class FeedCounts:
     tokenize_failed: int = 0
     not_annotated: int = 0
     """Requests routed by the text table because some replica has no event feed or the prompt has no token ids."""
+
+
+class FeedCountsCollector:
+    """``llmfleet_kv_events_total{what=...}``: :class:`FeedCounts` read at scrape time (nothing per event)."""
+
+    def __init__(self, counts: FeedCounts) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One counter family, a sample per field of :class:`FeedCounts`."""
+        family = CounterMetricFamily(
+            "llmfleet_kv_events",
+            "KV-cache event feeds: batches applied, bad messages, gaps, replays, engine restarts, and requests "
+            "tokenized, not tokenized in time, or routed without event data (the text table).",
+            labels=["what"],
+        )
+        for f in dataclasses.fields(self.counts):
+            family.add_metric([f.name], float(getattr(self.counts, f.name)))
+        yield family
 
 
 def _with_port(url: str, offset: int) -> str:
