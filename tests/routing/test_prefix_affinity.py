@@ -221,3 +221,30 @@ def test_a_conversation_stays_when_every_engine_queues() -> None:
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")
     one_free = [*queueing[:2], rv("c", in_flight=5, waiting=0, running=5, scraped_at=now)]
     assert p.choose(req(convo(1, turns=3)), one_free).replica.id != "a"
+
+
+def test_prompts_shorter_than_a_block_decide_as_unremembered_long_ones() -> None:
+    """The short-prompt fast path (no block keys: no table walk) makes the decisions, and draws the rng, exactly as
+    the full path does for prompts it has never seen: least loaded, then fewest placed, then the rng."""
+    short, full = policy(seed=7), policy(seed=7)
+    rng = random.Random(1)
+    for i in range(200):
+        replicas = [
+            rv(
+                rid,
+                in_flight=rng.choice([0, 0, 1, 2]),
+                state=rng.choice([ReplicaState.HEALTHY] * 4 + [ReplicaState.DEGRADED]),
+            )
+            for rid in "abcde"
+        ]
+        exclude = frozenset(rng.sample("abcde", rng.choice([0, 0, 1, 2])))
+        a = short.choose(req(f"hi {i}", exclude=exclude), replicas)
+        b = full.choose(req(f"a prompt never seen before, number {i}. " * 4, exclude=exclude), replicas)
+        assert (a.replica.id, a.reason) == (b.replica.id, b.reason) and a.reason == "prefix_miss_least_loaded"
+    assert len(short.table) == 0 and len(full.table) > 0
+
+
+def test_a_short_prompt_still_follows_the_engines_kv_events() -> None:
+    """No text block, but the engines report token blocks held: the KV-event path decides, not the fast path."""
+    d = policy().choose(req("hi", kv_matched_blocks={"b": 1}), fleet(a=0, b=1))
+    assert (d.replica.id, d.reason) == ("b", "kv_prefix_hit")

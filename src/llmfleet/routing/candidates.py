@@ -17,6 +17,8 @@ from llmfleet.routing.views import ReplicaState, ReplicaView
 
 _MIN_WEIGHT = 1e-6
 _T = TypeVar("_T")
+_HEALTHY = ReplicaState.HEALTHY
+_DEGRADED = ReplicaState.DEGRADED
 
 
 def eligible(request: RouteRequest, replicas: Sequence[ReplicaView]) -> list[ReplicaView]:
@@ -24,18 +26,19 @@ def eligible(request: RouteRequest, replicas: Sequence[ReplicaView]) -> list[Rep
 
     Keeps the caller's order. Raises :class:`NoReplicaAvailable` when nothing is left.
     """
-    healthy: list[ReplicaView] = []
-    degraded: list[ReplicaView] = []
+    # Comprehensions rather than a loop of appends: one call per request instead of one per replica (this runs on
+    # every routing decision, for every replica of the model).
     exclude = request.exclude
-    for r in replicas:
-        if exclude and r.id in exclude:
-            continue
-        if r.state is ReplicaState.HEALTHY:
-            healthy.append(r)
-        elif r.state is ReplicaState.DEGRADED:
-            degraded.append(r)
-    if healthy:
-        return healthy
+    if exclude:
+        healthy = [r for r in replicas if r.state is _HEALTHY and r.id not in exclude]
+        if healthy:
+            return healthy
+        degraded = [r for r in replicas if r.state is _DEGRADED and r.id not in exclude]
+    else:
+        healthy = [r for r in replicas if r.state is _HEALTHY]
+        if healthy:
+            return healthy
+        degraded = [r for r in replicas if r.state is _DEGRADED]
     if degraded:
         return degraded
     raise NoReplicaAvailable(_explain(request, replicas))
@@ -93,6 +96,20 @@ def fresh_outstanding_load(replica: ReplicaView, now: float, max_age_s: float) -
         w = replica.weight
         return replica.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
     return outstanding_load(replica)
+
+
+def fresh_loads(replicas: Sequence[ReplicaView], now: float, max_age_s: float) -> dict[str, float]:
+    """:func:`fresh_outstanding_load` of each of ``replicas`` by id, in one call (no call per replica while the
+    scrape is stale or absent, the common case between scrapes)."""
+    loads: dict[str, float] = {}
+    for r in replicas:
+        scraped = r.load.scraped_at
+        if scraped is None or now - scraped > max_age_s:
+            w = r.weight
+            loads[r.id] = r.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
+        else:
+            loads[r.id] = outstanding_load(r)
+    return loads
 
 
 def pick_lowest(items: Sequence[_T], key: Callable[[_T], float], rng: random.Random) -> _T:

@@ -1,0 +1,56 @@
+"""RouteRequest and RouteDecision: frozen dataclasses with a hand-written (cheaper) __init__ that keeps every
+dataclass behaviour their users rely on."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from llmfleet.routing.base import RouteDecision, RouteRequest
+from tests.routing.helpers import rv
+
+
+@pytest.mark.parametrize("cls", [RouteRequest, RouteDecision])
+def test_init_takes_every_field_in_order(cls: type) -> None:
+    """A field added to the class but not to ``__init__`` would break ``dataclasses.replace``: caught here."""
+    params = list(inspect.signature(cls).parameters)
+    assert params == [f.name for f in dataclasses.fields(cls)]
+
+
+def test_defaults_positional_and_keyword_construction() -> None:
+    r = RouteRequest("m", "chat", "hi")
+    assert (r.max_tokens, r.session_key, r.stream, r.exclude, r.kv_matched_blocks) == (
+        None,
+        None,
+        False,
+        frozenset(),
+        None,
+    )
+    assert RouteRequest("m", "chat", "hi", 4, "s", True, frozenset({"a"})) == RouteRequest(
+        model="m",
+        endpoint="chat",
+        prompt_text="hi",
+        max_tokens=4,
+        session_key="s",
+        stream=True,
+        exclude=frozenset({"a"}),
+    )
+
+
+def test_frozen_replace_eq_hash_and_repr() -> None:
+    r = RouteRequest("m", "chat", "hi", exclude=frozenset({"a"}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.model = "x"  # type: ignore[misc]
+    r2 = dataclasses.replace(r, exclude=frozenset({"a", "b"}))
+    assert r2.exclude == {"a", "b"} and r.exclude == {"a"} and r2.prompt_text == "hi"
+    r3 = dataclasses.replace(r, kv_matched_blocks={"a": 3})
+    assert r3.kv_matched_blocks == {"a": 3}
+    assert r3 == r and hash(r3) == hash(r)  # kv_matched_blocks: compare=False, as before
+    assert r2 != r
+    assert repr(r).startswith("RouteRequest(model='m', endpoint='chat', prompt_text='hi'")
+    d = RouteDecision(rv("a"), "prefix_hit")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.reason = "x"  # type: ignore[misc]
+    assert d == RouteDecision(rv("a"), "prefix_hit") and dataclasses.replace(d, reason="r").reason == "r"
