@@ -1,5 +1,5 @@
-"""RouteRequest and RouteDecision: frozen dataclasses with a hand-written (cheaper) __init__ that keeps every
-dataclass behaviour their users rely on."""
+"""RouteRequest, RouteDecision and ReplicaView: frozen dataclasses with a hand-written (cheaper) __init__ that keeps
+every dataclass behaviour their users rely on."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import inspect
 import pytest
 
 from llmfleet.routing.base import RouteDecision, RouteRequest
+from llmfleet.routing.views import EngineLoad, ReplicaState, ReplicaView
 from tests.routing.helpers import rv
 
 
-@pytest.mark.parametrize("cls", [RouteRequest, RouteDecision])
+@pytest.mark.parametrize("cls", [RouteRequest, RouteDecision, ReplicaView])
 def test_init_takes_every_field_in_order(cls: type) -> None:
     """A field added to the class but not to ``__init__`` would break ``dataclasses.replace``: caught here."""
     params = list(inspect.signature(cls).parameters)
@@ -54,3 +55,23 @@ def test_frozen_replace_eq_hash_and_repr() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.reason = "x"  # type: ignore[misc]
     assert d == RouteDecision(rv("a"), "prefix_hit") and dataclasses.replace(d, reason="r").reason == "r"
+
+
+def test_replica_view_defaults_slots_replace_and_frozen() -> None:
+    v = ReplicaView("a", "http://a")
+    assert (v.state, v.pool, v.models, v.in_flight, v.latency_ewma_s, v.ttft_ewma_s, v.weight) == (
+        ReplicaState.HEALTHY,
+        "default",
+        frozenset(),
+        0,
+        None,
+        None,
+        1.0,
+    )
+    assert v.load == EngineLoad() and not hasattr(v, "__dict__")
+    w = dataclasses.replace(v, in_flight=3, state=ReplicaState.DEGRADED)
+    assert (w.in_flight, w.state, w.id, v.in_flight) == (3, ReplicaState.DEGRADED, "a", 0)
+    assert w != v and dataclasses.replace(w, in_flight=0, state=ReplicaState.HEALTHY) == v
+    assert hash(dataclasses.replace(w, in_flight=0, state=ReplicaState.HEALTHY)) == hash(v)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.in_flight = 1  # type: ignore[misc]
