@@ -66,12 +66,14 @@ def test_hang_costs_the_client_its_timeout(start_sim: Callable[..., SimServerThr
 async def test_degraded_mode_slows_steps_over_time(start_sim: Callable[..., SimServerThread]) -> None:
     sim = start_sim(time_scale=10.0, gpu="L40S")  # ~20 ms steps run in ~2 ms
     async with aiohttp.ClientSession() as s:
-        before = await _complete_s(s, sim.url, 200)
+        # The better of two where the test expects fast steps: one completion can stall behind other processes on
+        # a loaded machine (a 0.66 s completion took 2.2 s beside four real vLLM engines).
+        before = min([await _complete_s(s, sim.url, 200) for _ in range(2)])
         await _post(s, sim.url, "/admin/faults", {"degrade_per_min": 30.0})
         await asyncio.sleep(0.5)  # 5 simulated seconds: step time x3.5 and growing
         after = await _complete_s(s, sim.url, 200)
         await _post(s, sim.url, "/admin/faults", {"degrade_per_min": 0.0})
-        recovered = await _complete_s(s, sim.url, 200)
+        recovered = min([await _complete_s(s, sim.url, 200) for _ in range(2)])
     assert after > 2.5 * before
     assert recovered < 1.5 * before
 
