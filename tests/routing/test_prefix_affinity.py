@@ -224,8 +224,8 @@ def test_a_conversation_stays_when_every_engine_queues() -> None:
 
 
 def test_prompts_shorter_than_a_block_decide_as_unremembered_long_ones() -> None:
-    """The short-prompt fast path (no block keys: no table walk) makes the decisions, and draws the rng, exactly as
-    the full path does for prompts it has never seen: least loaded, then fewest placed, then the rng."""
+    """A prompt with no full block (nothing to remember) decides, and draws the rng, exactly as a long prompt never
+    seen before: least loaded, then fewest placed, then the rng."""
     short, full = policy(seed=7), policy(seed=7)
     rng = random.Random(1)
     for i in range(200):
@@ -245,6 +245,6 @@ def test_prompts_shorter_than_a_block_decide_as_unremembered_long_ones() -> None
 
 
 def test_a_short_prompt_still_follows_the_engines_kv_events() -> None:
-    """No text block, but the engines report token blocks held: the KV-event path decides, not the fast path."""
+    """No text block, but the engines report token blocks held: the KV-event path decides."""
     d = policy().choose(req("hi", kv_matched_blocks={"b": 1}), fleet(a=0, b=1))
     assert (d.replica.id, d.reason) == ("b", "kv_prefix_hit")

@@ -26,19 +26,11 @@ def eligible(request: RouteRequest, replicas: Sequence[ReplicaView]) -> list[Rep
 
     Keeps the caller's order. Raises :class:`NoReplicaAvailable` when nothing is left.
     """
-    # Comprehensions rather than a loop of appends: one call per request instead of one per replica (this runs on
-    # every routing decision, for every replica of the model).
     exclude = request.exclude
-    if exclude:
-        healthy = [r for r in replicas if r.state is _HEALTHY and r.id not in exclude]
-        if healthy:
-            return healthy
-        degraded = [r for r in replicas if r.state is _DEGRADED and r.id not in exclude]
-    else:
-        healthy = [r for r in replicas if r.state is _HEALTHY]
-        if healthy:
-            return healthy
-        degraded = [r for r in replicas if r.state is _DEGRADED]
+    healthy = [r for r in replicas if r.state is _HEALTHY and r.id not in exclude]
+    if healthy:
+        return healthy
+    degraded = [r for r in replicas if r.state is _DEGRADED and r.id not in exclude]
     if degraded:
         return degraded
     raise NoReplicaAvailable(_explain(request, replicas))
@@ -92,24 +84,14 @@ def fresh_outstanding_load(replica: ReplicaView, now: float, max_age_s: float) -
     """:func:`outstanding_load`, counting the engine's scraped running + waiting only while the scrape is at most
     ``max_age_s`` old: a stale scrape would keep a replica looking busy after its requests finished."""
     scraped = replica.load.scraped_at
-    if scraped is None or now - scraped > max_age_s:  # in_flight_load, inlined: this runs per replica per request
-        w = replica.weight
-        return replica.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
+    if scraped is None or now - scraped > max_age_s:
+        return in_flight_load(replica)
     return outstanding_load(replica)
 
 
 def fresh_loads(replicas: Sequence[ReplicaView], now: float, max_age_s: float) -> dict[str, float]:
-    """:func:`fresh_outstanding_load` of each of ``replicas`` by id, in one call (no call per replica while the
-    scrape is stale or absent, the common case between scrapes)."""
-    loads: dict[str, float] = {}
-    for r in replicas:
-        scraped = r.load.scraped_at
-        if scraped is None or now - scraped > max_age_s:
-            w = r.weight
-            loads[r.id] = r.in_flight / (w if w > _MIN_WEIGHT else _MIN_WEIGHT)
-        else:
-            loads[r.id] = outstanding_load(r)
-    return loads
+    """:func:`fresh_outstanding_load` of each of ``replicas``, by id."""
+    return {r.id: fresh_outstanding_load(r, now, max_age_s) for r in replicas}
 
 
 def pick_lowest(items: Sequence[_T], key: Callable[[_T], float], rng: random.Random) -> _T:

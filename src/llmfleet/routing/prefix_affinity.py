@@ -38,8 +38,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from llmfleet.clock import Clock
 from llmfleet.config import PrefixAffinityConfig
-from llmfleet.routing.base import NoReplicaAvailable, RouteDecision, RouteRequest
-from llmfleet.routing.candidates import eligible, fresh_loads, fresh_outstanding_load
+from llmfleet.routing.base import RouteDecision, RouteRequest
+from llmfleet.routing.candidates import eligible, fresh_loads, fresh_outstanding_load, pick_lowest
 from llmfleet.routing.membership import Membership
 from llmfleet.routing.prefix_table import PrefixTable, block_keys
 from llmfleet.routing.scorers import BaseScorer
@@ -72,13 +72,6 @@ class PrefixAffinityPolicy:
         loads = fresh_loads(cands, now, cfg.engine_load_max_age_s)
         min_load = min(loads.values())
         kv = request.kv_matched_blocks
-        if not keys and not kv:
-            # A prompt shorter than one block and no KV-cache events: nothing to look up, a miss (the path below
-            # would reach the same decision through an empty table walk).
-            least = self._least_loaded(cands, loads, min_load, gen)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("prefix_affinity prefix_miss_least_loaded -> %s: no full block", least.id)
-            return RouteDecision(least, "prefix_miss_least_loaded")
         mean_load = sum(loads.values()) / len(loads)
         limit = max(min_load + cfg.spill_margin, cfg.spill_factor * mean_load)
         by_id = {r.id: r for r in cands}
@@ -193,21 +186,11 @@ class PrefixAffinityPolicy:
     def _least_loaded(
         self, cands: Sequence[ReplicaView], loads: dict[str, float], min_load: float, gen: dict[str, int]
     ) -> ReplicaView:
-        """A miss: the least loaded candidate; ties go to the one given the fewest new prefixes so far, then the rng
-        (as :func:`~llmfleet.routing.candidates.pick_lowest` over the tied, in one loop). Counts the placement."""
+        """A miss: the least loaded candidate; ties go to the one given the fewest new prefixes so far, then the
+        rng. Counts the placement."""
         placed = self._placed
-        best: list[ReplicaView] = []
-        best_n = -1
-        for r in cands:
-            if loads[r.id] == min_load:
-                n = placed.get(r.id, 0)
-                if n < best_n or not best:
-                    best_n, best = n, [r]
-                elif n == best_n:
-                    best.append(r)
-        if not best:
-            raise NoReplicaAvailable("no candidate replica")
-        chosen = best[0] if len(best) == 1 else best[self._rng.randrange(len(best))]
+        tied = [r for r in cands if loads[r.id] == min_load]
+        chosen = tied[0] if len(tied) == 1 else pick_lowest(tied, lambda r: placed.get(r.id, 0), self._rng)
         if len(placed) > 4 * len(gen) + 64:  # forget replicas long gone (bounded memory)
             placed = self._placed = {k: v for k, v in placed.items() if k in gen}
         placed[chosen.id] = placed.get(chosen.id, 0) + 1

@@ -7,9 +7,7 @@ they stay pure and run identically in the live gateway and in the fleet simulato
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 
 class ReplicaState(enum.StrEnum):
@@ -42,17 +40,9 @@ class EngineLoad:
     engine's raw counts (see :func:`llmfleet.routing.candidates.outstanding_load`)."""
 
 
-_IDLE = EngineLoad()
-"""The default load of a view (frozen: one instance serves every view)."""
-
-
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True)
 class ReplicaView:
-    """What a routing policy may know about one replica at decision time.
-
-    Built by a plain ``__init__`` that stores through the slots' own descriptors (bound once, below): the generated
-    one calls ``object.__setattr__`` per field, ~1.5 us a view; the gateway builds one whenever a replica's
-    in-flight count changed (about once per request), the simulator one per replica per decision."""
+    """What a routing policy may know about one replica at decision time."""
 
     id: str
     """Stable identifier (the base URL unless configured otherwise)."""
@@ -70,48 +60,7 @@ class ReplicaView:
     weight: float = 1.0
     """Relative capacity (e.g. 2.0 for a replica twice as fast)."""
 
-    def __init__(
-        self,
-        id: str,
-        url: str,
-        state: ReplicaState = ReplicaState.HEALTHY,
-        pool: str = "default",
-        models: frozenset[str] = frozenset(),
-        in_flight: int = 0,
-        latency_ewma_s: float | None = None,
-        ttft_ewma_s: float | None = None,
-        load: EngineLoad = _IDLE,
-        weight: float = 1.0,
-    ) -> None:
-        _set_id(self, id)  # every field, in order (tests/routing/test_route_request.py checks the signature)
-        _set_url(self, url)
-        _set_state(self, state)
-        _set_pool(self, pool)
-        _set_models(self, models)
-        _set_in_flight(self, in_flight)
-        _set_latency_ewma_s(self, latency_ewma_s)
-        _set_ttft_ewma_s(self, ttft_ewma_s)
-        _set_load(self, load)
-        _set_weight(self, weight)
-
     @property
     def routable(self) -> bool:
         """Whether new requests may go here at all (degraded replicas only as a last resort)."""
         return self.state in ROUTABLE_STATES
-
-
-def _slot_setter(name: str) -> Callable[[ReplicaView, Any], None]:
-    setter: Callable[[ReplicaView, Any], None] = ReplicaView.__dict__[name].__set__
-    return setter
-
-
-_set_id = _slot_setter("id")
-_set_url = _slot_setter("url")
-_set_state = _slot_setter("state")
-_set_pool = _slot_setter("pool")
-_set_models = _slot_setter("models")
-_set_in_flight = _slot_setter("in_flight")
-_set_latency_ewma_s = _slot_setter("latency_ewma_s")
-_set_ttft_ewma_s = _slot_setter("ttft_ewma_s")
-_set_load = _slot_setter("load")
-_set_weight = _slot_setter("weight")
