@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmfleet.clock import Clock
-from llmfleet.routing.views import ROUTABLE_STATES, ReplicaView
+from llmfleet.routing.views import ReplicaView
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class Admission:
     def capacity(self, views: Sequence[ReplicaView]) -> tuple[int, float]:
         """(capacity of the routable replicas, outstanding work on them not from this gateway)."""
         routable, external = 0, 0.0
-        for v in views:  # a plain loop (and no property call): this runs for every request
-            if v.state in ROUTABLE_STATES:
+        for v in views:  # a plain loop: this runs for every request
+            if v.routable:
                 routable += 1
                 load = v.load
                 extra = load.num_requests_running + load.num_requests_waiting - v.in_flight
@@ -78,7 +78,7 @@ class Admission:
         if cap == 0:
             msg = f"no routable replica for model `{model}` ({len(views)} registered); retry later"
             return AdmissionDecision(False, 503, "no_replica", msg, self.retry_after_s)
-        outstanding = self._active.get(model, 0) + external
+        outstanding = self.active(model) + external
         if outstanding >= cap:
             return AdmissionDecision(
                 False,
@@ -121,14 +121,8 @@ class RetryBudget:
     def request(self) -> None:
         """Count a new client request."""
         now = self.clock.now()
-        cut = now - self.window_s
-        requests = self._requests  # _trim inlined for the requests (this runs for every request); retries below
-        while requests and requests[0] < cut:
-            requests.popleft()
-        retries = self._retries
-        while retries and retries[0] < cut:
-            retries.popleft()
-        requests.append(now)
+        self._trim(now)
+        self._requests.append(now)
 
     def try_retry(self) -> bool:
         """Take one retry from the budget; False when it is spent."""

@@ -94,12 +94,7 @@ def estimate_prompt_tokens(prompt_text: str, token_ids: int | None = None) -> in
 def usage_from_body(data: bytes) -> dict[str, int] | None:
     """``prompt_tokens``/``completion_tokens`` of a JSON completion response (a regex: the usage sits at the end)."""
     found = _USAGE_RE.findall(data[-512:]) or _USAGE_RE.findall(data)
-    if not found:
-        return None
-    usage: dict[str, int] = {}
-    for k, v in found:  # a loop, not a comprehension: this runs for every request
-        usage["prompt_tokens" if k == b"prompt_tokens" else "completion_tokens"] = int(v)
-    return usage
+    return {k.decode(): int(v) for k, v in found} if found else None
 
 
 class AccessControl:
@@ -154,9 +149,6 @@ class AccessControl:
 
     async def admit(self, who: Principal, prompt_tokens: int, max_tokens: int | None) -> Reservation:
         """Take the request from ``who``'s limits, or raise :class:`RateLimitError`."""
-        limits = who.limits
-        if limits.rpm is None and limits.tpm is None:  # unlimited: what Limiter.acquire answers, without the call
-            return Reservation(who.name, limits, self.reserve_tokens(prompt_tokens, max_tokens), "none")
         verdict, reservation = await self.limiter.acquire(
             who.name, who.limits, self.reserve_tokens(prompt_tokens, max_tokens)
         )
@@ -188,7 +180,7 @@ class AccessControl:
                 self.metrics.tokens.labels(who.name, "completion").inc(completion)
         elif status != 200 or not generated:
             used = 0  # nothing was generated: give the reservation back
-        if reservation is not None and reservation.store != "none":  # an unlimited key's has nothing to settle
+        if reservation is not None:
             await self.limiter.settle(reservation, used)
 
 

@@ -70,7 +70,7 @@ class FrontDoor:
 
     async def admit(self, who: Principal, req: ProxyRequest) -> Reservation:
         """Take ``req`` from ``who``'s limits (429 :class:`~llmfleet.gateway.auth.RateLimitError` over them)."""
-        if who.limits.rpm is None and who.limits.tpm is None:  # unlimited: no prompt estimate to make
+        if who.limits.unlimited:  # no prompt estimate to make
             return await self.access.admit(who, 0, None)
         typed = req.typed
         ids = None
