@@ -25,6 +25,7 @@ from llmfleet.gateway.accounting import (
     fold,
     lean_chunk,
     new_state,
+    plain_line,
     track_chunk,
 )
 from llmfleet.gateway.client_out import ClientOut
@@ -96,7 +97,7 @@ class _Scan:
         tokens = 0
         for line in lines:
             if line.startswith(b"data:"):  # blank separators, comments, other fields: nothing to do
-                if plain and b'"finish_reason":null' in line and b'"finish_reason":"' not in line:  # plain_line
+                if plain and plain_line(line):
                     st.raw.append(line)
                     out.append(line + b"\n\n")
                     tokens += 1
@@ -153,7 +154,7 @@ class _Scan:
                     events = data.split(b"\n\n")
                     if not events.pop():
                         for line in events:
-                            if not line.startswith(b"data:") or b"\n" in line or b'"finish_reason":null' not in line:
+                            if not line.startswith(b"data:") or b"\n" in line or not plain_line(line):
                                 break
                         else:
                             n = len(events)
@@ -346,7 +347,7 @@ class StreamRelay:
         """:meth:`_take_line` for a lean stream's first segment: a :func:`plain_line` after the first is kept and
         queued as it came (one token-bearing chunk for the TTFT and ITL), without a parse; the rest are parsed
         (:func:`lean_chunk`)."""
-        if st.id is not None and b'"finish_reason":null' in line and b'"finish_reason":"' not in line:  # plain_line
+        if st.id is not None and plain_line(line):
             keep = st.raw
             keep.append(line)
             if len(keep) >= LEAN_KEEP_LINES:
@@ -369,13 +370,7 @@ class StreamRelay:
             return "done"
         chunk = lean_chunk(payload, line, st) if lean else track_chunk(payload, st)
         if chunk.tokens:
-            last = st.last_at
-            if last is not None and seg.attempt.first_token_at is not None:  # _observe_token's common case
-                now = self.clock.now()
-                st.itl_s.append(now - last)
-                st.last_at = now
-            else:
-                self._observe_token(seg, st, req)
+            self._observe_token(seg, st, req)
         if chunk.usage is not None:
             self.metrics.observe_usage(chunk.usage, _model(req))
         if chunk.out is not None:
