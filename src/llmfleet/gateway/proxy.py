@@ -97,8 +97,6 @@ class Proxy:
         # Per attempt only the connect timeout: a non-streamed answer's headers come when generation ends, so its
         # first byte is bounded by the whole request's deadline; chunk gaps by idle_stream_timeout_s.
         self._attempt_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s)
-        self._decisions: dict[str, Any] = {}
-        """The routing-decisions counter's child per reason (the policy's name is fixed)."""
 
     # ---- attempts ------------------------------------------------------------------------------------------
     def _choose(self, req: ProxyRequest, exclude: set[str]) -> Replica:
@@ -106,11 +104,7 @@ class Proxy:
         if exclude:
             rr = dataclasses.replace(rr, exclude=frozenset(exclude))
         decision = self.policy.choose(rr, self.registry.views(rr.model))
-        counter = self._decisions.get(decision.reason)
-        if counter is None:
-            m = self.metrics
-            counter = self._decisions[decision.reason] = m.child(m.decisions, self.policy_name, decision.reason)
-        counter.inc()
+        self.metrics.child(self.metrics.decisions, self.policy_name, decision.reason).inc()
         replica = self.registry.get(decision.replica.id)
         if replica is None:  # removed since the snapshot was taken
             raise NoReplicaAvailable(f"replica {decision.replica.id} was removed")
