@@ -9,7 +9,8 @@ other threads and is not counted), sends N requests over keep-alive connections 
   (the per-request part cancels out), plus calls per streamed request at ``--short`` chunks.
 
     .venv/bin/python benchmarks/profile_counts.py [--requests 2000] [--streams 40] [--label after]
-        [--out benchmarks/results/profiles] [--accounting exact|lean] [--vllm-chunks] [--floor bare|client]
+        [--out benchmarks/results/profiles] [--accounting exact|lean] [--vllm-chunks]
+        [--floor bare|client|raw|rawclient]
 
 Also the gateway thread's own CPU time per request and per chunk, without the profiler, with wrk as the client
 (when installed): the thread's CPU clock, so neither the client nor other processes count (a loaded machine still
@@ -20,11 +21,13 @@ types) made from Python. "py" counts only the Python functions. With ``--out`` t
 ``<out>/counts_<label>_{request,stream,streamreq}.txt`` (per non-streamed request, per relayed chunk, per streamed
 request of ``--short`` chunks).
 
-``--floor bare|client`` measures a reference server in the same harness instead of the gateway (non-streamed
-requests only; thread CPU under wrk, median and best of 3, and call counts): ``bare`` is aiohttp answering the same
+``--floor bare|client|raw|rawclient`` measures a reference server (``_floors.py``) in the same harness instead of
+the gateway (thread CPU under wrk, median and best of 3, and call counts): ``bare`` is aiohttp answering the same
 POST with the trivial backend's fixed body, ``client`` is aiohttp relaying it to one trivial backend through the
 gateway's own upstream client (``UpstreamPool``) with none of the gateway's logic: the floors the gateway's own
-cost is read against (benchmarks/results/gateway_overhead.md, issue #17).
+cost is read against (benchmarks/results/gateway_overhead.md, issue #17). ``raw`` and ``rawclient`` are the same two
+on a protocol-level server (an asyncio.Protocol on httptools' parser, same response bytes): what replacing aiohttp's
+server would buy. ``rawclient`` also relays streams (push mode, as the lean relay): CPU and calls per chunk.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _floors import RawHttp, floor_app, raw_bare, raw_client
 from _proc import stop_all, wait_http_ok
-from _trivial_backend import BODY as ANSWER
 
 from llmfleet.appthread import free_port
 from llmfleet.config import GatewayConfig, RoutingConfig
@@ -70,11 +73,13 @@ def _stream_body(tokens: int) -> bytes:
 
 
 class ThreadedServer:
-    """An aiohttp app on a uvloop loop in its own thread; :meth:`profile` counts what that thread runs.
+    """An aiohttp app (or a protocol-level server) on a uvloop loop in its own thread; :meth:`profile` counts what
+    that thread runs.
 
-    ``make_app`` is called on that loop (an app may create loop-bound objects)."""
+    ``make_app`` is called on that loop (an app may create loop-bound objects); it returns an aiohttp app or an
+    :class:`asyncio.Protocol` factory (the raw floors)."""
 
-    def __init__(self, make_app: Callable[[], web.Application]) -> None:
+    def __init__(self, make_app: Callable[[], web.Application | Callable[[], asyncio.Protocol]]) -> None:
         import uvloop
 
         self.port = free_port()
@@ -83,8 +88,11 @@ class ThreadedServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-        async def up() -> web.AppRunner:
-            runner = web.AppRunner(make_app(), handler_cancellation=True, access_log=None)
+        async def up() -> web.AppRunner | asyncio.AbstractServer:
+            made = make_app()
+            if not isinstance(made, web.Application):
+                return await self.loop.create_server(made, "127.0.0.1", self.port, backlog=4096)
+            runner = web.AppRunner(made, handler_cancellation=True, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", self.port, backlog=4096).start()
             return runner
@@ -134,7 +142,16 @@ class ThreadedServer:
 
     def stop(self) -> None:
         """Clean the app up, stop the loop and join its thread."""
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=60)
+        runner = self.runner
+
+        async def down() -> None:
+            if isinstance(runner, web.AppRunner):
+                await runner.cleanup()
+            else:
+                runner.close()
+                await runner.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(down(), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
 
@@ -152,36 +169,6 @@ class ProfiledGateway(ThreadedServer):
             }
         )
         super().__init__(lambda: create_app(cfg, RoutingConfig()))
-
-
-def floor_app(upstream: str | None) -> web.Application:
-    """A reference server for the non-streamed request's CPU floor, with none of the gateway's logic.
-
-    ``upstream`` None ("bare"): read the POST's body and answer the trivial backend's fixed completion.
-    Otherwise ("client"): read the body, post it to ``upstream`` through the gateway's own upstream client
-    (:class:`UpstreamPool`, keep-alive) and relay the answer: the I/O floor of the gateway's design."""
-    pool = UpstreamPool(5.0, 30.0)
-    headers = {"Content-Type": "application/json"}
-
-    async def completions(request: web.Request) -> web.Response:
-        raw = await request.read()
-        if upstream is None:
-            return web.Response(body=ANSWER, headers=headers)
-        up = await pool.post(upstream, "/v1/completions", raw)
-        data = await up.read()
-        return web.Response(body=data, status=up.status, headers=headers)
-
-    async def ready(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def close_pool(app: web.Application) -> None:
-        pool.close()
-
-    app = web.Application()
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/ready", ready)
-    app.on_cleanup.append(close_pool)
-    return app
 
 
 def _drive(port: int, body: bytes, n: int, connections: int) -> None:
@@ -279,26 +266,63 @@ def start_backends(count: int, vllm_chunks: bool) -> tuple[list[subprocess.Popen
     return procs, urls
 
 
+FLOORS = {
+    "bare": "bare aiohttp",
+    "client": "aiohttp + lean upstream client (UpstreamPool)",
+    "raw": "protocol-level server (asyncio.Protocol + httptools)",
+    "rawclient": "protocol-level server + lean upstream client (UpstreamPool), streams pushed",
+}
+
+
+def _floor_server(floor: str, upstream: str | None) -> ThreadedServer:
+    if floor == "raw":
+        return ThreadedServer(lambda: lambda: RawHttp(raw_bare))
+
+    def rawclient() -> Callable[[], RawHttp]:
+        assert upstream is not None
+        handler = raw_client(upstream, UpstreamPool(5.0, 30.0))
+        return lambda: RawHttp(handler)
+
+    return ThreadedServer(rawclient if floor == "rawclient" else lambda: floor_app(upstream))
+
+
 def measure_floor(floor: str, upstream: str | None, args: argparse.Namespace) -> None:
-    """Print the non-streamed request's thread CPU (wrk) and call counts (cProfile) of a :func:`floor_app`."""
-    srv = ThreadedServer(lambda: floor_app(upstream))
+    """Print the non-streamed request's thread CPU (wrk) and call counts (cProfile) of a reference server
+    (``_floors.py``); for ``rawclient`` also the streamed relay's, per chunk as the slope ``--short`` -> ``--long``."""
+    srv = _floor_server(floor, upstream)
+    streams = floor == "rawclient"
+    cpu_c = float("nan")
     try:
         wait_http_ok(f"{srv.url}/ready")
         _drive(srv.port, BODY, 200, args.connections)  # warm-up
         cpus: list[float] = []
         if shutil.which("wrk"):
             with tempfile.TemporaryDirectory() as tmp:
-                cpus = [srv.cpu_per_request(BODY, args.cpu_duration_s, 64, Path(tmp)) for _ in range(3)]
+                d = args.cpu_duration_s
+                cpus = [srv.cpu_per_request(BODY, d, 64, Path(tmp)) for _ in range(3)]
+                if streams:
+                    long_s = min(srv.cpu_per_request(_stream_body(args.long), d, 32, Path(tmp)) for _ in range(2))
+                    short_s = min(srv.cpu_per_request(_stream_body(args.short), d, 32, Path(tmp)) for _ in range(2))
+                    cpu_c = (long_s - short_s) / (args.long - args.short)
         n = args.requests
         req = _raw(srv.profile(lambda: _drive(srv.port, BODY, n, args.connections)))
+        if streams:
+            short = _raw(srv.profile(lambda: _drive(srv.port, _stream_body(args.short), args.streams, 4)))
+            long_ = _raw(srv.profile(lambda: _drive(srv.port, _stream_body(args.long), args.streams, 4)))
     finally:
         srv.stop()
     all_r, py_r = totals(req, n)
-    name = "bare aiohttp" if floor == "bare" else "aiohttp + lean upstream client (UpstreamPool)"
-    print(f"## Floor `{floor}` ({args.label}): {name}, uvloop thread, {args.connections} connections\n")
+    print(f"## Floor `{floor}` ({args.label}): {FLOORS[floor]}, uvloop thread, {args.connections} connections\n")
     print("| measure | all calls | Python-function calls |")
     print("|---|---|---|")
     print(f"| per non-streamed request ({n} requests) | {all_r:.0f} | {py_r:.0f} |")
+    if streams:
+        per_chunk = args.streams * (args.long - args.short)
+        all_c = (sum(long_.values()) - sum(short.values())) / per_chunk
+        py_c = (sum(v for k, v in long_.items() if _is_py(k)) - sum(v for k, v in short.items() if _is_py(k))) / (
+            per_chunk
+        )
+        print(f"| per relayed chunk (slope {args.short} -> {args.long} chunks) | {all_c:.1f} | {py_c:.1f} |")
     if cpus:
         rounds = " ".join(f"{c * 1e6:.0f}" for c in cpus)
         cpu = f"{statistics.median(cpus) * 1e6:.0f} us median, {min(cpus) * 1e6:.0f} best (rounds {rounds})"
@@ -308,6 +332,8 @@ def measure_floor(floor: str, upstream: str | None, args: argparse.Namespace) ->
         f"\nServer thread CPU per non-streamed request, not profiled, wrk 64 connections, "
         f"3 x {args.cpu_duration_s:g} s: {cpu}; load average {os.getloadavg()[0]:.1f}."
     )
+    if streams:
+        print(f"Server thread CPU per relayed chunk (slope, best of 2 each, 32 connections): {cpu_c * 1e6:.1f} us.")
     rows_r, funcs_r = summarize(req, n)
     print("\nPer non-streamed request, by module:\n\n| module | calls |\n|---|---|")
     print("\n".join(rows_r))
@@ -331,13 +357,14 @@ def main() -> None:
     ap.add_argument("--vllm-chunks", action="store_true", help="backends send vLLM-shaped chunks when asked")
     ap.add_argument(
         "--floor",
-        choices=["bare", "client"],
-        help="measure a reference server instead of the gateway, non-streamed requests only: bare aiohttp "
-        "answering a fixed body, or aiohttp + the gateway's upstream client relaying to a trivial backend",
+        choices=list(FLOORS),
+        help="measure a reference server instead of the gateway (benchmarks/_floors.py): bare aiohttp answering "
+        "a fixed body, aiohttp + the gateway's upstream client relaying to a trivial backend, or the same two on "
+        "a protocol-level server (httptools); rawclient also relays streams",
     )
     args = ap.parse_args()
-    if args.floor == "bare":
-        measure_floor("bare", None, args)
+    if args.floor in ("bare", "raw"):
+        measure_floor(args.floor, None, args)
         return
     procs, urls = start_backends(1 if args.floor else 2, args.vllm_chunks)
     try:
