@@ -68,6 +68,14 @@ class PrefixAffinityConfig(_Section):
         5.0, gt=0.0, description="Count the engine's scraped running + waiting only while the scrape is this fresh."
     )
     forget_after_s: float = Field(30.0, gt=0.0, description="Forget a replica absent from the candidates this long.")
+    miss_placement: Literal["auto", "least_loaded", "hashed"] = Field(
+        "auto",
+        description="Where a prompt with nothing remembered goes: least_loaded (ties to the replica given the fewest "
+        "new prefixes), or hashed (the first replica within the load bound in a rendezvous-hash order of the "
+        "prompt's first block, which every gateway process computes alike without sharing anything). auto: hashed "
+        "when the gateway runs as several workers that share no prefix table (--workers N > 1 without "
+        "gateway.redis_url), least_loaded otherwise.",
+    )
 
 
 class SessionAffinityConfig(_Section):

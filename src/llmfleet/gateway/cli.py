@@ -22,7 +22,7 @@ from llmfleet.config import (
 )
 from llmfleet.errors import ConfigError, LLMFleetError
 from llmfleet.gateway.app import create_app
-from llmfleet.gateway.workers import serve_workers
+from llmfleet.gateway.workers import serve_workers, unshared_routing
 
 
 def load_gateway_config(
@@ -110,9 +110,10 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 min=1,
                 help="Gateway processes sharing the port (SO_REUSEPORT), one per core; each routes with its own "
-                "view of load, and shares its prefix table only with --redis-url (without it, a conversation whose "
-                "turns arrive on new connections loses its cache hits). Replicas must come from --replica, "
-                "--discover or the config (the admin API would reach one worker only).",
+                "view of load, and shares its prefix table only with --redis-url (without it, prompts a worker "
+                "never saw are placed by a hash of their first block that every worker computes alike: "
+                "routing.prefix.miss_placement). Replicas must come from --replica, --discover or the config "
+                "(the admin API would reach one worker only).",
             ),
         ] = 1,
     ) -> None:
@@ -141,6 +142,7 @@ def register(app: typer.Typer) -> None:
                 "--workers: the admin API (admin token) would change one worker only; with several workers "
                 "list replicas with --replica, --discover or the config file"
             )
+        routing = unshared_routing(routing, workers, gw_cfg.redis_url)
         if workers > 1:
             serve_workers(workers, _serve, gw_cfg, routing, fleet, log_level)
             return

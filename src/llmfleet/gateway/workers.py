@@ -5,8 +5,11 @@ spreads incoming connections over the workers. By default workers share nothing:
 in-flight counts and of the prefixes it has seen, with no lock or shared memory on the request path. For prefix
 affinity that holds only while a conversation keeps its connection: when its turns arrive on new connections, each
 worker places the turns it never saw as new conversations (``benchmarks/results/workers_routing.md``: engine prefix
-hit rate 87% with one worker, 62-74% with 2 and 47% with 4 unshared workers). With ``gateway.redis_url`` the workers
-share the prefix table (:mod:`llmfleet.gateway.shared_prefix`) and keep the single process's hit rate. Replicas come
+hit rate 87% with one worker, 62-74% with 2 and 47% with 4 unshared workers when misses go to the least loaded
+replica). So unshared workers place misses by a rendezvous hash of the prompt's first block within the load bound
+(``routing.prefix.miss_placement: auto`` resolves to ``hashed`` here, :func:`unshared_routing`): every worker
+computes the same replica for a conversation it never saw. With ``gateway.redis_url`` the workers share the prefix
+table (:mod:`llmfleet.gateway.shared_prefix`) and keep the single process's hit rate. Replicas come
 from the configuration or discovery, which every worker reads; the admin API is refused with several workers (it
 would change one worker only).
 
@@ -25,7 +28,18 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from llmfleet.config import RoutingConfig
 from llmfleet.errors import ConfigError
+
+
+def unshared_routing(routing: RoutingConfig, workers: int, redis_url: str | None) -> RoutingConfig:
+    """``routing`` with ``prefix.miss_placement: auto`` resolved: ``hashed`` for several workers that share no
+    prefix table (``workers > 1`` and no ``redis_url``), ``least_loaded`` otherwise; an explicit setting is kept."""
+    prefix = routing.prefix
+    if prefix.miss_placement != "auto":
+        return routing
+    placement = "hashed" if workers > 1 and not redis_url else "least_loaded"
+    return routing.model_copy(update={"prefix": prefix.model_copy(update={"miss_placement": placement})})
 
 
 def _worker(serve: Callable[..., None], args: tuple[Any, ...]) -> None:

@@ -11,6 +11,13 @@ For each request the prompt's chained block keys are looked up in a bounded :cla
   fewest new prefixes so far (then the rng), so on an idle fleet sequential requests and new conversations spread
   over every replica instead of piling onto one (what sglang-router's cache_aware does by placing a miss on the
   worker with the smallest cache tree).
+* ``prefix_miss_hashed`` (``miss_placement: hashed``): nothing remembered: the first replica within the load bound
+  in a rendezvous-hash order of the prompt's first block (:mod:`llmfleet.routing.rendezvous`). Every gateway process
+  computes the same order without sharing anything, so with several unshared workers (``--workers N`` without Redis)
+  a conversation's later turns that reach a worker that never saw it land where its first turn went; the bound keeps
+  a hot shared prefix from piling onto one replica (``prefix_miss_least_loaded`` when every replica is over it).
+  ``auto`` (the default) is hashed only for such workers (:func:`llmfleet.gateway.workers.unshared_routing`): in one
+  process least-loaded placement spreads an idle fleet more evenly.
 
 A prompt whose longest remembered prefix is a whole earlier prompt (the next turn of a conversation) and that has
 no holder of any part of it within that bound stays where it was (``prefix_hit``) unless the fleet is clearly
@@ -42,6 +49,7 @@ from llmfleet.routing.base import RouteDecision, RouteRequest
 from llmfleet.routing.candidates import eligible, fresh_loads, fresh_outstanding_load, pick_lowest
 from llmfleet.routing.membership import Membership
 from llmfleet.routing.prefix_table import PrefixTable, block_keys
+from llmfleet.routing.rendezvous import rank
 from llmfleet.routing.scorers import BaseScorer
 from llmfleet.routing.views import ReplicaState, ReplicaView
 
@@ -61,6 +69,7 @@ class PrefixAffinityPolicy:
         self._clock = clock
         self._placed: dict[str, int] = {}
         """New prefixes (misses) placed per replica: ties among idle replicas go to the least used."""
+        self._hashed = config.miss_placement == "hashed"
 
     def choose(self, request: RouteRequest, replicas: Sequence[ReplicaView]) -> RouteDecision:
         cands = eligible(request, replicas)
@@ -125,9 +134,14 @@ class PrefixAffinityPolicy:
             reason = "spill_shorter_prefix" if saw_overloaded and matched < depth else "prefix_hit"
             if levels is not None:
                 reason = "kv_" + reason
+        elif saw_overloaded:
+            chosen, reason = self._least_loaded(cands, loads, min_load, gen), "spill_overloaded"
         else:
-            chosen = self._least_loaded(cands, loads, min_load, gen)
-            reason = "spill_overloaded" if saw_overloaded else "prefix_miss_least_loaded"
+            hashed = self._hashed_choice(keys[0], cands, loads, limit) if self._hashed and keys else None
+            if hashed is not None:
+                chosen, reason = hashed, "prefix_miss_hashed"
+            else:
+                chosen, reason = self._least_loaded(cands, loads, min_load, gen), "prefix_miss_least_loaded"
         if keys:
             self.table.record(keys, (chosen.id, gen[chosen.id]))
         if log.isEnabledFor(logging.DEBUG):
@@ -195,6 +209,14 @@ class PrefixAffinityPolicy:
             placed = self._placed = {k: v for k, v in placed.items() if k in gen}
         placed[chosen.id] = placed.get(chosen.id, 0) + 1
         return chosen
+
+    @staticmethod
+    def _hashed_choice(
+        key: int, cands: Sequence[ReplicaView], loads: dict[str, float], limit: float
+    ) -> ReplicaView | None:
+        """A miss with ``miss_placement: hashed``: the first of ``cands`` in rendezvous order of ``key`` (the
+        prompt's first block) whose load is within the overload ``limit``; None if every one is over it."""
+        return next((r for r in rank(key, cands) if loads[r.id] <= limit), None)
 
     def on_complete(self, replica_id: str, request: RouteRequest, ok: bool, latency_s: float) -> None:
         """Placement is recorded at decision time; completion adds nothing."""
