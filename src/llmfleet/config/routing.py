@@ -157,6 +157,13 @@ class KvEventsConfig(_Section):
         None, ge=-65535, le=65535, description="For replicas not in replay_endpoints: replica port + this."
     )
     topic: str = Field("kv", description="The events' topic (vLLM's kv-events 'topic').")
+    tokenizer: str | None = Field(
+        None,
+        min_length=1,
+        description="The model directory vLLM serves (tokenizer.json, tokenizer_config.json, chat template): the "
+        "gateway tokenizes prompts itself, as vLLM does, instead of asking a replica's /tokenize (what it cannot "
+        "reproduce still goes to /tokenize). None: /tokenize for every request.",
+    )
     tokenize_timeout_s: float = Field(
         0.05,
         gt=0.0,
