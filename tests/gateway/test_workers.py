@@ -1,5 +1,6 @@
 """``llmfleet gateway --workers 2 --redis-url``: the workers share one prefix table through Redis, so a conversation
-whose turns reach different workers (fresh connections, spread by SO_REUSEPORT) stays on its first turn's replica."""
+whose turns reach different workers (fresh connections, spread by SO_REUSEPORT) stays on its first turn's replica.
+Without Redis the workers share nothing, and the hashed placement of misses keeps it there too."""
 
 from __future__ import annotations
 
@@ -113,3 +114,40 @@ def test_two_workers_sharing_redis_keep_every_conversation_on_its_first_replica(
     # The turns did reach the other worker, which found the placement in Redis (without it, the test above fails
     # within a few conversations: a worker that never saw a conversation places it as a new one).
     assert "shared prefix:" in log.read_text()
+
+
+@pytest.fixture
+def unshared(tmp_path: Path) -> Iterator[tuple[list[SimServerThread], WorkersGateway, Path]]:
+    started: list[Any] = []
+    try:
+        sims = [SimServerThread(SimEngineConfig.model_validate({"time_scale": 20.0})).start() for _ in range(3)]
+        started.extend(sims)
+        fleet = {"gateway": {"health": {"probe_completion": False}}}
+        log = tmp_path / "gateway.log"
+        gw = WorkersGateway([s.url for s in sims], 2, fleet, log)
+        started.append(gw)
+        yield sims, gw, log
+    finally:
+        for t in reversed(started):
+            t.stop()
+
+
+@pytest.mark.slow  # ~10-20 s: a gateway with two spawned worker interpreters, 32 requests
+def test_two_unshared_workers_place_a_conversation_they_never_saw_where_it_started(
+    unshared: tuple[list[SimServerThread], WorkersGateway, Path],
+) -> None:
+    """Without Redis, ``miss_placement: auto`` is hashed: a worker that never saw a conversation computes the same
+    replica for it as the worker that placed its first turn (with least-loaded misses this fails within a few)."""
+    sims, gw, log = unshared
+    prompts = [f"Conversation {i}: " + f"user {i} asks about topic {i} in some detail. " * 8 for i in range(8)]
+    first = [complete(gw, sims, p) for p in prompts]
+    homes = [home for home, _ in first]
+    answers = [text for _, text in first]
+    assert len(set(homes)) > 1
+    for turn in range(2, 5):
+        for i in range(len(prompts)):
+            prompts[i] = f"{prompts[i]}{answers[i]}\nuser: and then, part {turn}?"
+            replica, answers[i] = complete(gw, sims, prompts[i])
+            assert replica == homes[i], f"conversation {i}, turn {turn}"
+    # Later turns did reach a worker that had not seen them (a miss there), not only the first turns.
+    assert log.read_text().count("prefix_miss_hashed") > len(prompts)
