@@ -6,7 +6,12 @@ behind ``--policy prefix_affinity``, in these configurations:
 
 * ``1 worker``: the single-process gateway (the reference);
 * ``1 worker + redis``: the same, with the prefix table also written to / read from Redis (the cost of sharing);
-* ``2 workers``, ``4 workers``: SO_REUSEPORT, nothing shared (each worker has its own prefix table);
+* ``2 workers``, ``4 workers``: SO_REUSEPORT, nothing shared (each worker has its own prefix table); misses placed
+  by the default ``routing.prefix.miss_placement: auto``, which is ``hashed`` for such workers (a rendezvous hash of
+  the prompt's first block within the load bound: every worker computes the same replica);
+* ``2 workers, least_loaded misses``, ``4 workers, ...``: the same with ``miss_placement: least_loaded`` (the
+  single process's placement, what unshared workers did before ``hashed``);
+* ``1 worker, hashed misses``: the single process with ``miss_placement: hashed`` (the cost of hashing alone);
 * ``2 workers + redis``, ``4 workers + redis``: the prefix table shared through a local ``redis-server``;
 * ``least_outstanding`` (1 worker): prefix-blind routing, the floor.
 
@@ -65,6 +70,8 @@ class Config:
     workers: int
     redis: bool
     policy: str = "prefix_affinity"
+    miss_placement: str | None = None
+    """``routing.prefix.miss_placement`` (None: the default, auto)."""
 
 
 CONFIGS = {
@@ -72,9 +79,12 @@ CONFIGS = {
     for c in (
         Config("w1", "1 worker", 1, False),
         Config("w1r", "1 worker + redis", 1, True),
-        Config("w2", "2 workers", 2, False),
+        Config("w1h", "1 worker, hashed misses", 1, False, miss_placement="hashed"),
+        Config("w2", "2 workers (auto: hashed misses)", 2, False),
+        Config("w2l", "2 workers, least_loaded misses", 2, False, miss_placement="least_loaded"),
         Config("w2r", "2 workers + redis", 2, True),
-        Config("w4", "4 workers", 4, False),
+        Config("w4", "4 workers (auto: hashed misses)", 4, False),
+        Config("w4l", "4 workers, least_loaded misses", 4, False, miss_placement="least_loaded"),
         Config("w4r", "4 workers + redis", 4, True),
         Config("lo", "least_outstanding, 1 worker", 1, False, "least_outstanding"),
     )
@@ -182,6 +192,10 @@ def run_one(
         gw_port = free_port()
         cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(gw_port), "--policy", cfg.policy]
         cmd += ["--workers", str(cfg.workers)]
+        if cfg.miss_placement:
+            fleet_yaml = SCRATCH / f"fleet-{cfg.key}.yaml"
+            fleet_yaml.write_text(f"routing:\n  prefix:\n    miss_placement: {cfg.miss_placement}\n")
+            cmd += ["--config", str(fleet_yaml)]
         for u in urls:
             cmd += ["--replica", u]
         if cfg.redis:
@@ -259,7 +273,9 @@ def _decisions_text(d: dict[str, float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--configs", default="w1,w1r,w2,w2r,w4,w4r,lo", help=f"comma-separated, of {','.join(CONFIGS)}")
+    ap.add_argument(
+        "--configs", default="w1,w1h,w2,w2l,w2r,w4,w4l,w4r,lo", help=f"comma-separated, of {','.join(CONFIGS)}"
+    )
     ap.add_argument("--connections", choices=["pooled", "fresh"], default="pooled", help="see above")
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a conversation's turns (fresh only)")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "workers_routing.md")
