@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,12 +221,15 @@ def view(e: Engine, state: ReplicaState = ReplicaState.HEALTHY) -> ReplicaView:
     return ReplicaView(id=e.url, url=e.url, state=state, models=frozenset({MODEL}))
 
 
-def make_kv(engines: list[Engine], views: Callable[[str], list[ReplicaView]], replay: bool = True) -> KvEvents:
+def make_kv(
+    engines: list[Engine], views: Callable[[str], list[ReplicaView]], replay: bool = True, tokenizer: str | None = None
+) -> KvEvents:
     cfg = KvEventsConfig(
         enabled=True,
         endpoints={e.url: f"tcp://127.0.0.1:{e.events_port}" for e in engines},
         replay_endpoints={e.url: f"tcp://127.0.0.1:{e.replay_port}" for e in engines} if replay else {},
         tokenize_timeout_s=2.0,
+        tokenizer=tokenizer,
     )
     return KvEvents(cfg, views)
 
@@ -372,3 +376,36 @@ async def test_what_was_published_before_subscribing_is_replayed(engines: list[E
         assert kv.index.matched_blocks(list(range(12)))[a.url] == 3
     finally:
         await kv.close()
+
+
+async def test_a_local_tokenizer_replaces_the_tokenize_round_trip(engines: list[Engine], tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    from tests.gateway.test_kv_tokenizer import model_dir
+
+    a, b = engines
+    words = " ".join([*map(str, range(100)), "<s>", "</s>", "<unk>"])  # the fake /tokenize's ids: the words as ints
+    local = model_dir(tmp_path / "m", "{% for m in messages %}{{ m['content'] }} {% endfor %}", words=words)
+    kv = make_kv(engines, lambda m: [view(a), view(b)], tokenizer=str(local))
+    try:
+        rr, body = chat(PROMPT)
+        await kv.annotate(rr, body)
+        await a.joined()
+        await a.publish(stored([11, 12, 13], list(range(12))))
+        await until(lambda: kv.index.held(a.url) == 3, "events")
+        assert (await kv.annotate(rr, body)).kv_matched_blocks == {a.url: 3, b.url: 0}
+        plain = {"prompt": PROMPT, "add_special_tokens": False}  # the tiny tokenizer adds <s> otherwise
+        completion = await kv.annotate(RouteRequest(MODEL, "completions", PROMPT), plain)
+        assert completion.kv_matched_blocks == {a.url: 3, b.url: 0}
+        assert a.tokenize_bodies == b.tokenize_bodies == [] and kv.counts.tokenized_locally == 3
+        # What the local tokenizer does not reproduce (tools here) still asks a replica.
+        tools = {**body, "tools": [{"type": "function", "function": {"name": "f"}}]}
+        assert (await kv.annotate(rr, tools)).kv_matched_blocks == {a.url: 3, b.url: 0}
+        assert len(a.tokenize_bodies + b.tokenize_bodies) == 1 and kv.counts.tokenized == 1
+    finally:
+        await kv.close()
+
+
+def test_a_missing_tokenizer_directory_is_a_config_error(tmp_path: Path) -> None:
+    cfg = KvEventsConfig(enabled=True, port_offset=100, tokenizer=str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match=r"routing\.kv_events\.tokenizer: .*gone is not a directory"):
+        KvEvents(cfg, lambda m: [])
