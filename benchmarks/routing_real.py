@@ -23,8 +23,10 @@ every replica's engine TTFT and scheduler queue time (``--sample-s`` adds sample
 An unrecorded warm-up cell runs first (``--no-warmup`` skips it); each cell also records the CPU seconds its front
 door's processes used.
 
-``--kv-events`` starts the replicas with KV-cache events on and adds the front door ``llmfleet kv-events`` (the
-default policy fed by the engines' events, docs/routing.md).
+``--kv-events`` starts the replicas with KV-cache events on and adds the front doors ``llmfleet kv-events`` (the
+default policy fed by the engines' events, docs/routing.md; prompts tokenized by a replica's ``/tokenize``) and
+``llmfleet kv-events local`` (the same, tokenized in the gateway from the demo model's directory:
+``routing.kv_events.tokenizer``). ``--front-doors`` naming either keeps only the named ones.
 
 ``--kv-blocks N`` caps every replica's KV cache (128-token blocks) so that it holds only part of the conversations
 (``--conversations`` moves the working set against it); see "Bounded KV cache" in the results for the sizing.
@@ -60,7 +62,7 @@ from _proc import append_results, wait_http_ok
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
 from llmfleet.bench.workloads import Conversation, conversations, random_prompts
-from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
+from llmfleet.engines.vllm_testing import DEMO_MODEL_DIR, VLLMReplica, demo_setup
 from llmfleet.promtext import HistogramTotals, Scrape, parse
 from llmfleet.vllm_metrics import (
     REQUEST_QUEUE_TIME,
@@ -415,15 +417,17 @@ def start_replicas(n: int, logs: Path, kv_blocks: int = 0, kv_events: bool = Fal
     return reps
 
 
-def kv_events_routing(reps: list[VLLMReplica], logs: Path) -> dict[str, object]:
-    """The routing section of an llmfleet front door that follows the events of :func:`start_replicas`."""
-    return {
-        "kv_events": {
-            "enabled": True,
-            "endpoints": {r.url: f"ipc://{logs}/{r.port}.pub" for r in reps},
-            "replay_endpoints": {r.url: f"ipc://{logs}/{r.port}.replay" for r in reps},
-        }
+def kv_events_routing(reps: list[VLLMReplica], logs: Path, tokenizer: Path | None = None) -> dict[str, object]:
+    """The routing section of an llmfleet front door that follows the events of :func:`start_replicas`
+    (``tokenizer``: the model directory the gateway tokenizes prompts with; None: each replica's /tokenize)."""
+    events: dict[str, object] = {
+        "enabled": True,
+        "endpoints": {r.url: f"ipc://{logs}/{r.port}.pub" for r in reps},
+        "replay_endpoints": {r.url: f"ipc://{logs}/{r.port}.replay" for r in reps},
     }
+    if tokenizer is not None:
+        events["tokenizer"] = str(tokenizer)
+    return {"kv_events": events}
 
 
 @dataclass
@@ -613,7 +617,8 @@ def main() -> None:
     ap.add_argument(
         "--kv-events",
         action="store_true",
-        help="Started replicas publish KV-cache events; adds the front door 'llmfleet kv-events' that follows them.",
+        help="Started replicas publish KV-cache events; adds the front doors 'llmfleet kv-events' and 'llmfleet "
+        "kv-events local' (tokenized in the gateway) that follow them.",
     )
     ap.add_argument("--conversations", type=int, default=0, help="Number of conversations (0: the default, 24).")
     ap.add_argument("--workloads", default="conversations,shared_prompt,random")
@@ -684,7 +689,10 @@ def main() -> None:
         else:
             reps = start_replicas(sz.replicas, tmp, args.kv_blocks, args.kv_events)
             if args.kv_events:
-                doors.append(FrontDoor("llmfleet kv-events", _llmfleet(kv_events_routing(reps, tmp))))
+                named = any("kv-events" in w for w in wanted)  # else both, as before the local one existed
+                for name, tokenizer in (("llmfleet kv-events", None), ("llmfleet kv-events local", DEMO_MODEL_DIR)):
+                    if not named or chosen(name):
+                        doors.append(FrontDoor(name, _llmfleet(kv_events_routing(reps, tmp, tokenizer))))
         started_s = time.monotonic() - t0
         print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
         try:
