@@ -72,6 +72,8 @@ def test_completions_add_special_tokens_by_default(tok: GatewayTokenizer) -> Non
     assert tok.prompt_ids("completions", {"prompt": ["hello", "world"]}) is None  # several prompts
     assert tok.prompt_ids("completions", {"prompt": "hello", "add_special_tokens": "yes"}) is None
     assert tok.prompt_ids("embeddings", {"input": "hello"}) is None
+    assert tok.prompt_ids("completions", {"prompt": "hello", "truncate_prompt_tokens": 1}) is None
+    assert tok.prompt_ids("chat", {"messages": msgs(("user", "hi")), "truncate_prompt_tokens": 1}) is None
 
 
 def test_chat_renders_as_transformers_and_encodes_without_special_tokens(tok: GatewayTokenizer) -> None:

@@ -14,10 +14,10 @@ transformers and vLLM take:
   ``continue_final_message`` cut where transformers cuts it; then encoded with ``add_special_tokens`` (default False).
 
 Anything it cannot reproduce faithfully answers None (the caller falls back to the engine's ``/tokenize``): tools,
-documents, a request's own ``chat_template``, roles other than system/user/assistant, message fields beyond
-``role``/``content``/``name``, non-text content parts, a template that iterates over message content (vLLM then
-passes content as a list of parts), template kwargs that change how transformers renders or tokenizes, and any
-template error. Not reproduced at all (configure the gateway like the engine): ``--chat-template``,
+documents, a request's own ``chat_template``, ``truncate_prompt_tokens``, roles other than system/user/assistant,
+message fields beyond ``role``/``content``/``name``, non-text content parts, a template that iterates over message
+content (vLLM then passes content as a list of parts), template kwargs that change how transformers renders or
+tokenizes, and any template error. Not reproduced at all (configure the gateway like the engine): ``--chat-template``,
 ``--default-chat-template-kwargs`` and a multimodal processor's template on the vLLM side.
 """
 
@@ -219,6 +219,8 @@ class GatewayTokenizer:
 
     def prompt_ids(self, endpoint: str, body: Mapping[str, Any]) -> list[int] | None:
         """The token ids of a chat or completions request's prompt (None: not reproduced here)."""
+        if body.get("truncate_prompt_tokens") is not None or body.get("prompt_embeds") is not None:
+            return None  # the engine cuts or extends what it tokenizes
         if endpoint == "chat":
             return self.chat_ids(body)
         if endpoint == "completions":
