@@ -328,7 +328,7 @@ class Proxy:
         """A streamed request: open it (with retries), then hand it to the relay, which resumes through us."""
         upstream_body = upstream_stream_body(req.body, self.cfg.resume_token_ids, self.relay.lean)
         upstream = _StreamUpstream(self, req)
-        seg = await upstream.open(dumps(upstream_body))
+        seg = await self.open_stream(req, dumps(upstream_body), upstream.tried)  # upstream.open, one frame less
         if seg.response.status != 200:  # a client error: pass it through as is
             try:
                 data = await seg.response.read()
@@ -428,10 +428,11 @@ class _StreamUpstream:
     def __init__(self, proxy: Proxy, req: ProxyRequest) -> None:
         self._proxy = proxy
         self._req = req
-        self._tried: set[str] = set()
+        self.tried: set[str] = set()
+        """The replicas this client stream has been sent to (every segment goes to another)."""
 
     async def open(self, body: bytes) -> Segment:
-        return await self._proxy.open_stream(self._req, body, self._tried)
+        return await self._proxy.open_stream(self._req, body, self.tried)
 
     def end(self, segment: Segment, outcome: Outcome) -> None:
         status = {"ok": "200", "failed": "0"}.get(outcome.kind)
