@@ -17,6 +17,8 @@ from llmfleet.clock import Clock, WallClock
 @dataclass
 class RunResult:
     ttft_s: list[float] = field(default_factory=list)
+    first_turn_ttft_s: list[float] = field(default_factory=list)
+    """TTFT of each conversation's first turn (also in ``ttft_s``): the cold prefills, apart from the cache hits."""
     e2e_s: list[float] = field(default_factory=list)
     output_tokens: int = 0
     errors: int = 0
@@ -95,8 +97,11 @@ async def run_conversations(
     clock = clock or WallClock()
 
     async def one(c: Conversation, s: aiohttp.ClientSession) -> None:
-        for _ in range(turns):
+        for turn in range(turns):
+            seen = len(result.ttft_s)
             answer = await chat_stream(s, url, model, c.next_request(), max_tokens, result, clock)
+            if turn == 0 and len(result.ttft_s) > seen:
+                result.first_turn_ttft_s.append(result.ttft_s[-1])
             c.record_answer(answer)
 
     t0 = clock.now()
