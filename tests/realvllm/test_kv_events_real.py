@@ -5,7 +5,8 @@ Each replica publishes its events over ZMQ (``--kv-events-config``, ipc sockets:
 own prefix-cache counters: the blocks the index says a replica holds are the tokens its engine then reuses; a turn
 goes to the replica that holds its blocks even when the gateway's own text table points elsewhere (the prompt was
 prefilled there behind the gateway's back); after ``/reset_prefix_cache`` that replica's blocks are gone from the
-index, and the next turn goes back to the replica still holding part of it.
+index, and the next turn goes back to the replica still holding part of it. The gateway-side tokenizer
+(``routing.kv_events.tokenizer``) gives exactly the ids the engines' ``/tokenize`` gives, and routes alike without it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ pytest.importorskip("msgspec")
 from llmfleet.config.routing import KvEventsConfig
 from llmfleet.engines.vllm_testing import VLLMReplica, demo_setup
 from llmfleet.gateway.kv_events import KvEvents
+from llmfleet.gateway.kv_tokenizer import load_model_dir
 from llmfleet.promtext import parse
 from llmfleet.vllm_metrics import read_prefix_cache
 from tests.gateway.conftest import GatewayThread, start_gateway, wait_until
@@ -177,3 +179,61 @@ def test_the_index_follows_the_engines_and_routes_to_the_holder(
     chat(msgs, gw.url)
     wait_until(lambda: _hits(home["a"]) > before, 20, "the turn hitting at home again")
     assert kv.counts.tokenized >= 4 and kv.counts.bad_messages == 0
+
+
+def test_the_gateway_tokenizer_gives_the_engines_ids_and_routes_alike(
+    fleet: tuple[list[VLLMReplica], GatewayThread, KvEvents],
+) -> None:
+    reps, gw, kv = fleet
+    model, engine_url = reps[0].model, reps[0].url
+    local = load_model_dir(demo_setup()[1])
+
+    def engine(body: dict[str, Any]) -> list[int]:
+        return list(_post(f"{engine_url}/tokenize", {"model": model, **body})["tokens"])
+
+    for prompt in ("Hello, world", "ünïcödé: 日本語 — 🚀\ttabs  and spaces\n", _system("prompt")):
+        for special in (True, False):
+            body = {"prompt": prompt, "add_special_tokens": special}
+            assert local.prompt_ids("completions", body) == engine(body), body
+        assert local.prompt_ids("completions", {"prompt": prompt}) == engine({"prompt": prompt})
+    turns = [
+        {"role": "system", "content": _system("unicode")},
+        {"role": "user", "content": "Ünïcödé ✓ 日本語 and emoji 🚀?"},
+        {"role": "assistant", "content": "Sure: here  it is.\n\nTwo paragraphs."},
+        {"role": "user", "content": [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}]},
+    ]
+    chats: list[dict[str, Any]] = [
+        {"messages": turns[1:2]},
+        {"messages": turns},
+        {"messages": turns, "add_generation_prompt": False},
+        {"messages": turns[:3], "add_generation_prompt": False, "continue_final_message": True},
+        {"messages": turns[:2], "add_special_tokens": True},
+        {"messages": turns[:2], "chat_template_kwargs": {"unused": 1}},
+    ]
+    for body in chats:
+        assert local.chat_ids(body) == engine(body), body
+
+    def held(messages: list[dict[str, str]]) -> dict[str, int]:
+        ids = local.chat_ids({"messages": messages})
+        assert ids is not None
+        return kv.index.matched_blocks(ids, [r.url for r in reps])
+
+    # A conversation prefilled on one replica behind the gateway's back: with the local tokenizer the gateway
+    # still sends its turn there (the engines' events say so), and asks no replica's /tokenize for it.
+    msgs = [{"role": "system", "content": _system("local")}, {"role": "user", "content": "Hi, local?"}]
+    target = reps[1].url
+    hello = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
+    _post(f"{gw.url}/v1/chat/completions", hello)  # the gateway subscribes to the events at its first request
+    _post(f"{target}/v1/chat/completions", {"model": model, "messages": msgs, "max_tokens": 4, "temperature": 0})
+    full = len(local.chat_ids({"messages": msgs}) or []) // BLOCK
+    wait_until(lambda: held(msgs)[target] >= full >= 4, 20, "the target's blocks")
+    kv.tokenizer = local
+    try:
+        remote, kv_hits, before = kv.counts.tokenized, _decisions(gw, "kv_prefix_hit"), _hits(target)
+        expected = held(msgs)[target] * BLOCK
+        _post(f"{gw.url}/v1/chat/completions", {"model": model, "messages": msgs, "max_tokens": 4, "temperature": 0})
+        assert _decisions(gw, "kv_prefix_hit") == kv_hits + 1
+        wait_until(lambda: _hits(target) >= before + expected, 20, "the turn hitting on the target")
+        assert kv.counts.tokenized_locally >= 1 and kv.counts.tokenized == remote
+    finally:
+        kv.tokenizer = None
