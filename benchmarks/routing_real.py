@@ -30,6 +30,13 @@ default policy fed by the engines' events, docs/routing.md; prompts tokenized by
 ``llmfleet kv-events local`` (the same, tokenized in the gateway from the demo model's directory:
 ``routing.kv_events.tokenizer``). ``--front-doors`` naming either keeps only the named ones.
 
+``--gateway-workers N`` adds ``llmfleet N workers`` (``llmfleet gateway --workers N``, nothing shared between the
+workers: misses placed by the hashed placement) and, with ``--kv-events``, ``llmfleet N workers kv-events local`` (every
+worker subscribes to every replica's events itself); their routing note sums the decisions of every worker's
+``/metrics`` (read over fresh connections). ``--fresh-connections`` gives every request of the multi-turn workloads
+its own client connection, for every front door (issue #17's worst case for unshared workers: the kernel picks a
+worker per turn).
+
 ``--kv-blocks N`` caps every replica's KV cache (128-token blocks) so that it holds only part of the conversations
 (``--conversations`` moves the working set against it); see "Bounded KV cache" in the results for the sizing.
 
@@ -52,6 +59,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +68,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _proc import append_results, wait_http_ok
+from workers_routing import _wait_workers, _worker_pages
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
@@ -141,10 +150,12 @@ class FrontDoor:
     """None when it can run here, else why not."""
     replicas: int | None = None
     """Front only the first this many replicas (a control); None: all of them."""
+    workers: int = 1
+    """Gateway worker processes on its port (``llmfleet gateway --workers``); the routing note sums their pages."""
 
 
 def _llmfleet(
-    routing: dict[str, object], gateway: dict[str, object] | None = None
+    routing: dict[str, object], gateway: dict[str, object] | None = None, workers: int = 1
 ) -> Callable[[list[str], Path], tuple[subprocess.Popen[bytes], str]]:
     def start(urls: list[str], tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
@@ -156,10 +167,19 @@ def _llmfleet(
         cmd = [sys.executable, "-m", "llmfleet", "gateway", "--port", str(port), "--config", str(cfg)]
         for u in urls:
             cmd += ["--replica", u]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         log = (tmp / f"gateway-{port}.log").open("wb")
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        wait_http_ok(f"{url}/ready", 240)
+        try:
+            if workers > 1:  # every worker bound and ready (urllib's fresh connections land on each)
+                _wait_workers(url, port, workers, 240)
+            else:
+                wait_http_ok(f"{url}/ready", 240)
+        except BaseException:
+            _stop(p)
+            raise
         return p, url
 
     return start
@@ -457,13 +477,14 @@ def shared_prompt_conversations(n: int, seed: int, system_words: int, user_words
     return [Conversation(system, c.rng, c.user_words) for c in base]
 
 
-async def run_workload(workload: str, url: str, model: str, sz: Sizes) -> RunResult:
+async def run_workload(workload: str, url: str, model: str, sz: Sizes, fresh: bool = False) -> RunResult:
+    """One workload against ``url``; ``fresh``: a new connection per request for the multi-turn workloads."""
     if workload == "conversations":
         convs = conversations(sz.conversations, sz.seed, sz.system_words, sz.user_words)
-        return await run_conversations(url, model, convs, sz.turns, sz.max_tokens)
+        return await run_conversations(url, model, convs, sz.turns, sz.max_tokens, fresh_connections=fresh)
     if workload == "shared_prompt":
         convs = shared_prompt_conversations(sz.conversations, sz.seed + 1, sz.system_words, sz.user_words)
-        return await run_conversations(url, model, convs, sz.shared_turns, sz.max_tokens)
+        return await run_conversations(url, model, convs, sz.shared_turns, sz.max_tokens, fresh_connections=fresh)
     prompts = random_prompts(sz.random_requests, sz.seed + 2, sz.random_words)
     return await run_prompts(url, model, prompts, sz.concurrency, sz.max_tokens)
 
@@ -476,6 +497,7 @@ def run_cell(
     tmp: Path,
     sample_s: float = 0.0,
     nice: int = 0,
+    fresh: bool = False,
 ) -> Cell:
     urls = [r.url for r in reps]
     for u in urls:
@@ -492,11 +514,12 @@ def run_cell(
         cpu0 = session_cpu_s(proc.pid)
         t0 = time.monotonic()
         with GaugeSampler(urls, sample_s) as sampler:
-            res = asyncio.run(run_workload(workload, url, reps[0].model, sz))
+            res = asyncio.run(run_workload(workload, url, reps[0].model, sz, fresh))
         wall = time.monotonic() - t0
         cpu = session_cpu_s(proc.pid) - cpu0
         pages_after = [_scrape(u) for u in urls]
-        note = _gateway_note(url) if fd.name.startswith("llmfleet") else ""
+        sent = len(res.e2e_s) + res.errors
+        note = _gateway_note(url, fd.workers, sent) if fd.name.startswith("llmfleet") else ""
     finally:
         _stop(proc)
     before = [read_prefix_cache(p) for p in pages_before]
@@ -527,17 +550,29 @@ def run_cell(
     )
 
 
-def _gateway_note(url: str) -> str:
-    """llmfleet's routing decisions by reason and the replicas' health states at the end of a cell."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    reasons, states = [], []
-    for line in text.splitlines():
-        if line.startswith("llmfleet_gateway_routing_decisions_total{"):
-            reason = line.split('reason="', 1)[1].split('"', 1)[0]
-            reasons.append(f"{reason} {float(line.rsplit(' ', 1)[1]):.0f}")
-        elif line.startswith("llmfleet_gateway_replica_state{") and line.endswith(" 1.0"):
-            states.append(line.split('state="', 1)[1].split('"', 1)[0])
+def _gateway_note(url: str, workers: int = 1, sent: int = 0) -> str:
+    """llmfleet's routing decisions by reason and the replicas' health states at the end of a cell.
+
+    With several workers each has its own ``/metrics``: the pages are collected over fresh connections until
+    ``workers`` distinct pages whose request counters add up to ``sent`` are seen; decisions are summed over them
+    and the states are every worker's (one worker's view each)."""
+    if workers > 1:
+        pages = _worker_pages(url, workers, sent)
+    else:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            pages = [parse(r.read())]
+    decisions: dict[str, float] = {}
+    states = []
+    for page in pages:
+        for s in page.samples:
+            if s.name == "llmfleet_gateway_routing_decisions_total":
+                decisions[s.labels["reason"]] = decisions.get(s.labels["reason"], 0.0) + s.value
+            elif s.name == "llmfleet_gateway_replica_state" and s.value == 1.0:
+                states.append(s.labels["state"])
+    reasons = [f"{k} {v:.0f}" for k, v in decisions.items()]
+    if workers > 1:  # every worker's view of every replica: counted
+        states = [f"{k} x{v}" for k, v in Counter(states).items()]
+        states.append(f"{len(pages)} of {workers} workers' pages read")
     return "decisions: " + ", ".join(reasons) + "; states at end: " + ", ".join(states)
 
 
@@ -648,6 +683,20 @@ def main() -> None:
         "kv-events local' (tokenized in the gateway) that follow them.",
     )
     ap.add_argument("--conversations", type=int, default=0, help="Number of conversations (0: the default, 24).")
+    ap.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Adds 'llmfleet N workers' (llmfleet gateway --workers N, nothing shared: hashed miss placement) and, "
+        "with --kv-events, 'llmfleet N workers kv-events local' (every worker follows every engine's events).",
+    )
+    ap.add_argument(
+        "--fresh-connections",
+        action="store_true",
+        help="A new client connection per request (conversations, shared_prompt) for every front door, so that a "
+        "conversation's turns reach whichever gateway worker the kernel picks (the worst case for unshared workers).",
+    )
     ap.add_argument("--workloads", default="conversations,shared_prompt,random")
     ap.add_argument(
         "--llmfleet-routing",
@@ -703,6 +752,9 @@ def main() -> None:
     for spec in args.llmfleet_gateway:
         name, _, js = spec.partition("=")
         extra.append(FrontDoor(f"llmfleet {name}", _llmfleet({}, json.loads(js))))
+    n_workers = args.gateway_workers
+    if n_workers > 1:
+        extra.append(FrontDoor(f"llmfleet {n_workers} workers", _llmfleet({}, workers=n_workers), workers=n_workers))
     for fd in FRONT_DOORS + extra + CONTROLS:
         if fd in CONTROLS and not any("control" in w and w.lstrip("=") in fd.name for w in wanted):
             continue
@@ -727,6 +779,11 @@ def main() -> None:
                 for name, tokenizer in (("llmfleet kv-events", None), ("llmfleet kv-events local", DEMO_MODEL_DIR)):
                     if not named or chosen(name):
                         doors.append(FrontDoor(name, _llmfleet(kv_events_routing(reps, tmp, tokenizer))))
+                if n_workers > 1:  # each worker its own SUB socket on every replica's PUB endpoint
+                    name = f"llmfleet {n_workers} workers kv-events local"
+                    if not wanted or chosen(name):
+                        routing = kv_events_routing(reps, tmp, DEMO_MODEL_DIR)
+                        doors.append(FrontDoor(name, _llmfleet(routing, workers=n_workers), workers=n_workers))
         started_s = time.monotonic() - t0
         print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
         try:
@@ -736,7 +793,7 @@ def main() -> None:
             if args.warmup and doors:
                 # The engines' first requests after start-up are slow (allocation, first forward passes): a cell
                 # that is not recorded, so that the first front door of the first repeat does not pay for them.
-                w = run_cell(args.workloads.split(",")[0], doors[0], reps, WARMUP, tmp)
+                w = run_cell(args.workloads.split(",")[0], doors[0], reps, WARMUP, tmp, fresh=args.fresh_connections)
                 print(f"warm-up ({doors[0].name}): {w.requests_per_s:.2f} req/s, not recorded", flush=True)
             for rep in range(args.repeats):
                 # Rotate the order each repeat and reverse it every other one, so neighbouring front doors (an
@@ -747,7 +804,9 @@ def main() -> None:
                     order.reverse()
                 for workload in args.workloads.split(","):
                     for fd in order:
-                        c = run_cell(workload, fd, reps, sz, tmp, args.sample_s, args.front_door_nice)
+                        c = run_cell(
+                            workload, fd, reps, sz, tmp, args.sample_s, args.front_door_nice, args.fresh_connections
+                        )
                         print(
                             f"{workload:14} {fd.name:30} hits {c.hit_rate:6.1%}  p50 {c.p50_ttft_s:6.2f} s  "
                             f"p90 {c.p90_ttft_s:6.2f} s  engine mean {c.engine_mean_ttft_s:5.2f} s  client mean "

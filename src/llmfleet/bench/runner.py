@@ -90,9 +90,14 @@ async def run_conversations(
     turns: int,
     max_tokens: int,
     clock: Clock | None = None,
+    fresh_connections: bool = False,
 ) -> RunResult:
     """Every conversation runs its turns in order; conversations run concurrently (timed on ``clock``, by default
-    the wall clock)."""
+    the wall clock).
+
+    ``fresh_connections``: a new connection for every request (no keep-alive), so that a front door with several
+    worker processes on one port gets each turn on whichever worker the kernel picks; by default a conversation's
+    turns mostly reuse one pooled connection."""
     result = RunResult()
     clock = clock or WallClock()
 
@@ -105,7 +110,8 @@ async def run_conversations(
             c.record_answer(answer)
 
     t0 = clock.now()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+    connector = aiohttp.TCPConnector(limit=0, force_close=fresh_connections)
+    async with aiohttp.ClientSession(connector=connector) as s:
         await asyncio.gather(*(one(c, s) for c in convs))
     result.elapsed_s = clock.now() - t0
     return result
