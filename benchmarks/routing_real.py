@@ -781,8 +781,15 @@ def main() -> None:
                         doors.append(FrontDoor(name, _llmfleet(kv_events_routing(reps, tmp, tokenizer))))
                 if n_workers > 1:  # each worker its own SUB socket on every replica's PUB endpoint
                     name = f"llmfleet {n_workers} workers kv-events local"
+                    routing = kv_events_routing(reps, tmp, DEMO_MODEL_DIR)
                     if not wanted or chosen(name):
-                        routing = kv_events_routing(reps, tmp, DEMO_MODEL_DIR)
+                        doors.append(FrontDoor(name, _llmfleet(routing, workers=n_workers), workers=n_workers))
+                    # Only when named: misses to the least loaded replica (the single process's placement) instead
+                    # of the hashed one that `auto` picks for unshared workers, since the events show every worker
+                    # where a conversation went.
+                    name += ", least_loaded misses"
+                    if wanted and chosen(name):
+                        routing = {**routing, "prefix": {"miss_placement": "least_loaded"}}
                         doors.append(FrontDoor(name, _llmfleet(routing, workers=n_workers), workers=n_workers))
         started_s = time.monotonic() - t0
         print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
