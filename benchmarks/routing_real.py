@@ -68,7 +68,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _proc import append_results, wait_http_ok
-from workers_routing import _wait_workers, _worker_pages
+from workers_routing import wait_workers, worker_pages
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
@@ -174,7 +174,7 @@ def _llmfleet(
         url = f"http://127.0.0.1:{port}"
         try:
             if workers > 1:  # every worker bound and ready (urllib's fresh connections land on each)
-                _wait_workers(url, port, workers, 240)
+                wait_workers(url, port, workers, 240)
             else:
                 wait_http_ok(f"{url}/ready", 240)
         except BaseException:
@@ -557,7 +557,7 @@ def _gateway_note(url: str, workers: int = 1, sent: int = 0) -> str:
     ``workers`` distinct pages whose request counters add up to ``sent`` are seen; decisions are summed over them
     and the states are every worker's (one worker's view each)."""
     if workers > 1:
-        pages = _worker_pages(url, workers, sent)
+        pages = worker_pages(url, workers, sent)
     else:
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
             pages = [parse(r.read())]

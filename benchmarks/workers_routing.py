@@ -130,7 +130,7 @@ def _listeners(port: int) -> int:
     return n
 
 
-def _wait_workers(url: str, port: int, n: int, timeout_s: float = 60) -> None:
+def wait_workers(url: str, port: int, n: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while _listeners(port) < n:
         if time.monotonic() > deadline:
@@ -140,7 +140,7 @@ def _wait_workers(url: str, port: int, n: int, timeout_s: float = 60) -> None:
         wait_http_ok(f"{url}/ready", timeout_s)
 
 
-def _worker_pages(url: str, n: int, sent: int) -> list[Scrape]:
+def worker_pages(url: str, n: int, sent: int) -> list[Scrape]:
     """Each worker's /metrics once: pages are told apart by their request counters, which no longer change."""
     pages: dict[tuple[tuple[str, float], ...], Scrape] = {}
     for _ in range(40 * n):
@@ -205,7 +205,7 @@ def run_one(
         with (SCRATCH / f"gateway-{cfg.key}.log").open("ab") as log:
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
         gw = f"http://127.0.0.1:{gw_port}"
-        _wait_workers(gw, gw_port, cfg.workers)
+        wait_workers(gw, gw_port, cfg.workers)
         before = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
         convs = conversations(sc.conversations, sc.seed)
         if fresh_connections:
@@ -214,7 +214,7 @@ def run_one(
             res = asyncio.run(run_conversations(gw, MODEL, convs, sc.turns, sc.max_tokens))
         after = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
         sent = sc.conversations * sc.turns
-        pages = _worker_pages(gw, cfg.workers, sent)
+        pages = worker_pages(gw, cfg.workers, sent)
     finally:
         stop_all(list(reversed(procs)))
     hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
