@@ -131,6 +131,7 @@ def _listeners(port: int) -> int:
 
 
 def wait_workers(url: str, port: int, n: int, timeout_s: float = 60) -> None:
+    """Wait until ``n`` gateway workers listen on ``port`` and answer ``/ready`` (TimeoutError after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while _listeners(port) < n:
         if time.monotonic() > deadline:
