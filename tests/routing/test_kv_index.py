@@ -123,3 +123,10 @@ def test_chain_keys_only_counts_full_blocks() -> None:
 def test_bad_bounds_are_rejected() -> None:
     with pytest.raises(ValueError):
         KvIndex(max_blocks=0)
+
+
+def test_prompt_blocks_counts_full_blocks_at_the_announced_block_size() -> None:
+    idx = KvIndex()
+    assert idx.prompt_blocks(_tokens(5), ["a"]) == 0  # no block size announced yet
+    idx.apply("a", [_stored([11], _tokens(1))])
+    assert idx.prompt_blocks((*_tokens(5), 1, 2), ["a", "unknown"]) == 5  # the partial last block does not count

@@ -60,3 +60,32 @@ def test_a_degraded_holder_keeps_its_conversation() -> None:
     views = [rv("a", in_flight=1, state=ReplicaState.DEGRADED), rv("b", in_flight=0)]
     d = p.choose(req(convo(8, turns=2), kv_matched_blocks={"a": 9, "b": 0}), views)
     assert (d.replica.id, d.reason) == ("a", "prefix_hit")
+
+
+def test_a_conversation_another_worker_placed_stays_with_its_holder() -> None:
+    """This gateway (a worker that never saw the conversation) knows nothing of the prompt, but an engine holds most
+    of it: the turn is a continuation and stays within the conversation bound (16), not the general one (4)."""
+    p = policy()
+    d = p.choose(
+        req(convo(9, turns=3), kv_matched_blocks={"a": 6, "b": 0, "c": 0}, kv_prompt_blocks=7), fleet(a=8, b=0, c=0)
+    )
+    assert (d.replica.id, d.reason) == ("a", "kv_prefix_hit")
+
+
+def test_a_held_minority_of_an_unknown_prompt_is_not_a_continuation() -> None:
+    """An engine holds only a shared prefix (under half of the prompt): the general bound applies and it spills."""
+    p = policy()
+    d = p.choose(
+        req(convo(10, turns=3), kv_matched_blocks={"a": 3, "b": 0, "c": 0}, kv_prompt_blocks=7), fleet(a=8, b=0, c=0)
+    )
+    assert d.replica.id != "a" and d.reason == "spill_overloaded"
+
+
+def test_a_prefix_this_gateway_placed_spreads_at_the_general_bound() -> None:
+    """The same held blocks, but this gateway placed the prefix itself (a shared system prompt it knows, not a whole
+    earlier prompt): a new conversation on it spreads at the general bound, as without events."""
+    p = policy()
+    p.choose(req(convo(11)), fleet(a=0, b=1, c=1))  # a: the shared system prompt, in another conversation
+    shared = req(convo(12), kv_matched_blocks={"a": 6, "b": 0, "c": 0}, kv_prompt_blocks=7)
+    d = p.choose(shared, fleet(a=8, b=0, c=0))
+    assert d.replica.id != "a"

@@ -295,8 +295,11 @@ class KvEvents:
         if ids is None:
             self.counts.not_annotated += 1
             return request
-        matched = self.index.matched_blocks(ids, [v.id for v in views])
-        return dataclasses.replace(request, kv_matched_blocks=matched)
+        ids_of = [v.id for v in views]
+        matched = self.index.matched_blocks(ids, ids_of)
+        return dataclasses.replace(
+            request, kv_matched_blocks=matched, kv_prompt_blocks=self.index.prompt_blocks(ids, ids_of)
+        )
 
     async def token_ids(
         self, request: RouteRequest, body: Mapping[str, Any], replicas: Sequence[ReplicaView]

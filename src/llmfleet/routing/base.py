@@ -40,6 +40,8 @@ class RouteRequest:
     """Replica id -> how many leading token blocks of the prompt its engine holds, exactly, from the engines'
     KV-cache events (:mod:`llmfleet.gateway.kv_events`, computed before ``choose``); None when unknown. A hint:
     prefix affinity prefers it to its own text table."""
+    kv_prompt_blocks: int = field(default=0, compare=False)
+    """How many full token blocks the prompt has, next to ``kv_matched_blocks`` (0 when unknown)."""
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,11 @@ class KvIndex:
         """Drop every trace of ``replica_id`` (removed from the fleet)."""
         self._replicas.pop(replica_id, None)
 
+    def prompt_blocks(self, token_ids: Sequence[int], replica_ids: Iterable[str]) -> int:
+        """How many full blocks ``token_ids`` make at the smallest block size the replicas announced (0: none yet)."""
+        sizes = [r.block_size for rid in replica_ids if (r := self._replicas.get(rid)) is not None and r.block_size]
+        return min(len(token_ids) // min(sizes), self.max_prompt_blocks) if sizes else 0
+
     def matched_blocks(self, token_ids: Sequence[int], replica_ids: Iterable[str] | None = None) -> dict[str, int]:
         """For each replica (``replica_ids``, default every one known), how many leading full blocks of
         ``token_ids`` its engine holds (0 also for a replica never heard of)."""

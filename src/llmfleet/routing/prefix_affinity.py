@@ -26,7 +26,9 @@ is not (when every engine queues, as when the KV caches cannot hold the conversa
 moving it would re-prefill its whole history, and only its own conversation follows it. Such a holder may be
 degraded (a slow probe, which on a busy replica mostly measures its own batch): degraded replicas get no new work,
 but keep their conversations while they keep up. New conversations that share only a prefix (a system prompt)
-spread at the general bound, so a hot prefix still fans out.
+spread at the general bound, so a hot prefix still fans out. With the engines' KV-cache events, a prompt this
+gateway remembers nothing of but whose first half or more an engine holds counts as such a next turn too: a
+conversation placed by another gateway worker (or before a restart).
 
 "Overloaded" means the load exceeds both ``min_load + spill_margin`` and ``spill_factor x mean_load`` over the
 eligible replicas: a conversation leaves its cache only when the fleet is imbalanced (a miss on a long prompt
@@ -96,6 +98,10 @@ class PrefixAffinityPolicy:
         kv_depth = max((n for rid, n in kv.items() if rid in by_id), default=0) if kv else 0
         levels = self._kv_levels(kv, kv_depth) if kv and kv_depth >= cfg.min_match_blocks else None
         if levels is not None:
+            if depth == 0 and 2 * kv_depth >= request.kv_prompt_blocks > 0:
+                # An engine holds most of a prompt this gateway never placed: a conversation another gateway
+                # worker (or an earlier gateway) placed; moving it would prefill most of it again.
+                continuation = True
             depth = kv_depth
         for i, holders in levels if levels is not None else self._text_levels(keys, depth, gen):
             best_load = float("inf")
