@@ -89,12 +89,3 @@ def test_a_prefix_this_gateway_placed_spreads_at_the_general_bound() -> None:
     shared = req(convo(12), kv_matched_blocks={"a": 6, "b": 0, "c": 0}, kv_prompt_blocks=7)
     d = p.choose(shared, fleet(a=8, b=0, c=0))
     assert d.replica.id != "a"
-
-
-def test_a_degraded_holder_keeps_a_conversation_another_worker_placed() -> None:
-    """The holder is degraded (no candidate for new work) and this gateway never saw the conversation: the engines'
-    events still make it a next turn, and it stays on its holder."""
-    p = policy()
-    views = [rv("a", in_flight=1, state=ReplicaState.DEGRADED), rv("b", in_flight=0)]
-    d = p.choose(req(convo(13, turns=3), kv_matched_blocks={"a": 6, "b": 0}, kv_prompt_blocks=7), views)
-    assert (d.replica.id, d.reason) == ("a", "kv_prefix_hit")

@@ -97,14 +97,11 @@ class PrefixAffinityPolicy:
         # (which also covers prompts placed but not yet prefilled).
         kv_depth = max((n for rid, n in kv.items() if rid in by_id), default=0) if kv else 0
         levels = self._kv_levels(kv, kv_depth) if kv and kv_depth >= cfg.min_match_blocks else None
-        kv_continuation = False
-        if kv and depth == 0 and request.kv_prompt_blocks > 0:
-            # An engine (a degraded one too) holds most of a prompt this gateway never placed: a conversation that
-            # another gateway worker (or an earlier gateway) placed; moving it would prefill most of it again.
-            ids = {r.id for r in replicas} - request.exclude
-            held = max((n for rid, n in kv.items() if rid in ids), default=0)
-            kv_continuation = continuation = 2 * held >= request.kv_prompt_blocks
         if levels is not None:
+            if depth == 0 and 2 * kv_depth >= request.kv_prompt_blocks > 0:
+                # An engine holds most of a prompt this gateway never placed: a conversation another gateway
+                # worker (or an earlier gateway) placed; moving it would prefill most of it again.
+                continuation = True
             depth = kv_depth
         for i, holders in levels if levels is not None else self._text_levels(keys, depth, gen):
             best_load = float("inf")
@@ -132,17 +129,16 @@ class PrefixAffinityPolicy:
                     by_id[r.id] = r
                     loads[r.id] = fresh_outstanding_load(r, now, cfg.engine_load_max_age_s)
             everyone_queueing = all(self._queueing(r, now) for r in cands)
-            if kv and (levels is not None or kv_continuation):
-                top = max((n for rid, n in kv.items() if rid in by_id), default=0)
-                sticky = [rid for rid, n in kv.items() if n == top and top > 0]
-                depth = max(depth, top)
+            if kv and levels is not None:
+                top = max(n for rid, n in kv.items() if rid in by_id)
+                sticky = [rid for rid, n in kv.items() if n == top]
             else:
                 sticky = [rid for rid, g in self.table.holders(keys[depth - 1]) if gen.get(rid) == g]
             chosen = self._sticky_holder(sticky, by_id, loads, bound, now, everyone_queueing)
             matched = depth if chosen is not None else 0
         if chosen is not None:
             reason = "spill_shorter_prefix" if saw_overloaded and matched < depth else "prefix_hit"
-            if levels is not None or kv_continuation:
+            if levels is not None:
                 reason = "kv_" + reason
         elif saw_overloaded:
             chosen, reason = self._least_loaded(cands, loads, min_load, gen), "spill_overloaded"
