@@ -328,7 +328,7 @@ class Proxy:
         """A streamed request: open it (with retries), then hand it to the relay, which resumes through us."""
         upstream_body = upstream_stream_body(req.body, self.cfg.resume_token_ids, self.relay.lean)
         upstream = _StreamUpstream(self, req)
-        seg = await self.open_stream(req, dumps(upstream_body), upstream.tried)  # upstream.open, one frame less
+        seg = await upstream.open(dumps(upstream_body))
         if seg.response.status != 200:  # a client error: pass it through as is
             try:
                 data = await seg.response.read()
@@ -339,71 +339,53 @@ class Proxy:
         return await self.relay.run(request, req, seg, upstream, req.stream_sink)
 
     async def open_stream(self, req: ProxyRequest, body: bytes, tried: set[str]) -> Segment:
-        """Open an upstream stream and read its first line, retrying on replicas not in ``tried`` before that.
-
-        Each attempt has ``first_byte_timeout_s`` for it: one timer handle that cancels the task, as
-        :meth:`forward`'s deadline (not ``asyncio.timeout``'s context manager); the first attempt routes without a
-        coroutine and the suspects' bookkeeping exists only after a failure: this runs before every stream's first
-        chunk."""
-        verdicts: Verdicts | None = None
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        last: AttemptFailed | None = None
+        """Open an upstream stream and read its first line, retrying on replicas not in ``tried`` before that."""
+        verdicts = Verdicts(self.registry)
         try:
-            for n in range(self.cfg.max_attempts):
-                if verdicts is not None and not verdicts.may_retry:
-                    break
-                attempt = await self._next_attempt(req, n, last, tried) if n else self._attempt(req, None, tried)
-                if attempt is None:
-                    break
-                up: UpstreamBody | None = None
-                deadline = Deadline(task)
-                timer = loop.call_later(self.cfg.first_byte_timeout_s, deadline.expire)
-                try:
-                    try:
-                        if req.route in _LEAN_ROUTES:
-                            up = await self.upstream.post(attempt.replica.url, req.path, body)
-                        else:
-                            up = await self.session.post(
-                                attempt.replica.url + req.path,
-                                data=body,
-                                headers=_UPSTREAM,
-                                timeout=self._attempt_timeout,
-                            )
-                        if up.status >= 500:
-                            raise upstream_failure(status=up.status, body=await up.read())
-                        first = await _first_data(up) if up.status == 200 else b""
-                    except asyncio.CancelledError:
-                        if deadline.expired and task.uncancel() == deadline.cancelling:
-                            raise TimeoutError from None
-                        raise
-                    finally:
-                        timer.cancel()
-                    if verdicts is not None and up.status == 200:
-                        verdicts.close(blame=True)
-                    return Segment(attempt, up, first)
-                except UPSTREAM_ERRORS as exc:
-                    if up is not None:
-                        up.close()
-                    last = upstream_failure(exc)
-                    if verdicts is None:
-                        verdicts = Verdicts(self.registry)
-                    self._fail(req, attempt, last, verdicts)
-                except BaseException:
-                    if up is not None:
-                        up.close()
-                    self.registry.end(attempt, Outcome.abandoned())
-                    raise
-            assert last is not None
-            if verdicts is not None and (fault := verdicts.verdict()) is not None:
-                raise self._request_fault(fault)
-            if is_timeout(last):
-                raise GatewayTimeoutError("upstream replicas did not start the stream in time")
-            raise UpstreamError(f"upstream replicas failed to start the stream (last: {last.reason})")
+            return await self._open_stream(req, body, tried, verdicts)
         finally:
-            if verdicts is not None:
-                verdicts.close(blame=False)
+            verdicts.close(blame=False)
+
+    async def _open_stream(self, req: ProxyRequest, body: bytes, tried: set[str], verdicts: Verdicts) -> Segment:
+        last: AttemptFailed | None = None
+        for n in range(self.cfg.max_attempts):
+            if not verdicts.may_retry:
+                break
+            attempt = await self._next_attempt(req, n, last, tried)
+            if attempt is None:
+                break
+            up: UpstreamBody | None = None
+            try:
+                async with asyncio.timeout(self.cfg.first_byte_timeout_s):
+                    if req.route in _LEAN_ROUTES:
+                        up = await self.upstream.post(attempt.replica.url, req.path, body)
+                    else:
+                        up = await self.session.post(
+                            attempt.replica.url + req.path, data=body, headers=_UPSTREAM, timeout=self._attempt_timeout
+                        )
+                    if up.status >= 500:
+                        raise upstream_failure(status=up.status, body=await up.read())
+                    if up.status != 200:
+                        return Segment(attempt, up, b"")
+                    first = await _first_data(up)
+                verdicts.close(blame=True)
+                return Segment(attempt, up, first)
+            except UPSTREAM_ERRORS as exc:
+                if up is not None:
+                    up.close()
+                last = upstream_failure(exc)
+                self._fail(req, attempt, last, verdicts)
+            except BaseException:
+                if up is not None:
+                    up.close()
+                self.registry.end(attempt, Outcome.abandoned())
+                raise
+        assert last is not None
+        if (fault := verdicts.verdict()) is not None:
+            raise self._request_fault(fault)
+        if is_timeout(last):
+            raise GatewayTimeoutError("upstream replicas did not start the stream in time")
+        raise UpstreamError(f"upstream replicas failed to start the stream (last: {last.reason})")
 
 
 async def _first_data(up: UpstreamBody) -> bytes:
@@ -428,11 +410,10 @@ class _StreamUpstream:
     def __init__(self, proxy: Proxy, req: ProxyRequest) -> None:
         self._proxy = proxy
         self._req = req
-        self.tried: set[str] = set()
-        """The replicas this client stream has been sent to (every segment goes to another)."""
+        self._tried: set[str] = set()
 
     async def open(self, body: bytes) -> Segment:
-        return await self._proxy.open_stream(self._req, body, self.tried)
+        return await self._proxy.open_stream(self._req, body, self._tried)
 
     def end(self, segment: Segment, outcome: Outcome) -> None:
         status = {"ok": "200", "failed": "0"}.get(outcome.kind)

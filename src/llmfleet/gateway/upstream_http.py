@@ -73,16 +73,12 @@ class UpstreamPool:
         else:
             conn.abort()
 
-    def _reuse(self, key: tuple[str, int, bool]) -> Connection | None:
-        """An idle connection to ``key`` that is still open, if any (no coroutine: the common case per request)."""
-        idle = self._idle.get(key)
+    async def _connect(self, t: _Target, key: tuple[str, int, bool], fresh: bool) -> tuple[Connection, bool]:
+        idle = None if fresh else self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                return conn
-        return None
-
-    async def _connect(self, t: _Target) -> Connection:
+                return conn, True
         loop = asyncio.get_running_loop()
         if t.ssl and self._ssl is None:
             self._ssl = ssl.create_default_context()
@@ -96,7 +92,7 @@ class UpstreamPool:
         except OSError as exc:
             raise UpstreamError("connect", f"{t.host}:{t.port}: {exc}") from None
         conn.transport = tr  # uvloop may call connection_made after create_connection returned
-        return conn
+        return conn, False
 
     async def post(
         self,
@@ -112,10 +108,7 @@ class UpstreamPool:
         key = (t.host, t.port, t.ssl)
         data = t.head(path) + str(len(body)).encode() + b"\r\n\r\n" + body
         for fresh in (False, True):
-            conn = None if fresh else self._reuse(key)
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect(t)
+            conn, reused = await self._connect(t, key, fresh)
             resp = UpstreamResponse(conn, self, key, self.idle_timeout_s)
             conn.resp, conn.received = resp, 0
             assert conn.transport is not None
