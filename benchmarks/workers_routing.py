@@ -48,15 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import aiohttp
 import redis
 from _proc import append_results, stop_all, wait_http_ok
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.prefix_compare import MODEL, Scenario
-from llmfleet.bench.runner import RunResult, chat_stream, run_conversations
-from llmfleet.bench.workloads import Conversation, conversations
-from llmfleet.clock import WallClock
+from llmfleet.bench.runner import run_conversations
+from llmfleet.bench.workloads import conversations
 from llmfleet.promtext import Sample, Scrape, parse
 from llmfleet.vllm_metrics import read_prefix_cache
 
@@ -160,24 +158,6 @@ def _samples(page: Scrape, name: str) -> list[Sample]:
     return [s for s in page.samples if s.name == name]
 
 
-async def _conversations_fresh(url: str, convs: list[Conversation], sc: Scenario, think_s: float) -> RunResult:
-    """``run_conversations`` with a new connection for every request and ``think_s`` between a conversation's
-    turns."""
-    result, clock = RunResult(), WallClock()
-
-    async def one(c: Conversation, s: aiohttp.ClientSession) -> None:
-        for _ in range(sc.turns):
-            c.record_answer(await chat_stream(s, url, MODEL, c.next_request(), sc.max_tokens, result, clock))
-            if think_s:
-                await asyncio.sleep(think_s)
-
-    t0 = clock.now()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as s:
-        await asyncio.gather(*(one(c, s) for c in convs))
-    result.elapsed_s = clock.now() - t0
-    return result
-
-
 def run_one(
     cfg: Config, sc: Scenario, redis_port: int | None, fresh_connections: bool = False, think_s: float = 0.0
 ) -> Outcome:
@@ -209,10 +189,12 @@ def run_one(
         wait_workers(gw, gw_port, cfg.workers)
         before = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
         convs = conversations(sc.conversations, sc.seed)
-        if fresh_connections:
-            res = asyncio.run(_conversations_fresh(gw, convs, sc, think_s))
-        else:
-            res = asyncio.run(run_conversations(gw, MODEL, convs, sc.turns, sc.max_tokens))
+        think = (lambda: think_s) if think_s else None
+        res = asyncio.run(
+            run_conversations(
+                gw, MODEL, convs, sc.turns, sc.max_tokens, fresh_connections=fresh_connections, think_s=think
+            )
+        )
         after = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
         sent = sc.conversations * sc.turns
         pages = worker_pages(gw, cfg.workers, sent)
@@ -278,7 +260,7 @@ def main() -> None:
         "--configs", default="w1,w1h,w2,w2l,w2r,w4,w4l,w4r,lo", help=f"comma-separated, of {','.join(CONFIGS)}"
     )
     ap.add_argument("--connections", choices=["pooled", "fresh"], default="pooled", help="see above")
-    ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a conversation's turns (fresh only)")
+    ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a conversation's turns")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "workers_routing.md")
     args = ap.parse_args()
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
@@ -306,7 +288,7 @@ def main() -> None:
         f"{load_after[0]:.1f} after; {args.repeats} repeats; {sc.replicas} H100 sim engines, "
         f"{sc.kv_blocks_per_replica} KV blocks each; {sc.conversations} conversations x {sc.turns} turns; "
         f"client connections: {args.connections}"
-        + (f", {args.think_ms:g} ms between turns" if args.think_ms and args.connections == "fresh" else "")
+        + (f", {args.think_ms:g} ms between turns" if args.think_ms else "")
         + ")\n",
         "| configuration | hit rate, each repeat | median | vs 1 worker | p50 TTFT | p90 TTFT | requests/s | "
         "routing decisions (all workers) | errors |",

@@ -59,3 +59,16 @@ async def test_conversation_turns_are_timed_on_the_injected_clock(stub_url: str)
     result = await run_conversations(stub_url, "m", convs, turns=2, max_tokens=2, clock=TickClock())
     assert (result.ttft_s, result.e2e_s, result.elapsed_s) == ([1.0, 1.0], [2.0, 2.0], 7.0)
     assert convs[0].messages[-1] == {"role": "assistant", "content": "Hello there"}
+
+
+async def test_conversations_think_between_turns_not_after_the_last(stub_url: str) -> None:
+    convs = conversations(2, seed=0, system_words=5, user_words=3)
+    pauses: list[float] = []
+
+    def think() -> float:
+        pauses.append(0.001)
+        return 0.001
+
+    result = await run_conversations(stub_url, "m", convs, turns=3, max_tokens=2, think_s=think)
+    assert len(pauses) == 2 * 2  # two conversations, a pause between each of their three turns
+    assert len(result.e2e_s) == 6 and result.errors == 0

@@ -6,6 +6,7 @@ Used by ``benchmarks/prefix_routing.py`` (full size, recorded) and by a fast tes
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import time
@@ -31,6 +32,10 @@ class Scenario:
     random_requests: int = 144
     concurrency: int = 24
     max_tokens: int = 32
+    think_ms: float = 0.0
+    """Mean pause between a conversation's turns (uniform over 0 to twice it, seeded). With none, load-only routing
+    looks stickier than it is: in a closed loop the replica a turn just left is the least loaded one when the next
+    turn arrives, so conversations stay put by accident."""
     seed: int = 0
 
 
@@ -104,9 +109,10 @@ def run_one(policy: str, workload: str, sc: Scenario) -> Outcome:
         _wait(f"{gw}/ready")
         before = [_prefix_counters(u) for u in urls]
         if workload == "conversations":
-            res: RunResult = asyncio.run(
-                run_conversations(gw, MODEL, conversations(sc.conversations, sc.seed), sc.turns, sc.max_tokens)
-            )
+            think_rng = random.Random(sc.seed)
+            think = (lambda: think_rng.uniform(0, 2 * sc.think_ms / 1000)) if sc.think_ms else None
+            convs = conversations(sc.conversations, sc.seed)
+            res: RunResult = asyncio.run(run_conversations(gw, MODEL, convs, sc.turns, sc.max_tokens, think_s=think))
         else:
             res = asyncio.run(
                 run_prompts(gw, MODEL, random_prompts(sc.random_requests, sc.seed), sc.concurrency, sc.max_tokens)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -91,9 +91,13 @@ async def run_conversations(
     max_tokens: int,
     clock: Clock | None = None,
     fresh_connections: bool = False,
+    think_s: Callable[[], float] | None = None,
 ) -> RunResult:
     """Every conversation runs its turns in order; conversations run concurrently (timed on ``clock``, by default
     the wall clock).
+
+    ``think_s``: called after each answer for the seconds to pause before the conversation's next turn (a user
+    reading it); by default none, so each conversation sends its next turn the moment the last one ends.
 
     ``fresh_connections``: a new connection for every request (no keep-alive), so that a front door with several
     worker processes on one port gets each turn on whichever worker the kernel picks; by default a conversation's
@@ -108,6 +112,8 @@ async def run_conversations(
             if turn == 0 and len(result.ttft_s) > seen:
                 result.first_turn_ttft_s.append(result.ttft_s[-1])
             c.record_answer(answer)
+            if think_s is not None and turn < turns - 1:
+                await asyncio.sleep(think_s())
 
     t0 = clock.now()
     connector = aiohttp.TCPConnector(limit=0, force_close=fresh_connections)
