@@ -28,7 +28,7 @@ from tests.k8s.conftest import NS, SVC, TOKEN, KubeServer
 from tests.providers.fake_kube import endpoint_slice, ep
 
 MODEL = "llama-3.1-8b"
-DEADLINE_S = 55.0
+DEADLINE_S = 120.0
 """The whole scenario's bound (it takes 25-40 s on two shared cores)."""
 GRACE_S = 1.0
 """The kubelet's pause between marking a pod terminating and SIGTERM (a preStop hook's sleep)."""

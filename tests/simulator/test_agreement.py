@@ -66,7 +66,9 @@ def test_simulator_agrees_with_the_live_gateway(tmp_path: Path) -> None:
         print(policy, "live", real, "sim", sim)
         assert real.errors == 0 and real.requests == 30
         assert abs(sim.hit_rate - real.hit_rate) < 0.15, (policy, sim.hit_rate, real.hit_rate)
-        assert abs(sim.ttft_p90_ms - real.ttft_p90_ms) / real.ttft_p90_ms < 0.5, (policy, sim, real)
+        # Like with like: the engines' own p90 (the simulator models engines, not the front door, whose delay a
+        # loaded machine inflates: one client p90 of 272 ms against the engines' 178 ms in simulator.md).
+        assert abs(sim.ttft_p90_ms - real.engine_ttft_ms(90)) / real.engine_ttft_ms(90) < 0.5, (policy, sim, real)
         # The engines' own TTFT histogram saw every traced request, and the front door adds latency, never removes it.
         assert real.engine_ttft is not None and real.engine_ttft.count == 30, real.engine_ttft
         assert real.gateway_ttft is not None and real.gateway_ttft.count == 30, real.gateway_ttft
