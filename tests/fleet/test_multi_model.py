@@ -94,11 +94,11 @@ async def test_two_models_scale_on_their_own_signals(tmp_path: Path) -> None:
         while True:
             doc = await _status(tmp_path)
             small_seen.add(_count(doc, "small"))
-            if _count(doc, "chat") == 3 or time.monotonic() - t0 > 30:
+            if _count(doc, "chat") == 3 or time.monotonic() - t0 > 60:
                 break
             await asyncio.sleep(0.3)
         scaled_s = time.monotonic() - t0
-        assert _count(doc, "chat") == 3, f"chat did not scale to 3 in 30 s: {doc['by_model']}\n{''.join(lines)}"
+        assert _count(doc, "chat") == 3, f"chat did not scale to 3 in 60 s: {doc['by_model']}\n{''.join(lines)}"
         assert small_seen == {1}, f"small changed size under its own light load: {small_seen}"
         auto = doc["autoscaler"]
         assert set(auto["models"]) == {"chat", "small"}, auto
