@@ -37,6 +37,10 @@ worker subscribes to every replica's events itself); their routing note sums the
 its own client connection, for every front door (issue #17's worst case for unshared workers: the kernel picks a
 worker per turn).
 
+``--think-ms M``: users pause between a conversation's turns (M ms on average, seeded). The default is a closed
+loop, in which load-only routing keeps conversations in place by accident: the replica a turn just left is the
+least loaded one when the next turn arrives.
+
 ``--kv-blocks N`` caps every replica's KV cache (128-token blocks) so that it holds only part of the conversations
 (``--conversations`` moves the working set against it); see "Bounded KV cache" in the results for the sizing.
 
@@ -51,7 +55,9 @@ import dataclasses
 import datetime
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,6 +105,8 @@ class Sizes:
     random_words: int = 300
     concurrency: int = 24
     max_tokens: int = 16
+    think_ms: float = 0.0
+    """Mean pause between a conversation's turns (uniform over 0 to twice it, seeded; 0: closed loop)."""
     seed: int = 0
 
 
@@ -479,12 +487,18 @@ def shared_prompt_conversations(n: int, seed: int, system_words: int, user_words
 
 async def run_workload(workload: str, url: str, model: str, sz: Sizes, fresh: bool = False) -> RunResult:
     """One workload against ``url``; ``fresh``: a new connection per request for the multi-turn workloads."""
+    think_rng = random.Random(sz.seed)
+    think = (lambda: think_rng.uniform(0, 2 * sz.think_ms / 1000)) if sz.think_ms else None
     if workload == "conversations":
         convs = conversations(sz.conversations, sz.seed, sz.system_words, sz.user_words)
-        return await run_conversations(url, model, convs, sz.turns, sz.max_tokens, fresh_connections=fresh)
+        return await run_conversations(
+            url, model, convs, sz.turns, sz.max_tokens, fresh_connections=fresh, think_s=think
+        )
     if workload == "shared_prompt":
         convs = shared_prompt_conversations(sz.conversations, sz.seed + 1, sz.system_words, sz.user_words)
-        return await run_conversations(url, model, convs, sz.shared_turns, sz.max_tokens, fresh_connections=fresh)
+        return await run_conversations(
+            url, model, convs, sz.shared_turns, sz.max_tokens, fresh_connections=fresh, think_s=think
+        )
     prompts = random_prompts(sz.random_requests, sz.seed + 2, sz.random_words)
     return await run_prompts(url, model, prompts, sz.concurrency, sz.max_tokens)
 
@@ -624,7 +638,9 @@ def report(cells: list[Cell], sz: Sizes, repeats: int, skipped: list[str], start
         f"Sizes: {sz.conversations} conversations x {sz.turns} turns ({sz.system_words}-word system prompts, "
         f"{sz.user_words}-word user turns), shared_prompt {sz.conversations} x {sz.shared_turns} turns, random "
         f"{sz.random_requests} x {sz.random_words} words at concurrency {sz.concurrency}; "
-        f"max_tokens {sz.max_tokens}.\n",
+        f"max_tokens {sz.max_tokens}"
+        + (f"; {sz.think_ms:g} ms mean pause between a conversation's turns" if sz.think_ms else "; closed loop")
+        + ".\n",
         "| workload | front door | prefix cache hit rate | TTFT p50 | TTFT p90 | TTFT p90, all repeats pooled | "
         "engine TTFT mean | front door adds (mean) | front door CPU | req/s | wall | errors | load avg (1 min) | "
         "max/mean queried tokens per replica |",
@@ -699,6 +715,13 @@ def main() -> None:
     )
     ap.add_argument("--workloads", default="conversations,shared_prompt,random")
     ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="Mean pause between a conversation's turns (uniform over 0 to twice it, seeded; default 0: closed loop, "
+        "where load-only routing keeps conversations in place by accident).",
+    )
+    ap.add_argument(
         "--llmfleet-routing",
         action="append",
         default=[],
@@ -739,6 +762,9 @@ def main() -> None:
     sz = Sizes(conversations=8, turns=3, random_requests=24, shared_turns=2) if args.quick else Sizes()
     if args.conversations:
         sz = dataclasses.replace(sz, conversations=args.conversations)
+    if args.think_ms < 0:
+        ap.error("--think-ms: must be 0 or more")
+    sz = dataclasses.replace(sz, think_ms=args.think_ms)
     wanted = [w for w in args.front_doors.split(",") if w]
 
     def chosen(name: str) -> bool:
@@ -795,6 +821,8 @@ def main() -> None:
         print(f"{len(reps)} replicas ready in {started_s:.0f} s: {','.join(r.url for r in reps)}", flush=True)
         try:
             if args.serve_replicas:
+                # SIGTERM as well as Ctrl-C stops the replicas (the finally below): a background job ignores SIGINT.
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
                 while True:
                     time.sleep(3600)
             if args.warmup and doors:
