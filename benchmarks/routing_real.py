@@ -55,7 +55,6 @@ import dataclasses
 import datetime
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -78,7 +77,7 @@ from workers_routing import wait_workers, worker_pages
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
-from llmfleet.bench.workloads import Conversation, conversations, random_prompts
+from llmfleet.bench.workloads import Conversation, conversations, random_prompts, user_pauses
 from llmfleet.engines.vllm_testing import DEMO_MODEL_DIR, VLLMReplica, demo_setup
 from llmfleet.promtext import HistogramTotals, Scrape, parse
 from llmfleet.vllm_metrics import (
@@ -487,8 +486,7 @@ def shared_prompt_conversations(n: int, seed: int, system_words: int, user_words
 
 async def run_workload(workload: str, url: str, model: str, sz: Sizes, fresh: bool = False) -> RunResult:
     """One workload against ``url``; ``fresh``: a new connection per request for the multi-turn workloads."""
-    think_rng = random.Random(sz.seed)
-    think = (lambda: think_rng.uniform(0, 2 * sz.think_ms / 1000)) if sz.think_ms else None
+    think = user_pauses(sz.think_ms, sz.seed)
     if workload == "conversations":
         convs = conversations(sz.conversations, sz.seed, sz.system_words, sz.user_words)
         return await run_conversations(

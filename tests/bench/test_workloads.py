@@ -9,6 +9,7 @@ from llmfleet.bench.distributions import parse_length
 from llmfleet.bench.prompts import PromptBuilder
 from llmfleet.bench.spec import BenchRequest
 from llmfleet.bench.synthetic import conversations, synthetic
+from llmfleet.bench.workloads import user_pauses
 from llmfleet.engines.sim.tokenizer import generated_pieces, tokenize
 from llmfleet.errors import ConfigError
 
@@ -71,3 +72,13 @@ def test_prompts_are_made_of_the_sim_engines_own_pieces() -> None:
     """One word list: the prompt words are exactly what the simulated engine generates (one token each there)."""
     pieces = tokenize(PromptBuilder(3).text(BenchRequest(12, 5000, 1)))
     assert pieces[0] == "r12" and set(pieces[1:]) == set(generated_pieces())
+
+
+def test_user_pauses_are_seeded_and_average_the_mean() -> None:
+    assert user_pauses(0, seed=1) is None  # a closed loop
+    a, b = user_pauses(50, seed=1), user_pauses(50, seed=1)
+    assert a is not None and b is not None
+    draws = [a() for _ in range(2000)]
+    assert draws[:10] == [b() for _ in range(10)]  # the same seed, the same pauses for every front door
+    assert all(0 <= d <= 0.1 for d in draws)
+    assert sum(draws) / len(draws) == pytest.approx(0.05, rel=0.05)

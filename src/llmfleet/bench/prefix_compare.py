@@ -6,7 +6,6 @@ Used by ``benchmarks/prefix_routing.py`` (full size, recorded) and by a fast tes
 from __future__ import annotations
 
 import asyncio
-import random
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts
-from llmfleet.bench.workloads import conversations, random_prompts
+from llmfleet.bench.workloads import conversations, random_prompts, user_pauses
 from llmfleet.promtext import parse
 from llmfleet.vllm_metrics import read_prefix_cache
 
@@ -109,9 +108,8 @@ def run_one(policy: str, workload: str, sc: Scenario) -> Outcome:
         _wait(f"{gw}/ready")
         before = [_prefix_counters(u) for u in urls]
         if workload == "conversations":
-            think_rng = random.Random(sc.seed)
-            think = (lambda: think_rng.uniform(0, 2 * sc.think_ms / 1000)) if sc.think_ms else None
             convs = conversations(sc.conversations, sc.seed)
+            think = user_pauses(sc.think_ms, sc.seed)
             res: RunResult = asyncio.run(run_conversations(gw, MODEL, convs, sc.turns, sc.max_tokens, think_s=think))
         else:
             res = asyncio.run(

@@ -8,6 +8,7 @@ exploits. The *random* workload has no shared prefixes at all.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _WORDS = (
@@ -75,3 +76,12 @@ def random_prompts(n: int, seed: int, words: int = 400) -> list[list[dict[str, s
     """``n`` single-turn requests with unrelated prompts."""
     rng = random.Random(seed)
     return [[{"role": "user", "content": f"[{i}] " + _text(rng, words)}] for i in range(n)]
+
+
+def user_pauses(mean_ms: float, seed: int) -> Callable[[], float] | None:
+    """Seconds a user pauses between turns, drawn uniformly from 0 to twice ``mean_ms`` (seeded), for
+    ``run_conversations(think_s=...)``; None for 0 (a closed loop: each turn sent when the last one ends)."""
+    if not mean_ms:
+        return None
+    rng = random.Random(seed)
+    return lambda: rng.uniform(0, 2 * mean_ms / 1000)
