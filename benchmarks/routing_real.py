@@ -73,7 +73,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _proc import append_results, wait_http_ok
-from workers_routing import wait_workers, worker_pages
+from _workers import wait_workers, worker_pages
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.runner import RunResult, run_conversations, run_prompts

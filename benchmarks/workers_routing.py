@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,12 +49,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import redis
 from _proc import append_results, stop_all, wait_http_ok
+from _workers import fresh_get, samples, wait_workers, worker_pages
 
 from llmfleet.appthread import free_port
 from llmfleet.bench.prefix_compare import MODEL, Scenario
 from llmfleet.bench.runner import run_conversations
-from llmfleet.bench.workloads import conversations
-from llmfleet.promtext import Sample, Scrape, parse
+from llmfleet.bench.workloads import conversations, user_pauses
+from llmfleet.promtext import parse
 from llmfleet.vllm_metrics import read_prefix_cache
 
 SCRATCH = Path(os.environ.get("WORKERS_ROUTING_LOGS", "/tmp/llmfleet-workers-routing"))
@@ -109,58 +109,7 @@ def _engine(port: int, kv_blocks: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _get(url: str) -> bytes:
-    req = urllib.request.Request(url, headers={"Connection": "close"})  # a fresh connection: another worker
-    with urllib.request.urlopen(req, timeout=5) as r:
-        data: bytes = r.read()
-        return data
-
-
-def _listeners(port: int) -> int:
-    """Sockets listening on ``port`` (one per worker once every worker has bound)."""
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                cols = line.split()
-                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":
-                    n += 1
-    return n
-
-
-def wait_workers(url: str, port: int, n: int, timeout_s: float = 60) -> None:
-    """Wait until ``n`` gateway workers listen on ``port`` and answer ``/ready`` (TimeoutError after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while _listeners(port) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{n} workers not listening on {port} after {timeout_s} s")
-        time.sleep(0.1)
-    for _ in range(6 * n):  # every worker ready (fresh connections land on each)
-        wait_http_ok(f"{url}/ready", timeout_s)
-
-
-def worker_pages(url: str, n: int, sent: int) -> list[Scrape]:
-    """Each worker's /metrics once: pages are told apart by their request counters, which no longer change."""
-    pages: dict[tuple[tuple[str, float], ...], Scrape] = {}
-    for _ in range(40 * n):
-        page = parse(_get(f"{url}/metrics"))
-        ident = tuple(
-            sorted((repr(sorted(s.labels.items())), s.value) for s in _samples(page, "llmfleet_gateway_requests_total"))
-        )
-        pages.setdefault(ident, page)
-        total = sum(p.counter("llmfleet_gateway_requests") or 0.0 for p in pages.values())
-        if len(pages) >= n and total >= sent:
-            break
-    return list(pages.values())
-
-
-def _samples(page: Scrape, name: str) -> list[Sample]:
-    return [s for s in page.samples if s.name == name]
-
-
-def run_one(
-    cfg: Config, sc: Scenario, redis_port: int | None, fresh_connections: bool = False, think_s: float = 0.0
-) -> Outcome:
+def run_one(cfg: Config, sc: Scenario, redis_port: int | None, fresh_connections: bool = False) -> Outcome:
     """Fresh engines (cold caches), a fresh gateway and an empty Redis database: one run of the conversations."""
     procs: list[subprocess.Popen[bytes]] = []
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -187,15 +136,15 @@ def run_one(
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
         gw = f"http://127.0.0.1:{gw_port}"
         wait_workers(gw, gw_port, cfg.workers)
-        before = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
+        before = [read_prefix_cache(parse(fresh_get(f"{u}/metrics"))) for u in urls]
         convs = conversations(sc.conversations, sc.seed)
-        think = (lambda: think_s) if think_s else None
+        think = user_pauses(sc.think_ms, sc.seed)
         res = asyncio.run(
             run_conversations(
                 gw, MODEL, convs, sc.turns, sc.max_tokens, fresh_connections=fresh_connections, think_s=think
             )
         )
-        after = [read_prefix_cache(parse(_get(f"{u}/metrics"))) for u in urls]
+        after = [read_prefix_cache(parse(fresh_get(f"{u}/metrics"))) for u in urls]
         sent = sc.conversations * sc.turns
         pages = worker_pages(gw, cfg.workers, sent)
     finally:
@@ -204,7 +153,7 @@ def run_one(
     queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     decisions: dict[str, float] = {}
     for page in pages:
-        for s in _samples(page, "llmfleet_gateway_routing_decisions_total"):
+        for s in samples(page, "llmfleet_gateway_routing_decisions_total"):
             decisions[s.labels["reason"]] = decisions.get(s.labels["reason"], 0.0) + s.value
     return Outcome(
         cfg.key,
@@ -260,14 +209,22 @@ def main() -> None:
         "--configs", default="w1,w1h,w2,w2l,w2r,w4,w4l,w4r,lo", help=f"comma-separated, of {','.join(CONFIGS)}"
     )
     ap.add_argument("--connections", choices=["pooled", "fresh"], default="pooled", help="see above")
-    ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a conversation's turns")
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="mean pause between a conversation's turns (uniform over 0 to twice it, seeded; runs recorded before "
+        "2026-11-30 paused exactly this long)",
+    )
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "workers_routing.md")
     args = ap.parse_args()
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONFIGS]
     if unknown:
         ap.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
-    sc = Scenario()
+    if args.think_ms < 0:
+        ap.error("--think-ms: must be 0 or more")
+    sc = Scenario(think_ms=args.think_ms)
     load_before = os.getloadavg()
     runs: dict[str, list[Outcome]] = {k: [] for k in keys}
     started = datetime.datetime.now(datetime.UTC)
@@ -275,7 +232,7 @@ def main() -> None:
         for rep in range(args.repeats):
             order = keys[rep % len(keys) :] + keys[: rep % len(keys)]
             for k in order:
-                o = run_one(CONFIGS[k], sc, redis_port, args.connections == "fresh", args.think_ms / 1000)
+                o = run_one(CONFIGS[k], sc, redis_port, args.connections == "fresh")
                 print(o, f"load {os.getloadavg()[0]:.1f}", flush=True)
                 runs[k].append(o)
     load_after = os.getloadavg()
@@ -288,7 +245,7 @@ def main() -> None:
         f"{load_after[0]:.1f} after; {args.repeats} repeats; {sc.replicas} H100 sim engines, "
         f"{sc.kv_blocks_per_replica} KV blocks each; {sc.conversations} conversations x {sc.turns} turns; "
         f"client connections: {args.connections}"
-        + (f", {args.think_ms:g} ms between turns" if args.think_ms else "")
+        + (f", {sc.think_ms:g} ms mean pause between turns" if sc.think_ms else "")
         + ")\n",
         "| configuration | hit rate, each repeat | median | vs 1 worker | p50 TTFT | p90 TTFT | requests/s | "
         "routing decisions (all workers) | errors |",
